@@ -1,0 +1,31 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   creates .venv, installs rmscore, scores the shipped demo data with the shipped model
+#   make test   creates .venv, installs rmscore with its test extras, runs the test suite
+# TORCH_SPEC picks the torch build: the default is the CPU wheel CI uses. On a GPU node, use your
+# cluster's torch instead, e.g. `make test TORCH_SPEC="torch>=2.4"`, or pip install -e . into your env.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: demo test bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/rmscore score data/demo/hh_rlhf_demo.jsonl -o demo-out --overwrite
+	$(BIN)/rmscore build-pairs demo-out -o demo-out/pairs.parquet
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/run.py --preset cpu
+
+clean:
+	rm -rf $(VENV) demo-out

@@ -1,0 +1,3 @@
+from rmscore.cli import main
+
+main()

@@ -1,0 +1,75 @@
+"""Options shared by several commands, declared once as Annotated aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from rmscore.config import default_model
+
+MODEL = "Model"
+INPUT = "Input columns"
+BATCH = "Batching and length"
+OUT = "Output"
+
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model", "-m", help="Checkpoint folder or Hub name. Default: the demo reward model shipped in data/demo-rm.",
+        rich_help_panel=MODEL, show_default=False,
+    ),
+]
+ModelTypeOpt = Annotated[
+    str, typer.Option(help="Reward-model family (see `rmscore models`), or auto to detect it from config.json.",
+                      rich_help_panel=MODEL)
+]
+RevisionOpt = Annotated[Optional[str], typer.Option(help="Hub revision (branch, tag or commit).", rich_help_panel=MODEL)]
+DtypeOpt = Annotated[str, typer.Option(help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16.",
+                                       rich_help_panel=MODEL)]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.", rich_help_panel=MODEL)]
+DeviceMapOpt = Annotated[
+    Optional[str],
+    typer.Option(help="'auto' splits a model too big for one GPU across all visible GPUs (accelerate). "
+                      "Fits big models; for speed, prefer one replica per GPU with torchrun.", rich_help_panel=MODEL),
+]
+AttnOpt = Annotated[Optional[str], typer.Option(help="sdpa, eager, flash_attention_2, flex_attention, ...",
+                                                rich_help_panel=MODEL)]
+TrustOpt = Annotated[bool, typer.Option(help="Run the checkpoint's own Python code. Off: a model folder must never "
+                                             "be a way in.", rich_help_panel=MODEL)]
+PickleOpt = Annotated[bool, typer.Option(help="Load pickle (.bin) weights, which can run code. Off by default.",
+                                         rich_help_panel=MODEL)]
+TemplateOpt = Annotated[Optional[str], typer.Option(help="Jinja chat template (file or string) replacing the "
+                                                         "checkpoint's.", rich_help_panel=MODEL)]
+SystemOpt = Annotated[Optional[str], typer.Option(help="System prompt added to conversations that have none. "
+                                                       "Default: the model family's reference behaviour.",
+                                                  rich_help_panel=MODEL)]
+BosOpt = Annotated[str, typer.Option(help="template: one BOS, as apply_chat_template(tokenize=True) gives. double: a "
+                                          "second BOS, as card code that re-tokenizes rendered text gives (GRM).",
+                                     rich_help_panel=MODEL)]
+StepSepOpt = Annotated[Optional[str], typer.Option(help="Process reward models: split completions into steps on this "
+                                                        "string (default: the family's own rule).",
+                                                   rich_help_panel=MODEL)]
+AggregateOpt = Annotated[str, typer.Option(help="Process reward models: which step aggregate becomes `score`: min, "
+                                                "prod, mean or last. All four are written.", rich_help_panel=MODEL)]
+MaxLengthOpt = Annotated[Optional[int], typer.Option(help="Longest input in tokens. Default: the model's limit.",
+                                                     rich_help_panel=BATCH)]
+OverflowOpt = Annotated[str, typer.Option(help="A row over --max-length: skip (written with status too_long, no "
+                                               "score), truncate-left (keep the end, where the reward is read), error.",
+                                          rich_help_panel=BATCH)]
+TokenBudgetOpt = Annotated[Optional[int], typer.Option(help="Padded tokens per forward (rows x longest row). "
+                                                            "Default: from free device memory.",
+                                                       rich_help_panel=BATCH)]
+BatchSizeOpt = Annotated[int, typer.Option(help="Most rows per forward, whatever the token budget.",
+                                           rich_help_panel=BATCH)]
+WindowOpt = Annotated[int, typer.Option(help="Rows read ahead and sorted by length together. Bounds memory.",
+                                        rich_help_panel=BATCH)]
+SplitOpt = Annotated[str, typer.Option(help="Split of a Hub dataset or DatasetDict folder.", rich_help_panel=INPUT)]
+LimitOpt = Annotated[Optional[int], typer.Option(help="Read only the first N input rows.", rich_help_panel=INPUT)]
+ProgressOpt = Annotated[Optional[bool], typer.Option("--progress/--no-progress",
+                                                     help="Progress bar. Default: on a terminal only; log lines "
+                                                          "otherwise.", show_default=False)]
+
+
+def split_list(text: str | None) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else []

@@ -1,0 +1,115 @@
+"""`rmscore score`: one command from a dataset to a Parquet folder of scores."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from rmscore.cli import options as o
+from rmscore.cli.app import command, echo
+from rmscore.config import (
+    BatchConfig, ColumnMap, InputConfig, ModelConfig, OutputConfig, ScoreConfig, ShardConfig, default_model,
+)
+
+Col = Annotated[Optional[str], typer.Option(rich_help_panel=o.INPUT, show_default=False)]
+
+
+@command("score")
+def score(
+    input: Annotated[str, typer.Argument(help="JSONL (.jsonl/.jsonl.gz), Parquet file or folder, save_to_disk "
+                                              "folder, or Hub dataset name.", show_default=False)],
+    output: Annotated[str, typer.Option("--output", "-o", help="Output folder of Parquet parts.",
+                                        rich_help_panel=o.OUT, show_default=False)],
+    model: o.ModelOpt = default_model(),
+    model_type: o.ModelTypeOpt = "auto",
+    revision: o.RevisionOpt = None,
+    split: o.SplitOpt = "train",
+    config: Annotated[Optional[str], typer.Option(help="Hub dataset configuration.", rich_help_panel=o.INPUT)] = None,
+    prompt_col: Col = None,
+    completion_col: Col = None,
+    completions_col: Col = None,
+    messages_col: Col = None,
+    chosen_col: Col = None,
+    rejected_col: Col = None,
+    steps_col: Col = None,
+    id_col: Annotated[Optional[str], typer.Option(help="Column with the prompt id. Default: a hash of the prompt, "
+                                                       "stable across runs.", rich_help_panel=o.INPUT)] = None,
+    keep_columns: Annotated[Optional[str], typer.Option(help="Comma-separated input columns copied to the output.",
+                                                        rich_help_panel=o.INPUT)] = None,
+    limit: o.LimitOpt = None,
+    max_length: o.MaxLengthOpt = None,
+    on_overflow: o.OverflowOpt = "skip",
+    max_tokens_per_batch: o.TokenBudgetOpt = None,
+    max_batch_size: o.BatchSizeOpt = 512,
+    window: o.WindowOpt = 8192,
+    dtype: o.DtypeOpt = "auto",
+    device: o.DeviceOpt = "auto",
+    device_map: o.DeviceMapOpt = None,
+    attn_implementation: o.AttnOpt = None,
+    trust_remote_code: o.TrustOpt = False,
+    allow_pickle: o.PickleOpt = False,
+    chat_template: o.TemplateOpt = None,
+    system_prompt: o.SystemOpt = None,
+    bos: o.BosOpt = "template",
+    step_separator: o.StepSepOpt = None,
+    aggregate: o.AggregateOpt = "min",
+    shard: Annotated[Optional[str], typer.Option(help="INDEX/COUNT: score one slice (all completions of a prompt stay "
+                                                      "together). Default: from torchrun or a SLURM array, else 0/1.",
+                                                 rich_help_panel=o.OUT)] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace results already in the output folder.",
+                                            rich_help_panel=o.OUT)] = False,
+    rows_per_part: Annotated[int, typer.Option(help="Rows per Parquet part file.", rich_help_panel=o.OUT)] = 50_000,
+    progress: o.ProgressOpt = None,
+):
+    """Score every completion of INPUT with a reward model and write Parquet.
+
+    Row shapes are detected from the columns: prompt+completion, prompt+completions (a list),
+    messages (last turn is the assistant's), or [prompt+]chosen+rejected. Prompts may be text
+    or {role, content} message lists.
+
+    Examples:
+
+      rmscore score data/demo/prompts.jsonl -o scored/
+
+      rmscore score gens.parquet -m Skywork/Skywork-Reward-V2-Llama-3.1-8B -o scored/ --max-length 8192
+
+      rmscore score steps.jsonl -m Qwen/Qwen2.5-Math-PRM-7B --aggregate min -o prm/
+    """
+    from rmscore.scoring import run_score
+
+    cfg = ScoreConfig(
+        input=InputConfig(
+            input, split, config,
+            ColumnMap(prompt_col, completion_col, completions_col, messages_col, chosen_col, rejected_col,
+                      steps_col, id_col),
+            o.split_list(keep_columns), limit,
+        ),
+        output=OutputConfig(output, overwrite, rows_per_part),
+        model=ModelConfig(model, model_type, revision, dtype, device, device_map, attn_implementation,
+                          trust_remote_code, allow_pickle, chat_template, system_prompt, bos, step_separator,
+                          aggregate),
+        batch=BatchConfig(max_length, on_overflow, max_tokens_per_batch, max_batch_size, window),
+        shard=ShardConfig.parse(shard),
+        progress=progress,
+    )
+    summary = run_score(cfg, log=lambda text: echo(f"[rmscore] {text}"))
+    for line in summary_lines(summary):
+        echo(line)
+
+
+def summary_lines(s) -> list[str]:
+    scored = sum(n for status, n in s.statuses.items() if status in ("ok", "truncated"))
+    lines = [
+        f"Scored {scored:,} of {s.samples:,} completions from {s.rows_read:,} input rows "
+        f"in {s.wall_s:.1f}s ({s.forward_path} forward, {s.model_type}).",
+        f"  tokens: {s.tokens:,} ({s.tokens / max(s.loop_s, 1e-9):,.0f}/s after loading), {s.batches:,} batches, "
+        f"padding efficiency {s.padding_efficiency:.1%}",
+    ]
+    for status, n in sorted(s.statuses.items()):
+        if status != "ok":
+            lines.append(f"  {status}: {n:,}")
+    for reason, n in s.details.most_common(10):
+        lines.append(f"    {n:,} x {reason}")
+    lines.append(f"  output: {s.output}")
+    return lines

@@ -1,0 +1,143 @@
+"""Typed run configuration. CLI options map 1:1 onto these fields; defaults live here only.
+
+No torch or transformers imports: the CLI builds and validates a config before anything heavy loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rmscore.errors import ConfigError
+
+OVERFLOW_POLICIES = ("skip", "truncate-left", "error")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+AGGREGATES = ("min", "prod", "mean", "last")
+
+
+def default_model() -> str:
+    """The demo reward model shipped in the repository's data/ folder, so a first run needs no
+    download. It is an ordinary checkpoint folder; nothing else in rmscore knows about it."""
+    return str(Path(__file__).resolve().parent.parent / "data" / "demo-rm")
+
+
+@dataclass
+class ColumnMap:
+    """Input column names. `None` means "detect from the standard names"."""
+
+    prompt: str | None = None  # "prompt"
+    completion: str | None = None  # "completion"
+    completions: str | None = None  # "completions" (a list: one output row per item)
+    messages: str | None = None  # "messages" (last turn is the assistant's)
+    chosen: str | None = None  # "chosen" (with "rejected": both sides scored)
+    rejected: str | None = None  # "rejected"
+    steps: str | None = None  # "steps" (process reward models: a list of step strings)
+    id: str | None = None  # prompt id column; default is a hash of the prompt content
+
+
+@dataclass
+class InputConfig:
+    path: str
+    split: str = "train"  # for Hub datasets and DatasetDict folders
+    config_name: str | None = None  # Hub dataset configuration
+    columns: ColumnMap = field(default_factory=ColumnMap)
+    keep_columns: list[str] = field(default_factory=list)  # copied unchanged into the output
+    limit: int | None = None  # read at most this many input rows (smoke tests)
+
+    def __post_init__(self):
+        if self.limit is not None and self.limit <= 0:
+            raise ConfigError(f"--limit must be positive, got {self.limit}")
+
+
+@dataclass
+class ModelConfig:
+    path: str = field(default_factory=default_model)
+    model_type: str = "auto"  # adapter name from `rmscore models`, or auto-detect from config.json
+    revision: str | None = None
+    dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 on CPU
+    device: str = "auto"  # auto: cuda if available, else cpu
+    device_map: str | None = None  # "auto": split a model too big for one GPU (accelerate)
+    attn_implementation: str | None = None  # None: transformers' default (sdpa)
+    trust_remote_code: bool = False  # never run checkpoint code unless asked
+    allow_pickle: bool = False  # refuse .bin (pickle) weights unless asked
+    chat_template: str | None = None  # a Jinja file or string overriding the checkpoint's template
+    system_prompt: str | None = None  # prepended as a system turn; None: the adapter's default
+    # How BOS is produced. "template": tokenize the rendered template without adding specials
+    # (what apply_chat_template(tokenize=True) does: one BOS). "double": add the tokenizer's
+    # specials on top, reproducing card code that tokenizes tokenize=False output (GRM, URM).
+    bos: str = "template"
+    step_separator: str | None = None  # PRMs: how to split a completion into steps
+    aggregate: str = "min"  # PRMs: which step aggregate becomes `score`
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"unknown --dtype {self.dtype!r}", f"choose one of {', '.join(DTYPES)}")
+        if self.bos not in ("template", "double"):
+            raise ConfigError(f"unknown --bos {self.bos!r}", "choose 'template' or 'double'")
+        if self.aggregate not in AGGREGATES:
+            raise ConfigError(
+                f"unknown --aggregate {self.aggregate!r}", f"choose one of {', '.join(AGGREGATES)}"
+            )
+
+
+@dataclass
+class BatchConfig:
+    max_length: int | None = None  # None: the model's own limit
+    on_overflow: str = "skip"  # skip | truncate-left | error
+    max_tokens_per_batch: int | None = None  # padded tokens per forward; None: derived from the device
+    max_batch_size: int = 512  # rows per forward, whatever the budget
+    window: int = 8192  # rows sorted together; bounds memory while streaming
+
+    def __post_init__(self):
+        if self.on_overflow not in OVERFLOW_POLICIES:
+            raise ConfigError(
+                f"unknown --on-overflow {self.on_overflow!r}",
+                f"choose one of {', '.join(OVERFLOW_POLICIES)}",
+            )
+        for name in ("max_length", "max_tokens_per_batch"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.max_batch_size <= 0 or self.window <= 0:
+            raise ConfigError("--max-batch-size and --window must be positive")
+
+
+@dataclass
+class OutputConfig:
+    path: str
+    overwrite: bool = False  # replace results made with other settings instead of refusing
+    rows_per_part: int = 50_000  # rows per Parquet part file; a finished part is never rewritten
+
+    def __post_init__(self):
+        if self.rows_per_part <= 0:
+            raise ConfigError("--rows-per-part must be positive")
+
+
+@dataclass
+class ShardConfig:
+    """Which slice of the data this process scores. None: taken from torchrun/SLURM, else 0/1."""
+
+    index: int | None = None
+    count: int | None = None
+
+    @classmethod
+    def parse(cls, text: str | None) -> "ShardConfig":
+        if not text:
+            return cls()
+        try:
+            index, count = (int(x) for x in text.split("/"))
+        except ValueError:
+            raise ConfigError(f"--shard must look like INDEX/COUNT, got {text!r}") from None
+        if not 0 <= index < count:
+            raise ConfigError(f"--shard {text}: INDEX must be in [0, COUNT)")
+        return cls(index, count)
+
+
+@dataclass
+class ScoreConfig:
+    input: InputConfig
+    output: OutputConfig
+    model: ModelConfig = field(default_factory=ModelConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    shard: ShardConfig = field(default_factory=ShardConfig)
+    progress: bool | None = None  # None: a bar on a terminal, log lines otherwise

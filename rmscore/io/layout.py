@@ -1,0 +1,185 @@
+"""Which row shape an input has, and turning each raw row into the Samples to score.
+
+Shapes, detected from the column names (each name overridable):
+  prompt + completion       one completion per row
+  prompt + completions      a list: one output row per completion (completion_index = position)
+  messages                  a conversation whose last turn is the assistant's
+  [prompt +] chosen + rejected   both sides scored (side = chosen / rejected)
+A malformed row never raises: it becomes a Sample with `error` set, which is written and counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rmscore.config import ColumnMap
+from rmscore.errors import InputError
+from rmscore.io.sources import RawRow
+from rmscore.records import Sample, prompt_hash
+
+SHAPES = "prompt+completion, prompt+completions, messages, or [prompt+]chosen+rejected"
+
+
+@dataclass(frozen=True)
+class Layout:
+    kind: str  # completion | completions | messages | pairs
+    prompt: str | None = None
+    completion: str | None = None  # completion, completions or messages column
+    chosen: str | None = None
+    rejected: str | None = None
+    steps: str | None = None
+    id: str | None = None
+    keep: tuple[str, ...] = ()
+
+
+def detect_layout(columns: list[str], cmap: ColumnMap, keep: list[str] = ()) -> Layout:
+    cols = set(columns)
+
+    def pick(override: str | None, default: str) -> str | None:
+        if override is not None:
+            if override not in cols:
+                raise InputError(f"column {override!r} not found", f"the input has: {', '.join(columns)}")
+            return override
+        return default if default in cols else None
+
+    prompt = pick(cmap.prompt, "prompt")
+    chosen, rejected = pick(cmap.chosen, "chosen"), pick(cmap.rejected, "rejected")
+    messages, completions = pick(cmap.messages, "messages"), pick(cmap.completions, "completions")
+    completion = pick(cmap.completion, "completion")
+    common = dict(steps=pick(cmap.steps, "steps"), id=pick(cmap.id, "prompt_id"), keep=tuple(keep))
+    missing = [c for c in keep if c not in cols]
+    if missing:
+        raise InputError(f"--keep-columns names missing columns: {', '.join(missing)}")
+    if chosen and rejected:
+        return Layout("pairs", prompt=prompt, chosen=chosen, rejected=rejected, **common)
+    if prompt and completions:
+        return Layout("completions", prompt=prompt, completion=completions, **common)
+    if prompt and completion:
+        return Layout("completion", prompt=prompt, completion=completion, **common)
+    if messages:
+        return Layout("messages", completion=messages, **common)
+    raise InputError(
+        f"cannot tell the row shape from the columns: {', '.join(columns)}",
+        f"expected {SHAPES}; name yours with --prompt-col, --completion-col, --completions-col, "
+        "--messages-col, --chosen-col/--rejected-col",
+    )
+
+
+def expand(row: RawRow, layout: Layout) -> list[Sample]:
+    """The samples of one input row. Never raises on bad content."""
+    if row.data is None:
+        return [_bad(row.index, 0, row.error or "unreadable row")]
+    data = row.data
+    try:
+        return _expand(row.index, data, layout)
+    except _RowProblem as problem:
+        return [_bad(row.index, 0, str(problem))]
+
+
+class _RowProblem(ValueError):
+    pass
+
+
+def _expand(index: int, data: dict, layout: Layout) -> list[Sample]:
+    extra = {c: data.get(c) for c in layout.keep}
+    steps = data.get(layout.steps) if layout.steps else None
+    if layout.kind == "messages":
+        conversation = _messages(data.get(layout.completion), layout.completion)
+        if len(conversation) < 2 or conversation[-1]["role"] != "assistant":
+            raise _RowProblem(f"{layout.completion!r} must end with an assistant turn after a prompt")
+        prompt, is_text = conversation[:-1], False
+        completions = [conversation[-1]["content"]]
+        sides: list[str | None] = [None]
+    elif layout.kind == "pairs":
+        prompt, is_text, completions = _pair(data, layout)
+        sides = ["chosen", "rejected"]
+    else:
+        prompt, is_text = _prompt(data.get(layout.prompt), layout.prompt)
+        raw = data.get(layout.completion)
+        if layout.kind == "completions":
+            if not isinstance(raw, list) or not raw:
+                raise _RowProblem(f"{layout.completion!r} must be a non-empty list, got {_kind(raw)}")
+            completions = list(raw)
+        else:
+            completions = [raw]
+        sides = [None] * len(completions)
+    prompt_id = str(data[layout.id]) if layout.id and data.get(layout.id) is not None else prompt_hash(prompt)
+    samples = []
+    for position, (raw_completion, side) in enumerate(zip(completions, sides)):
+        sample = Sample(index, position, prompt_id, prompt, is_text, None, side, None, extra)
+        try:
+            sample.completion = _completion(raw_completion)
+            sample.steps = _steps(steps, position, layout.kind)
+        except _RowProblem as problem:
+            sample.error = str(problem)
+        samples.append(sample)
+    return samples
+
+
+def _pair(data: dict, layout: Layout) -> tuple[list[dict], bool, list]:
+    chosen, rejected = data.get(layout.chosen), data.get(layout.rejected)
+    if layout.prompt is not None:
+        prompt, is_text = _prompt(data.get(layout.prompt), layout.prompt)
+        return prompt, is_text, [chosen, rejected]
+    # Implicit prompt (TRL style): both sides are whole conversations sharing the prompt turns.
+    if not (isinstance(chosen, list) and isinstance(rejected, list)):
+        raise _RowProblem("chosen/rejected without a prompt column must be message lists; add a prompt column")
+    chosen_msgs, rejected_msgs = _messages(chosen, "chosen"), _messages(rejected, "rejected")
+    shared = 0
+    while shared < min(len(chosen_msgs), len(rejected_msgs)) - 1 and chosen_msgs[shared] == rejected_msgs[shared]:
+        shared += 1
+    if shared == 0:
+        raise _RowProblem("chosen and rejected share no prompt turns")
+    return chosen_msgs[:shared], False, [chosen_msgs[shared:], rejected_msgs[shared:]]
+
+
+def _prompt(value, column: str) -> tuple[list[dict], bool]:
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}], True
+    if isinstance(value, list) and value:
+        return _messages(value, column), False
+    raise _RowProblem(f"{column!r} must be a string or a list of messages, got {_kind(value)}")
+
+
+def _messages(value, column: str) -> list[dict]:
+    if not isinstance(value, list) or not value:
+        raise _RowProblem(f"{column!r} must be a non-empty list of messages, got {_kind(value)}")
+    out = []
+    for message in value:
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise _RowProblem(f"{column!r} has an item that is not a {{role, content}} message")
+        if not isinstance(message.get("content"), str):
+            raise _RowProblem(f"{column!r} has a message whose content is {_kind(message.get('content'))}, not text")
+        out.append({"role": message["role"], "content": message["content"]})
+    return out
+
+
+def _completion(value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        value = [value]
+    if isinstance(value, list) and value:
+        last = _messages(value, "completion")[-1]
+        if last["role"] != "assistant":
+            raise _RowProblem(f"completion message has role {last['role']!r}, expected 'assistant'")
+        return last["content"]
+    raise _RowProblem(f"completion is {_kind(value)}, expected text or an assistant message")
+
+
+def _steps(steps, position: int, kind: str) -> list[str] | None:
+    if steps is None:
+        return None
+    if kind == "completions" and isinstance(steps, list) and steps and isinstance(steps[0], list):
+        steps = steps[position] if position < len(steps) else None
+    if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
+        raise _RowProblem("steps must be a list of strings")
+    return list(steps)
+
+
+def _bad(index: int, position: int, reason: str) -> Sample:
+    return Sample(index, position, None, None, False, None, error=reason)
+
+
+def _kind(value) -> str:
+    return "null" if value is None else type(value).__name__

@@ -1,0 +1,73 @@
+"""The adapter interface every reward-model family implements.
+
+The scoring loop only ever sees this interface. A family differs in three places, all here:
+  encode()  how a (prompt, completion) is rendered to token ids, and which positions are read;
+  head()    how the hidden states at those positions become scores;
+  load()    how the checkpoint's weights are put into modules (published parameter names).
+The backbone forward itself (padding, packing, prompt reuse) is shared: see rmscore/forward.py.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from rmscore.config import ModelConfig
+from rmscore.errors import RowError
+from rmscore.records import Encoded, Sample
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import torch
+
+
+class RewardModel:
+    name: ClassVar[str]  # the --model-type key
+    summary: ClassVar[str]  # one line for `rmscore models`
+    reads: ClassVar[str]  # which positions the head reads
+    outputs: ClassVar[str]  # which output columns it adds
+    examples: ClassVar[str] = ""
+    # Causal decoders never look right, so right padding needs no attention mask and packing is
+    # exact. Encoders (DeBERTa) attend both ways: they need a mask and cannot be packed.
+    is_causal: ClassVar[bool] = True
+    # Extra keyword arguments for every backbone call. Decoders must not build a KV cache.
+    backbone_kwargs: ClassVar[dict] = {"use_cache": False}
+
+    # Set by load():
+    backbone: "torch.nn.Module"
+    tokenizer: object
+    pad_id: int
+    max_length: int
+    device: "torch.device"
+
+    def __init__(self, cfg: ModelConfig):
+        self.cfg = cfg
+
+    @classmethod
+    def matches(cls, hf_config: dict) -> bool:
+        """True when config.json says the checkpoint is of this family (for --model-type auto)."""
+        return False
+
+    @classmethod
+    def load(cls, cfg: ModelConfig, hf_config: dict) -> "RewardModel":
+        raise NotImplementedError
+
+    def encode(self, samples: list[Sample]) -> list[Encoded | RowError]:
+        """Token ids and read positions for each sample, in order. A sample that cannot be
+        rendered gives a RowError in its place; the run goes on."""
+        raise NotImplementedError
+
+    def head(self, hidden: "torch.Tensor", batch: list[Encoded]) -> list[dict]:
+        """Scores from the hidden states at every read position of the batch.
+
+        hidden: (sum of len(e.positions) over batch, hidden_size), in batch order.
+        Returns one dict of output columns per sample; `score` is always one of them.
+        """
+        raise NotImplementedError
+
+    def output_fields(self) -> list["pa.Field"]:
+        """Output columns this family adds beside `score` (vectors, step scores, ...)."""
+        return []
+
+    def metadata(self) -> dict:
+        """What went into the numbers: written into the output's schema metadata."""
+        return {}

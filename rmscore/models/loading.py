@@ -1,0 +1,125 @@
+"""Loading checkpoints safely: config.json, tokenizer, weights policy, device and dtype.
+
+Shared by every adapter so the safety rules (safetensors only, no remote code) hold everywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from rmscore.config import ModelConfig
+from rmscore.errors import ModelError
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+# Tokenizers report 1e30 when they do not know their limit; beyond this we do not believe them.
+_UNKNOWN_LIMIT = 10_000_000
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ModelError(f"unknown --device {name!r}", "use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError("--device cuda asked for, but CUDA is not available", "use --device cpu")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+def read_hf_config(cfg: ModelConfig) -> dict:
+    """config.json as a plain dict. Read raw, so auto-detection never runs remote code."""
+    local = Path(cfg.path)
+    if local.exists():
+        file = local / "config.json"
+        if not file.is_file():
+            raise ModelError(
+                f"{cfg.path} has no config.json, so it is not a model checkpoint folder",
+                "point --model at a folder saved with save_pretrained, or a Hub model name",
+            )
+        return json.loads(file.read_text())
+    from transformers.utils import cached_file
+
+    try:
+        file = cached_file(cfg.path, "config.json", revision=cfg.revision)
+    except Exception as exc:
+        raise ModelError(
+            f"cannot find model {cfg.path!r}: {str(exc).splitlines()[0]}",
+            "check the path or Hub name; offline, the model must already be in the Hugging Face cache",
+        ) from exc
+    return json.loads(Path(file).read_text())
+
+
+def check_weights_policy(cfg: ModelConfig) -> None:
+    """Pickle weights can run code when loaded: refuse them unless the user says otherwise."""
+    local = Path(cfg.path)
+    if not local.is_dir() or cfg.allow_pickle:
+        return  # Hub checkpoints: from_pretrained(use_safetensors=True) enforces it
+    names = [f.name for f in local.iterdir()]
+    if any(n.endswith(".safetensors") for n in names):
+        return
+    if any(n.endswith(PICKLE_SUFFIXES) for n in names):
+        raise ModelError(
+            f"{cfg.path} has only pickle (.bin) weights, which can run arbitrary code when loaded",
+            "convert them to safetensors, or pass --allow-pickle if you trust the checkpoint",
+        )
+    raise ModelError(f"{cfg.path} has no weight files (*.safetensors)")
+
+
+def pretrained_kwargs(cfg: ModelConfig, device: torch.device, dtype: torch.dtype) -> dict:
+    kwargs = dict(
+        dtype=dtype,
+        revision=cfg.revision,
+        trust_remote_code=cfg.trust_remote_code,
+        use_safetensors=None if cfg.allow_pickle else True,
+    )
+    if cfg.attn_implementation:
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    if cfg.device_map:
+        kwargs["device_map"] = cfg.device_map
+    return kwargs
+
+
+def load_tokenizer(cfg: ModelConfig):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            cfg.path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
+        )
+    except Exception as exc:
+        raise ModelError(f"cannot load the tokenizer of {cfg.path}: {str(exc).splitlines()[0]}") from exc
+    if cfg.chat_template:
+        path = Path(cfg.chat_template)
+        tokenizer.chat_template = path.read_text() if path.is_file() else cfg.chat_template
+    return tokenizer
+
+
+def model_max_length(hf_config: dict, tokenizer) -> int:
+    limits = [hf_config.get("max_position_embeddings"), getattr(tokenizer, "model_max_length", None)]
+    sane = [int(x) for x in limits if isinstance(x, (int, float)) and 0 < x < _UNKNOWN_LIMIT]
+    return min(sane) if sane else 4096
+
+
+def template_hash(template: str | None) -> str | None:
+    return hashlib.sha1(template.encode("utf-8")).hexdigest()[:16] if template else None
+
+
+def place(model: torch.nn.Module, cfg: ModelConfig, device: torch.device) -> torch.device:
+    """Move the model to its device (unless accelerate placed it) and return the input device."""
+    model.eval()
+    if cfg.device_map:
+        # Split across GPUs by accelerate: inputs go where the embeddings live.
+        return next(model.parameters()).device
+    model.to(device)
+    return device

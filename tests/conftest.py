@@ -1,0 +1,71 @@
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+# Tests are offline and CPU-only; one thread keeps them stable on a shared 2-core machine.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+sys.path.insert(0, str(Path(__file__).parent))
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config):
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """Tiny seq-cls checkpoints, built once per session: copy before modifying."""
+    from tiny import save_seq_cls
+
+    root = tmp_path_factory.mktemp("models")
+    return {
+        "llama": save_seq_cls(root / "llama", "llama", "llama3"),
+        "qwen2": save_seq_cls(root / "qwen2", "qwen2", "chatml"),
+        "gemma2": save_seq_cls(root / "gemma2", "gemma2", "gemma"),
+        "llama-pad-eos": save_seq_cls(root / "llama-pad-eos", "llama", "llama3", pad="<|eot_id|>"),
+        "llama-3labels": save_seq_cls(root / "llama-3labels", "llama", "llama3", num_labels=3),
+    }
+
+
+@pytest.fixture
+def write_jsonl(tmp_path):
+    def write(rows, name="input.jsonl"):
+        path = tmp_path / name
+        with open(path, "w") as f:
+            for row in rows:
+                f.write((row if isinstance(row, str) else json.dumps(row)) + "\n")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def copy_model(tmp_path):
+    def copy(src: Path) -> Path:
+        dst = tmp_path / f"model-{src.name}"
+        shutil.copytree(src, dst)
+        return dst
+
+    return copy
