@@ -49,3 +49,43 @@ def test_bad_budget_rejected():
 def test_chunked_windows():
     assert list(chunked(range(7), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
     assert list(chunked([], 3)) == []
+
+
+def test_packed_budget_is_on_the_sum():
+    from rmscore.batching import plan_packed
+
+    rng = random.Random(2)
+    lengths = [rng.randint(1, 300) for _ in range(500)]
+    batches = plan_packed(lengths, max_tokens=1024, max_rows=64)
+    assert sorted(i for b in batches for i in b) == list(range(500))
+    for batch in batches:
+        assert sum(lengths[i] for i in batch) <= 1024 or len(batch) == 1
+        assert len(batch) <= 64
+    # Next-fit on sorted lengths fills rows close to the budget.
+    assert sum(lengths) / (len(batches) * 1024) > 0.85
+    assert plan_packed([5000, 10], 100, 8) == [[0], [1]]
+
+
+def test_grouped_batches_keep_the_two_budgets():
+    from rmscore.batching import plan_grouped
+
+    rng = random.Random(3)
+    prefix = [rng.randint(1, 200) for _ in range(60)]
+    suffixes = [[rng.randint(1, 80) for _ in range(rng.randint(1, 9))] for _ in prefix]
+    batches = plan_grouped(prefix, suffixes, max_tokens=2048, max_rows=16)
+    placed = sorted((g, i) for b in batches for g, members in b for i in members)
+    assert placed == [(g, i) for g in range(60) for i in range(len(suffixes[g]))]
+    for batch in batches:
+        p_max = max(prefix[g] for g, _ in batch)
+        r_max = max(suffixes[g][i] for g, members in batch for i in members)
+        rows = sum(len(m) for _, m in batch)
+        assert rows <= 16
+        assert (len(batch) * p_max + rows * r_max <= 2048 and rows * p_max <= 2048) or len(batch) == 1
+
+
+def test_a_group_too_big_for_one_batch_is_split():
+    from rmscore.batching import plan_grouped
+
+    batches = plan_grouped([100], [[50] * 10], max_tokens=400, max_rows=64)
+    # 100 + n*50 <= 400 allows 6 rows, but n copies of the cached prompt (n*100 <= 400) allow 4
+    assert [len(members) for b in batches for _, members in b] == [4, 4, 2]
