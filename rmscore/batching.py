@@ -78,51 +78,24 @@ def plan_packed(lengths: Sequence[int], max_tokens: int, max_rows: int) -> list[
     """
     if max_tokens <= 0 or max_rows <= 0:
         raise ValueError("max_tokens and max_rows must be positive")
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    batches: list[list[int]] = []
-    current: list[int] = []
-    total = 0
-    for index in order:
-        length = max(lengths[index], 1)
-        if current and (total + length > max_tokens or len(current) >= max_rows):
-            batches.append(current)
-            current, total = [], 0
-        current.append(index)
-        total += length
-    if current:
-        batches.append(current)
+    batches = _next_fit([max(n, 1) for n in lengths], [1] * len(lengths), max_tokens, max_rows)
     _check_partition(batches, len(lengths))
     return batches
 
 
-def plan_grouped(prefix: Sequence[int], suffixes: Sequence[Sequence[int]], max_tokens: int,
-                 max_rows: int) -> list[list[tuple[int, list[int]]]]:
-    """Batches for shared-prompt forwards. Group g has one shared prefix of prefix[g] tokens and
-    rows whose remaining lengths are suffixes[g]. A batch of G groups and B rows costs
-    G * longest prefix (the prompt forward) + B * longest suffix (the completion forward), and
-    holds B copies of the prompt's keys and values, so B * longest prefix is kept under the budget
-    too. A group too big for one batch is split into chunks (each chunk recomputes its prompt).
+def plan_units(prefix: Sequence[int], suffixes: Sequence[Sequence[int]], max_tokens: int,
+               max_rows: int) -> list[list[tuple[int, list[int]]]]:
+    """Batches for shared-prompt packed forwards. Group g is one prompt of prefix[g] tokens followed
+    by its completions of suffixes[g] tokens, all laid end to end in one packed row, so a chunk of a
+    group costs prefix + sum(its suffixes) tokens and no padding. A group bigger than the budget is
+    split into chunks, each with its own copy of the prompt; chunks are then packed like rows.
 
     Returns batches as lists of (group, [row positions within the group]).
     """
-    if max_tokens <= 0 or max_rows <= 0:
-        raise ValueError("max_tokens and max_rows must be positive")
     chunks = [(g, rows) for g in range(len(prefix)) for rows in _chunk_group(prefix[g], suffixes[g], max_tokens, max_rows)]
-    chunks.sort(key=lambda c: (-prefix[c[0]], -max(suffixes[c[0]][r] for r in c[1]), c[0], c[1][0]))
-    batches: list[list[tuple[int, list[int]]]] = []
-    current: list[tuple[int, list[int]]] = []
-    p_max = r_max = rows = 0
-    for g, members in chunks:
-        p, r = max(prefix[g], 1), max(max(suffixes[g][i] for i in members), 1)
-        new_p, new_r, new_rows = max(p_max, p), max(r_max, r), rows + len(members)
-        fits = (len(current) + 1) * new_p + new_rows * new_r <= max_tokens and new_rows * new_p <= max_tokens
-        if current and (not fits or new_rows > max_rows):
-            batches.append(current)
-            current, new_p, new_r, new_rows = [], p, r, len(members)
-        current.append((g, members))
-        p_max, r_max, rows = new_p, new_r, new_rows
-    if current:
-        batches.append(current)
+    sizes = [prefix[g] + sum(suffixes[g][i] for i in rows) for g, rows in chunks]
+    counts = [len(rows) for _, rows in chunks]
+    batches = [[chunks[i] for i in batch] for batch in _next_fit(sizes, counts, max_tokens, max_rows)]
     placed = sorted((g, i) for batch in batches for g, members in batch for i in members)
     if placed != [(g, i) for g in range(len(prefix)) for i in range(len(suffixes[g]))]:
         raise AssertionError("grouped batching lost or duplicated rows")
@@ -130,15 +103,33 @@ def plan_grouped(prefix: Sequence[int], suffixes: Sequence[Sequence[int]], max_t
 
 
 def _chunk_group(prefix: int, suffixes: Sequence[int], max_tokens: int, max_rows: int) -> list[list[int]]:
-    order = sorted(range(len(suffixes)), key=lambda i: (-suffixes[i], i))
-    chunks, current = [], []
-    for i in order:
-        r_max = suffixes[current[0]] if current else suffixes[i]
-        n = len(current) + 1
-        if current and (prefix + n * r_max > max_tokens or n * prefix > max_tokens or n > max_rows):
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    total = prefix
+    for i, size in enumerate(suffixes):
+        if current and (total + size > max_tokens or len(current) >= max_rows):
             chunks.append(current)
-            current = []
+            current, total = [], prefix
         current.append(i)
+        total += size
     if current:
         chunks.append(current)
     return chunks
+
+
+def _next_fit(sizes: Sequence[int], counts: Sequence[int], max_tokens: int, max_rows: int) -> list[list[int]]:
+    """Largest first, next-fit, on summed sizes and summed row counts."""
+    order = sorted(range(len(sizes)), key=lambda i: (-sizes[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    total = rows = 0
+    for index in order:
+        if current and (total + sizes[index] > max_tokens or rows + counts[index] > max_rows):
+            batches.append(current)
+            current, total, rows = [], 0, 0
+        current.append(index)
+        total += sizes[index]
+        rows += counts[index]
+    if current:
+        batches.append(current)
+    return batches

@@ -66,26 +66,25 @@ def test_packed_budget_is_on_the_sum():
     assert plan_packed([5000, 10], 100, 8) == [[0], [1]]
 
 
-def test_grouped_batches_keep_the_two_budgets():
-    from rmscore.batching import plan_grouped
+def test_units_pack_whole_groups_under_the_budget():
+    from rmscore.batching import plan_units
 
     rng = random.Random(3)
     prefix = [rng.randint(1, 200) for _ in range(60)]
     suffixes = [[rng.randint(1, 80) for _ in range(rng.randint(1, 9))] for _ in prefix]
-    batches = plan_grouped(prefix, suffixes, max_tokens=2048, max_rows=16)
+    batches = plan_units(prefix, suffixes, max_tokens=2048, max_rows=16)
     placed = sorted((g, i) for b in batches for g, members in b for i in members)
     assert placed == [(g, i) for g in range(60) for i in range(len(suffixes[g]))]
     for batch in batches:
-        p_max = max(prefix[g] for g, _ in batch)
-        r_max = max(suffixes[g][i] for g, members in batch for i in members)
-        rows = sum(len(m) for _, m in batch)
-        assert rows <= 16
-        assert (len(batch) * p_max + rows * r_max <= 2048 and rows * p_max <= 2048) or len(batch) == 1
+        tokens = sum(prefix[g] + sum(suffixes[g][i] for i in members) for g, members in batch)
+        assert tokens <= 2048 or len(batch) == 1
+        assert sum(len(m) for _, m in batch) <= 16
+    # Most groups stay whole, so their prompt is computed once.
+    assert sum(len(b) for b in batches) <= 65
 
 
 def test_a_group_too_big_for_one_batch_is_split():
-    from rmscore.batching import plan_grouped
+    from rmscore.batching import plan_units
 
-    batches = plan_grouped([100], [[50] * 10], max_tokens=400, max_rows=64)
-    # 100 + n*50 <= 400 allows 6 rows, but n copies of the cached prompt (n*100 <= 400) allow 4
-    assert [len(members) for b in batches for _, members in b] == [4, 4, 2]
+    batches = plan_units([100], [[50] * 10], max_tokens=400, max_rows=64)
+    assert [members for b in batches for _, members in b] == [[0, 1, 2, 3, 4, 5], [6, 7, 8, 9]]
