@@ -60,6 +60,12 @@ def test_completion_split_on_blank_lines_as_the_card_recommends(model_dir, refer
     assert_close(out[0]["step_scores"], reference("q", ["a b", "c d", "e"]))
 
 
+def test_completion_already_marked_is_the_cards_assistant_turn(model_dir, reference, tmp_path):
+    rows = [{"prompt": "q", "completion": "a b<extra_0>c\n\nd<extra_0>"}]
+    out = score_cli(write_rows(tmp_path / "in.jsonl", rows), model_dir, tmp_path / "out")
+    assert_close(out[0]["step_scores"], reference("q", ["a b", "c\n\nd"]))
+
+
 def test_step_markers_in_user_text_are_removed(model_dir, reference, tmp_path):
     rows = [{"prompt": "add <extra_0>2 and 2", "steps": ["2 + 2<extra_0>", "= 4"]}]
     out = score_cli(write_rows(tmp_path / "in.jsonl", rows), model_dir, tmp_path / "out")

@@ -60,6 +60,15 @@ def test_tagged_completion_is_scored_as_the_card_scores_it(model_dir, reference,
         assert len(row["step_scores"]) == given["completion"].count("ки")
 
 
+def test_tagged_completion_in_any_layout_is_used_as_it_stands(model_dir, reference, tmp_path):
+    """Tags not followed by newlines, text after the last tag: exactly the card's reading of it."""
+    given = "Step 1: add ки Step 2: 12 + 7 = 19 ки\n\nso the answer is 19 ки and a tail"
+    out = score_cli(write_rows(tmp_path / "in.jsonl", [{"prompt": "q", "completion": given}]), model_dir,
+                    tmp_path / "out", "--model-type", "step-tag")
+    assert out[0]["status"] == "ok" and len(out[0]["step_scores"]) == 3
+    assert_close(out[0]["step_scores"], reference("q", given))
+
+
 def test_tags_in_user_text_are_removed_so_counts_match(model_dir, reference, tmp_path):
     rows = [{"prompt": "what is ки 2 + 2", "steps": ["2 + 2 ки", "so ки 4"]}]
     out = score_cli(write_rows(tmp_path / "in.jsonl", rows), model_dir, tmp_path / "out", "--model-type", "step-tag")

@@ -96,6 +96,13 @@ def test_outcome_model_given_steps_stops_and_says_what_to_pass(tiny_models, tmp_
                    "--step-separator", "process reward models")
 
 
+def test_steps_column_with_chosen_rejected_is_refused(prm, tmp_path):
+    path = write_rows(tmp_path / "in.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b", "steps": ["a"]}])
+    one_line_error(invoke("score", path, "-m", prm, "-o", tmp_path / "o"), "chosen/rejected", "--steps-col ''")
+    out = score_cli(path, prm, tmp_path / "ok", "--steps-col", "")
+    assert [r["side"] for r in out] == ["chosen", "rejected"] and all(r["status"] == "ok" for r in out)
+
+
 def test_bad_step_options_are_one_line_errors(prm, tmp_path):
     path = write_rows(tmp_path / "in.jsonl", step_rows(1))
     one_line_error(invoke("score", path, "-m", prm, "-o", tmp_path / "o", "--step-tokens", "ки +"), "three tokens")
@@ -103,6 +110,7 @@ def test_bad_step_options_are_one_line_errors(prm, tmp_path):
                    "--step-tokens does not apply to qwen-prm")
     one_line_error(invoke("score", path, "-m", prm, "-o", tmp_path / "o", "--step-separator", ""), "empty")
     one_line_error(invoke("score", path, "-m", prm, "-o", tmp_path / "o", "--aggregate", "max"), "min, prod, mean")
+    one_line_error(invoke("score", path, "-m", prm, "-o", tmp_path / "o", "--bos", "double"), "--bos")
 
 
 def test_models_lists_the_process_reward_models():

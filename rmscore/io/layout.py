@@ -56,6 +56,9 @@ def detect_layout(columns: list[str], cmap: ColumnMap, keep: list[str] = ()) -> 
     if missing:
         raise InputError(f"--keep-columns names missing columns: {', '.join(missing)}")
     if chosen and rejected:
+        if common["steps"]:
+            raise InputError(f"a step column ({common['steps']!r}) cannot go with chosen/rejected rows: it would give "
+                             "both sides the same steps", "pass --steps-col '' to split each side's text instead")
         return Layout("pairs", prompt=prompt, chosen=chosen, rejected=rejected, **common)
     if prompt and completions:
         return Layout("completions", prompt=prompt, completion=completions, **common)

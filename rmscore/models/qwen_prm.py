@@ -68,13 +68,13 @@ class QwenPrmModel(ProcessRewardModel):
 
     def prepare(self, sample: Sample, steps: list[str]) -> list[dict]:
         prompt = [{"role": m["role"], "content": self.untag(m["content"])} for m in sample.prompt]
-        answer = self.tag.join(steps) + self.tag
+        answer = self.completion_as_given(sample) or self.tag.join(steps) + self.tag
         return [*chat.with_system(prompt, self.cfg.system_prompt or SYSTEM), {"role": "assistant", "content": answer}]
 
     def encode_prepared(self, prepared: list[list[dict]]) -> list[Encoded]:
         texts = chat.render(self.tokenizer, prepared)
         ids = self.tokenizer(texts, add_special_tokens=True)["input_ids"]  # card: tokenizer.encode(text)
-        return tag_positions(ids, [m[-1]["content"].count(self.tag) for m in prepared], self.tag_id)
+        return tag_positions(ids, [m[-1]["content"].count(self.tag) for m in prepared], self.tag_id)  # = steps
 
     def step_scores(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = self.score_head(hidden.to(self.score_head[0].weight.device, torch.float32))  # (N, 2)

@@ -10,6 +10,7 @@ that position the same hidden state with or without the turns that follow.
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
 
 import torch
@@ -67,7 +68,7 @@ class RlhflowPrmModel(ProcessRewardModel):
     def _positions(self, ids: list[int], offsets: list[tuple[int, int]], marked: str, steps: int) -> Encoded:
         starts = [start for start, _ in offsets]
         positions = []
-        for char in (i for i, c in enumerate(marked) if c == MARK):
+        for char in (m.start() for m in re.finditer(MARK, marked)):
             token = bisect_left(starts, char)  # the token that starts at the assistant's "+"
             if token < len(ids) and starts[token] == char and ids[token] == self.label_ids[0]:
                 positions.append(token - 1)  # the reference's logits[:, -3]: the token before "+"

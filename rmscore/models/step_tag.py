@@ -5,6 +5,9 @@ card: the input is f"{question} {output}", where every step ends with " ки" an
 by "\\n"; tokenizer.encode adds BOS; every position holding the tag id is read and
 P(good) = softmax over the [good, bad] token logits -> [0]. Tag and label tokens are data
 (--step-tokens "ки + -"), and their ids are derived from the tokenizer as the card does.
+A completion that already carries the tags is the card's own input and is scored as it stands,
+one step per tag; otherwise it is split one step per line. Tags inside the question or the given
+steps are removed first (the card's advice), so the tags in the input are exactly one per step.
 
 Only the two label rows of the LM head are kept (fp32, applied to the gathered hidden states):
 the (tokens x vocabulary) logits are never computed.
@@ -75,7 +78,7 @@ class StepTagModel(ProcessRewardModel):
         return self
 
     def prepare(self, sample: Sample, steps: list[str]) -> tuple[str, int]:
-        output = "\n".join(f"{step} {self.tag}" for step in steps)
+        output = self.completion_as_given(sample) or "\n".join(f"{step} {self.tag}" for step in steps)
         return f"{self.untag(question(sample))} {output}", len(steps)
 
     def encode_prepared(self, prepared: list[tuple[str, int]]) -> list[Encoded]:

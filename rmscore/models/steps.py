@@ -66,6 +66,8 @@ class ProcessRewardModel(RewardModel):
     @classmethod
     def start(cls, cfg: ModelConfig, hf_config: dict) -> "ProcessRewardModel":
         """An adapter with its device, dtype and tokenizer set: the part of load() every PRM shares."""
+        if cfg.bos != "template":
+            raise ConfigError("--bos does not apply to process reward models", "each adds BOS as its reference does")
         if cfg.step_tokens is not None and not cls.takes_step_tokens:
             raise ConfigError(f"--step-tokens does not apply to {cls.name}", "it sets the tag and label tokens of "
                               "--model-type step-tag")
@@ -81,7 +83,17 @@ class ProcessRewardModel(RewardModel):
         return self
 
     def split(self, text: str) -> list[str]:
+        if self.tagged(text):
+            return [piece.strip() for piece in text.split(self.tag)[:-1]]  # text after the last tag: no step
         return split_steps(text, self.cfg.step_separator or self.separator)
+
+    def tagged(self, text: str) -> bool:
+        """A completion already in the family's own format (a tag after each step) is the reference's
+        input as it stands: the tags mark the steps and the text is scored unchanged."""
+        return bool(self.tag) and self.tag in text
+
+    def completion_as_given(self, sample: Sample) -> str | None:
+        return sample.completion if sample.steps is None and self.tagged(sample.completion) else None
 
     def steps_of(self, sample: Sample) -> list[str]:
         if sample.steps is not None:
