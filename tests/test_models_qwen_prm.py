@@ -11,9 +11,9 @@ from rmscore.errors import ModelError
 from rmscore.io.output import read_metadata
 from rmscore.models.qwen_prm import QwenPrmModel
 from rmscore.scoring import run_score
+from prm_cards import qwen_prm_reference
 from tiny_prm import (
-    count_backbone_rows, prm800k_rows, prm800k_step_rows, qwen_prm_reference, save_qwen_prm, score_cli, step_rows,
-    write_rows,
+    count_backbone_rows, prm800k_rows, prm800k_step_rows, save_qwen_prm, score_cli, step_rows, write_rows,
 )
 
 TOL = 1e-5

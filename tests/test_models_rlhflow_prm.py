@@ -6,9 +6,8 @@ import random
 import pytest
 
 from rmscore.models.rlhflow_prm import RlhflowPrmModel
-from tiny_prm import (
-    count_backbone_rows, rlhflow_reference, rlhflow_split, save_rlhflow, score_cli, step_rows, write_rows,
-)
+from prm_cards import rlhflow_reference, rlhflow_split
+from tiny_prm import count_backbone_rows, save_rlhflow, score_cli, step_rows, write_rows
 
 TOL = 1e-5
 

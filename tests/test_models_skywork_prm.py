@@ -5,7 +5,8 @@ import random
 import pytest
 
 from rmscore.io.output import read_metadata
-from tiny_prm import save_skywork_prm, score_cli, skywork_prm_reference, step_rows, write_rows
+from prm_cards import skywork_prm_reference
+from tiny_prm import save_skywork_prm, score_cli, step_rows, write_rows
 
 TOL = 1e-5
 

@@ -8,9 +8,8 @@ import pytest
 from rmscore.config import BatchConfig, InputConfig, ModelConfig, OutputConfig, ScoreConfig
 from rmscore.scoring import run_score
 from rmscore.models.step_tag import StepTagModel
-from tiny_prm import (
-    count_backbone_rows, prm800k_rows, save_step_tag, score_cli, step_rows, step_tag_reference, write_rows,
-)
+from prm_cards import step_tag_reference
+from tiny_prm import count_backbone_rows, prm800k_rows, save_step_tag, score_cli, step_rows, write_rows
 
 TOL = 1e-5
 

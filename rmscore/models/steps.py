@@ -58,8 +58,8 @@ def tag_positions(ids_list: list[list[int]], step_counts: list[int], tag_id: int
 class ProcessRewardModel(RewardModel):
     reads_steps = True
     separator: ClassVar[str]  # how the family splits a completion into steps
-    # A marker the family writes after each step. Removed from user text first (as the Math-Shepherd
-    # card advises), so the markers in the input are exactly the ones we add.
+    # A marker the family writes after each step. Removed from the question and given steps first
+    # (as the Math-Shepherd card advises), so the markers in the input are one per step.
     tag: ClassVar[str | None] = None
     takes_step_tokens: ClassVar[bool] = False  # whether --step-tokens (tag, good, bad) applies
 
@@ -104,7 +104,7 @@ class ProcessRewardModel(RewardModel):
             steps = self.split(sample.completion)
         if not steps:
             raise RowError(records.INVALID_ROW, "no steps to score: the steps list is empty")
-        return [self.untag(s).strip() if self.tag and self.tag in s else s for s in steps]
+        return [self.untag(s).strip() if self.tagged(s) else s for s in steps]
 
     def untag(self, text: str) -> str:
         return text.replace(self.tag, "") if self.tag else text
