@@ -68,12 +68,17 @@ class ModelConfig:
     bos: str = "template"
     step_separator: str | None = None  # PRMs: how to split a completion into steps
     aggregate: str = "min"  # PRMs: which step aggregate becomes `score`
+    step_tokens: str | None = None  # step-tag PRMs: "TAG GOOD BAD"; None: the family's "ки + -"
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
             raise ConfigError(f"unknown --dtype {self.dtype!r}", f"choose one of {', '.join(DTYPES)}")
         if self.bos not in ("template", "double"):
             raise ConfigError(f"unknown --bos {self.bos!r}", "choose 'template' or 'double'")
+        if self.step_separator == "":
+            raise ConfigError("--step-separator is empty", "give the text that separates steps, e.g. '\\n\\n'")
+        if self.step_tokens is not None and len(self.step_tokens.split()) != 3:
+            raise ConfigError(f"--step-tokens {self.step_tokens!r} must be three tokens", "e.g. --step-tokens 'ки + -'")
         if self.aggregate not in AGGREGATES:
             raise ConfigError(
                 f"unknown --aggregate {self.aggregate!r}", f"choose one of {', '.join(AGGREGATES)}"

@@ -17,7 +17,7 @@ from rmscore import records
 from rmscore.batching import chunked, plan_batches
 from rmscore.config import ScoreConfig
 from rmscore.distributed.env import DistInfo, dist_info
-from rmscore.errors import InputError, RowError
+from rmscore.errors import ConfigError, InputError, RowError
 from rmscore.io import output
 from rmscore.io.layout import Layout, detect_layout, expand
 from rmscore.io.sources import Source, open_source
@@ -173,6 +173,25 @@ def _check_positions(enc: Encoded) -> None:
         raise RowError(records.INVALID_ROW, "nothing to read: no score position in the rendered input")
 
 
+def check_steps_input(layout: Layout, cfg: ScoreConfig, adapter, family: str) -> None:
+    """Step columns and step options need a process reward model; never ignore them silently."""
+    if adapter.reads_steps:
+        return
+    from rmscore.models import step_families
+
+    prms = ", ".join(step_families())
+    if layout.steps:
+        raise InputError(
+            f"the input has a step column {layout.steps!r}, but {family} is an outcome reward model: it scores "
+            "whole completions",
+            f"to score steps pass a process reward model (--model-type {prms}); to ignore the column pass "
+            "--steps-col ''",
+        )
+    if cfg.model.step_separator is not None or cfg.model.step_tokens is not None:
+        raise ConfigError(f"--step-separator and --step-tokens apply to process reward models ({prms}), "
+                          f"not {family}")
+
+
 def _reason(detail: str | None) -> str:
     # Group counts by the kind of problem, not by the exact numbers in the message.
     return (detail or "").split(" (")[0].split(":")[0][:80]
@@ -187,7 +206,7 @@ def run_score(cfg: ScoreConfig, log=print) -> RunSummary:
     dist = dist_info(cfg.shard.index, cfg.shard.count)
     out_dir = output.prepare(Path(cfg.output.path), cfg.output.overwrite)
     log(f"reading {source.description} as {layout.kind} rows")
-    model, family = load_model(cfg.model)
+    model, family = load_model(cfg.model, check=lambda adapter, name: check_steps_input(layout, cfg, adapter, name))
     runner = PaddedForward(model)
     summary = RunSummary(str(out_dir), family, runner.name)
     max_length = cfg.batch.max_length or model.max_length

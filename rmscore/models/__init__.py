@@ -14,6 +14,10 @@ from rmscore.errors import ModelError
 # Most specific first: auto-detection takes the first adapter whose matches() says yes, and the
 # generic sequence classifier must come after the custom heads built on the same architectures.
 ADAPTERS: dict[str, str] = {
+    "qwen-prm": "rmscore.models.qwen_prm:QwenPrmModel",
+    "skywork-prm": "rmscore.models.skywork_prm:SkyworkPrmModel",
+    "step-tag": "rmscore.models.step_tag:StepTagModel",
+    "rlhflow-prm": "rmscore.models.rlhflow_prm:RlhflowPrmModel",
     "seq-cls": "rmscore.models.seq_cls:SeqClsModel",
 }
 
@@ -41,11 +45,19 @@ def detect(hf_config: dict, path: str) -> str:
     )
 
 
-def load_model(cfg: ModelConfig):
-    """Load the adapter for cfg.path; returns (model, family name)."""
+def step_families() -> list[str]:
+    """The process reward model families: those that read a `steps` column."""
+    return [name for name in ADAPTERS if get_adapter(name).reads_steps]
+
+
+def load_model(cfg: ModelConfig, check=None):
+    """Load the adapter for cfg.path; returns (model, family name). check(adapter class, name), if
+    given, runs before any weights load, so a mismatched input stops the run before a long load."""
     from rmscore.models.loading import read_hf_config
 
     hf_config = read_hf_config(cfg)
     name = detect(hf_config, cfg.path) if cfg.model_type == "auto" else cfg.model_type
     adapter = get_adapter(name)
+    if check is not None:
+        check(adapter, name)
     return adapter.load(cfg, hf_config), name

@@ -29,6 +29,9 @@ class RewardModel:
     # Causal decoders never look right, so right padding needs no attention mask and packing is
     # exact. Encoders (DeBERTa) attend both ways: they need a mask and cannot be packed.
     is_causal: ClassVar[bool] = True
+    # Process reward models score each step of a completion (rmscore/models/steps.py); an outcome
+    # model given a step column stops instead of silently ignoring it.
+    reads_steps: ClassVar[bool] = False
     # Extra keyword arguments for every backbone call. Decoders must not build a KV cache.
     backbone_kwargs: ClassVar[dict] = {"use_cache": False}
 
