@@ -223,7 +223,8 @@ def pair_tokenizer():
     backend.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
     return PreTrainedTokenizerFast(tokenizer_object=backend, cls_token="[CLS]", sep_token="[SEP]",
-                                   pad_token="[PAD]", unk_token="<unk>", model_max_length=512)
+                                   pad_token="[PAD]", unk_token="<unk>", model_max_length=512,
+                                   model_input_names=["input_ids", "token_type_ids", "attention_mask"])
 
 
 def save_pair_encoder(directory: Path, arch: str = "deberta-v2", seed: int = 0) -> Path:

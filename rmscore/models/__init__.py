@@ -72,7 +72,7 @@ def check_fits(name: str, hf_config: dict, path: str) -> None:
     if others:
         archs = ", ".join(hf_config.get("architectures") or [hf_config.get("model_type", "?")])
         raise ModelError(
-            f"{path} is a {others[0]} checkpoint ({archs}), not {name}",
+            f"{path} is a checkpoint of the {others[0]} family ({archs}), not {name}",
             f"pass --model-type {others[0]} (or leave --model-type auto)",
         )
 
