@@ -58,7 +58,9 @@ GOLDEN: dict[str, Golden] = {
         ({"rewards": [(p + 0.5) / 5 for p in (2.78125, 2.859375, 3.484375, 1.3847656, 1.296875)]},),
         "ArmoRM model card (RLHFlow/RLHF-Reward-Modeling armo-rm/README.md), bf16", atol=0.02),
     "Skywork/Skywork-Reward-Llama-3.1-8B-v0.2": _skywork(13.6875, -9.1875, "Skywork-Reward v0.2 card, bf16"),
-    "Skywork/Skywork-Reward-Gemma-2-27B-v0.2": _skywork(4.59375, -18.125, "Skywork-Reward v0.2 card, bf16"),
+    "Skywork/Skywork-Reward-Gemma-2-27B-v0.2": _skywork(
+        4.59375, -18.125, "Skywork-Reward v0.2 card, bf16; the card warns sdpa can misbehave for this model: "
+                          "try --attn-implementation eager"),
     "Skywork/Skywork-Reward-V2-Llama-3.1-8B": _skywork(23.0, 3.59375, "Skywork-Reward-V2 card, bf16 + flash-attn-2"),
     "internlm/internlm2-20b-reward": Golden(
         "internlm2", "Hello! What's your name?", INTERNLM_ANSWERS, ({"score": 0.767578125}, {"score": -2.22265625}),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 
+import pyarrow as pa
 import torch
 from torch import nn
 
@@ -81,9 +82,7 @@ class DebertaPair(RewardModel):
             return [{"score": v} for v in logits[:, 0].tolist()]
         return [{"score": row[0], "scores": row} for row in logits.tolist()]
 
-    def output_fields(self):
-        import pyarrow as pa
-
+    def output_fields(self) -> list[pa.Field]:
         return [pa.field("scores", pa.list_(pa.float64()))] if self.num_labels > 1 else []
 
     def metadata(self) -> dict:

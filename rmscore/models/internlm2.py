@@ -1,15 +1,12 @@
 """InternLM2 reward models (internlm/internlm2-1_8b/7b/20b-reward), natively, no remote code.
 
-The reference appends config.reward_token_id to the rendered conversation and reads
-v_head(h) = Linear(h, 1, bias=False) at that last token. Its `get_score` renders with
-tokenize=False and calls tokenizer.encode(), so the template's BOS and the tokenizer's BOS both
-land: two BOS tokens, which we reproduce by default (--bos template gives one).
+The reference appends config.reward_token_id and reads v_head = Linear(h, 1, bias=False) at that
+last token. Its `get_score` renders tokenize=False then tokenizer.encode()s: the template's BOS and
+the tokenizer's both land, and we reproduce those two BOS by default (--bos template: one).
 
-The backbone is a Llama with other names and a fused QKV. Its weights are converted into
-transformers' LlamaModel: wqkv rows are packed per key/value head as
-[q_1 .. q_groups, k, v] (each head_dim rows), the layout the published modeling_internlm2.py
-unpacks with rearrange("(h gs d)", gs=groups + 2). RoPE, RMSNorm and the SwiGLU MLP are Llama's.
-
+The backbone is a Llama with other names and a fused QKV, converted into transformers' LlamaModel:
+wqkv rows are packed per key/value head as [q_1 .. q_groups, k, v] x head_dim, the layout the
+published modeling_internlm2.py unpacks with rearrange("(h gs d)", gs=groups + 2).
 The reference needs left padding only because it reads [:, -1]; we read each row's own last
 position, so right padding (the shared forward) is exact.
 """
@@ -114,7 +111,7 @@ class InternLM2Reward(RewardModel):
         self = cls(cfg)
         self.device = loading.resolve_device(cfg.device)
         loading.check_weights_policy(cfg)
-        self.tokenizer = loading.load_tokenizer(cfg)
+        self.tokenizer = _tokenizer(cfg)
         self.template = chat.require_template(self.tokenizer, cfg)
         config = llama_config(hf_config)
         model = native.from_checkpoint(InternLM2Weights, cfg, config, self.device,
@@ -142,3 +139,14 @@ class InternLM2Reward(RewardModel):
     def metadata(self) -> dict:
         return {"template_hash": loading.template_hash(self.template), "bos": self.bos,
                 "reward_token_id": self.reward_token_id}
+
+
+def _tokenizer(cfg):
+    try:
+        return loading.load_tokenizer(cfg)
+    except ModelError as exc:
+        if cfg.trust_remote_code:
+            raise
+        # The published checkpoints ship InternLM2Tokenizer as remote code (tokenizer_config auto_map).
+        raise ModelError(exc.message, "InternLM2 checkpoints ship their tokenizer as code: add --trust-remote-code "
+                                      "(it runs only the tokenizer; the model stays rmscore's own)") from exc

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from rmscore.errors import ModelError, RowError
-from rmscore.models import chat, loading
+from rmscore.models import PATH_KEY, chat, loading
 from rmscore.models.base import RewardModel
 from rmscore.records import Encoded, Sample
 
@@ -29,7 +29,7 @@ class Nemotron(RewardModel):
 
     @classmethod
     def matches(cls, hf_config: dict) -> bool:
-        name = str(hf_config.get("_rmscore_path", "")).lower()
+        name = str(hf_config.get(PATH_KEY, "")).lower()
         causal = any(a.endswith("ForCausalLM") for a in hf_config.get("architectures") or [])
         return causal and any(known in name for known in cls.known_names)
 
