@@ -83,10 +83,22 @@ def test_auto_map_alone_is_enough_to_detect(model_dir, copy_model, tmp_path):
 
 
 def test_a_checkpoint_without_the_head_is_refused(tiny_models, tmp_path):
-    """A seq-cls checkpoint named as qwen-prm has no score.0/score.2: one clear error, no random head."""
-    cfg = ScoreConfig(InputConfig(str(write_rows(tmp_path / "in.jsonl", step_rows(1)))),
-                      OutputConfig(str(tmp_path / "out")), ModelConfig(str(tiny_models["qwen2"]), model_type="qwen-prm"))
-    with pytest.raises(ModelError, match="lacks weights.*score.0"):
+    """A seq-cls checkpoint named as qwen-prm: the registry says which family it is. One whose
+    config claims the PRM architecture but lacks score.0/score.2: one clear error, no random head."""
+    import json
+    import shutil
+
+    rows = str(write_rows(tmp_path / "in.jsonl", step_rows(1)))
+    cfg = ScoreConfig(InputConfig(rows), OutputConfig(str(tmp_path / "out")),
+                      ModelConfig(str(tiny_models["qwen2"]), model_type="qwen-prm"))
+    with pytest.raises(ModelError, match="checkpoint of the seq-cls family"):
+        run_score(cfg, log=lambda *_: None)
+    fake = tmp_path / "fake-prm"
+    shutil.copytree(tiny_models["qwen2"], fake)
+    config = json.loads((fake / "config.json").read_text())
+    (fake / "config.json").write_text(json.dumps({**config, "architectures": ["Qwen2ForProcessRewardModel"]}))
+    cfg = ScoreConfig(InputConfig(rows), OutputConfig(str(tmp_path / "out2")), ModelConfig(str(fake)))
+    with pytest.raises(ModelError, match="does not have the weights.*score.0"):
         run_score(cfg, log=lambda *_: None)
 
 

@@ -44,9 +44,10 @@ TemplateOpt = Annotated[Optional[str], typer.Option(help="Jinja chat template (f
 SystemOpt = Annotated[Optional[str], typer.Option(help="System prompt added to conversations that have none. "
                                                        "Default: the model family's reference behaviour.",
                                                   rich_help_panel=MODEL)]
-BosOpt = Annotated[str, typer.Option(help="template: one BOS, as apply_chat_template(tokenize=True) gives. double: a "
-                                          "second BOS, as card code that re-tokenizes rendered text gives (GRM).",
-                                     rich_help_panel=MODEL)]
+BosOpt = Annotated[Optional[str], typer.Option(help="template: one BOS, as apply_chat_template(tokenize=True) gives. "
+                                                    "double: a second BOS, as card code that re-tokenizes rendered "
+                                                    "text gives (GRM). Default: the family's reference (double only "
+                                                    "for internlm2).", rich_help_panel=MODEL, show_default=False)]
 StepSepOpt = Annotated[Optional[str], typer.Option(help="Process reward models: split completions into steps on this "
                                                         "string ('\\n' is a newline). Default: the family's own rule "
                                                         "(see `rmscore models`). Unused when the input has a steps "

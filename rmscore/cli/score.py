@@ -53,7 +53,7 @@ def score(
     allow_pickle: o.PickleOpt = False,
     chat_template: o.TemplateOpt = None,
     system_prompt: o.SystemOpt = None,
-    bos: o.BosOpt = "template",
+    bos: o.BosOpt = None,
     step_separator: o.StepSepOpt = None,
     aggregate: o.AggregateOpt = "min",
     step_tokens: o.StepTokensOpt = None,

@@ -34,6 +34,9 @@ class RewardModel:
     reads_steps: ClassVar[bool] = False
     # Extra keyword arguments for every backbone call. Decoders must not build a KV cache.
     backbone_kwargs: ClassVar[dict] = {"use_cache": False}
+    # Families that run the checkpoint's own Python code: auto-detection picks them only when the
+    # user passed --trust-remote-code, and only after every native family has said no.
+    runs_remote_code: ClassVar[bool] = False
 
     # Set by load():
     backbone: "torch.nn.Module"
@@ -47,7 +50,10 @@ class RewardModel:
 
     @classmethod
     def matches(cls, hf_config: dict) -> bool:
-        """True when config.json says the checkpoint is of this family (for --model-type auto)."""
+        """True when config.json says the checkpoint is of this family (for --model-type auto).
+
+        hf_config is config.json as a dict plus `_rmscore_path` (the --model value), for families
+        that can only be recognised by their checkpoint's name."""
         return False
 
     @classmethod

@@ -18,7 +18,7 @@ from transformers import Qwen2Config, Qwen2Model, Qwen2PreTrainedModel
 
 from rmscore.errors import ModelError
 from rmscore.models import chat, loading
-from rmscore.models.native import load_native
+from rmscore.models.native import from_checkpoint
 from rmscore.models.steps import ProcessRewardModel, tag_positions
 from rmscore.records import Encoded, Sample
 
@@ -61,7 +61,7 @@ class QwenPrmModel(ProcessRewardModel):
             raise ModelError(f"{self.tag} is not one token for the tokenizer of {cfg.path}",
                              "a Qwen2.5-Math-PRM tokenizer has it as a special token")
         self.tag_id = ids[0]  # card: tokenizer.encode("<extra_0>")[0]
-        network, self.device = load_native(QwenPrmNetwork, cfg, self.device, self.dtype)
+        network, self.device = from_checkpoint(QwenPrmNetwork, cfg, None, self.device, allow_unexpected=True)
         self.backbone = network.model
         self.score_head = network.score.float()  # tiny: fp32 keeps bf16 rounding out of the head
         return self

@@ -17,7 +17,7 @@ from torch import nn
 from transformers import Qwen2Config, Qwen2Model, Qwen2PreTrainedModel
 
 from rmscore.errors import ModelError
-from rmscore.models.native import load_native
+from rmscore.models.native import from_checkpoint
 from rmscore.models.steps import ProcessRewardModel, question
 from rmscore.records import Encoded, Sample
 
@@ -63,7 +63,7 @@ class SkyworkPrmModel(ProcessRewardModel):
             raise ModelError(f"the tokenizer of {cfg.path} has no bos_token, which the Skywork PRM input starts with",
                              "use the tokenizer shipped with the checkpoint")
         self.step_id = self.tokenizer.encode(self.step_token, add_special_tokens=False)[-1]  # 198 for "\n"
-        network, self.device = load_native(SkyworkPrmNetwork, cfg, self.device, self.dtype)
+        network, self.device = from_checkpoint(SkyworkPrmNetwork, cfg, None, self.device, allow_unexpected=True)
         self.backbone = network.model
         self.v_head = network.v_head.summary.float()
         return self

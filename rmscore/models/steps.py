@@ -66,7 +66,7 @@ class ProcessRewardModel(RewardModel):
     @classmethod
     def start(cls, cfg: ModelConfig, hf_config: dict) -> "ProcessRewardModel":
         """An adapter with its device, dtype and tokenizer set: the part of load() every PRM shares."""
-        if cfg.bos != "template":
+        if cfg.bos is not None:
             raise ConfigError("--bos does not apply to process reward models", "each adds BOS as its reference does")
         if cfg.step_tokens is not None and not cls.takes_step_tokens:
             raise ConfigError(f"--step-tokens does not apply to {cls.name}", "it sets the tag and label tokens of "
