@@ -66,15 +66,21 @@ class ModelConfig:
     # How BOS is produced. "template": tokenize the rendered template without adding specials
     # (what apply_chat_template(tokenize=True) does: one BOS). "double": add the tokenizer's
     # specials on top, reproducing card code that tokenizes tokenize=False output (GRM, URM).
-    bos: str = "template"
+    # None: the family's reference behaviour (template, except internlm2's card code: double).
+    bos: str | None = None
     step_separator: str | None = None  # PRMs: how to split a completion into steps
     aggregate: str = "min"  # PRMs: which step aggregate becomes `score`
+    step_tokens: str | None = None  # step-tag PRMs: "TAG GOOD BAD"; None: the family's "ки + -"
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
             raise ConfigError(f"unknown --dtype {self.dtype!r}", f"choose one of {', '.join(DTYPES)}")
-        if self.bos not in ("template", "double"):
+        if self.bos not in (None, "template", "double"):
             raise ConfigError(f"unknown --bos {self.bos!r}", "choose 'template' or 'double'")
+        if self.step_separator == "":
+            raise ConfigError("--step-separator is empty", "give the text that separates steps, e.g. '\\n\\n'")
+        if self.step_tokens is not None and len(self.step_tokens.split()) != 3:
+            raise ConfigError(f"--step-tokens {self.step_tokens!r} must be three tokens", "e.g. --step-tokens 'ки + -'")
         if self.aggregate not in AGGREGATES:
             raise ConfigError(
                 f"unknown --aggregate {self.aggregate!r}", f"choose one of {', '.join(AGGREGATES)}"

@@ -17,6 +17,7 @@ from rmscore import records
 from rmscore.batching import chunked
 from rmscore.config import ScoreConfig
 from rmscore.distributed.env import DistInfo, dist_info
+from rmscore.errors import ConfigError, InputError
 from rmscore.io import output
 from rmscore.io.layout import Layout, detect_layout, expand
 from rmscore.io.sources import Source, open_source
@@ -86,6 +87,25 @@ def owns(sample: Sample, dist: DistInfo) -> bool:
     return records.stable_bucket(key, dist.shard_count) == dist.shard_index
 
 
+def check_steps_input(layout: Layout, cfg: ScoreConfig, adapter, family: str) -> None:
+    """Step columns and step options need a process reward model; never ignore them silently."""
+    if adapter.reads_steps:
+        return
+    from rmscore.models import step_families
+
+    prms = ", ".join(step_families())
+    if layout.steps:
+        raise InputError(
+            f"the input has a step column {layout.steps!r}, but {family} is an outcome reward model: it scores "
+            "whole completions",
+            f"to score steps pass a process reward model (--model-type {prms}); to ignore the column pass "
+            "--steps-col ''",
+        )
+    if cfg.model.step_separator is not None or cfg.model.step_tokens is not None:
+        raise ConfigError(f"--step-separator and --step-tokens apply to process reward models ({prms}), "
+                          f"not {family}")
+
+
 def run_score(cfg: ScoreConfig, log=print) -> RunSummary:
     from rmscore.forward import Runners, default_token_budget
     from rmscore.models import load_model
@@ -97,7 +117,7 @@ def run_score(cfg: ScoreConfig, log=print) -> RunSummary:
     dist = dist_info(cfg.shard.index, cfg.shard.count)
     out_dir = output.prepare(Path(cfg.output.path), cfg.output.overwrite)
     log(f"reading {source.description} as {layout.kind} rows")
-    model, family = load_model(cfg.model)
+    model, family = load_model(cfg.model, check=lambda adapter, name: check_steps_input(layout, cfg, adapter, name))
     runners = Runners(model, cfg.batch.forward)
     summary = RunSummary(str(out_dir), family)
     max_length = cfg.batch.max_length or model.max_length

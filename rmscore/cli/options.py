@@ -44,14 +44,21 @@ TemplateOpt = Annotated[Optional[str], typer.Option(help="Jinja chat template (f
 SystemOpt = Annotated[Optional[str], typer.Option(help="System prompt added to conversations that have none. "
                                                        "Default: the model family's reference behaviour.",
                                                   rich_help_panel=MODEL)]
-BosOpt = Annotated[str, typer.Option(help="template: one BOS, as apply_chat_template(tokenize=True) gives. double: a "
-                                          "second BOS, as card code that re-tokenizes rendered text gives (GRM).",
-                                     rich_help_panel=MODEL)]
+BosOpt = Annotated[Optional[str], typer.Option(help="template: one BOS, as apply_chat_template(tokenize=True) gives. "
+                                                    "double: a second BOS, as card code that re-tokenizes rendered "
+                                                    "text gives (GRM). Default: the family's reference (double only "
+                                                    "for internlm2).", rich_help_panel=MODEL, show_default=False)]
 StepSepOpt = Annotated[Optional[str], typer.Option(help="Process reward models: split completions into steps on this "
-                                                        "string (default: the family's own rule).",
-                                                   rich_help_panel=MODEL)]
+                                                        "string ('\\n' is a newline). Default: the family's own rule "
+                                                        "(see `rmscore models`). Unused when the input has a steps "
+                                                        "column.", rich_help_panel=MODEL)]
 AggregateOpt = Annotated[str, typer.Option(help="Process reward models: which step aggregate becomes `score`: min, "
-                                                "prod, mean or last. All four are written.", rich_help_panel=MODEL)]
+                                                "prod, mean or last. All four are written as "
+                                                "score_min, score_prod, score_mean, score_last, with step_scores.",
+                                           rich_help_panel=MODEL)]
+StepTokensOpt = Annotated[Optional[str], typer.Option(help="step-tag models: 'TAG GOOD BAD', the step tag and the "
+                                                           "label tokens whose logits are read. Default: 'ки + -' "
+                                                           "(Math-Shepherd).", rich_help_panel=MODEL)]
 MaxLengthOpt = Annotated[Optional[int], typer.Option(help="Longest input in tokens. Default: the model's limit.",
                                                      rich_help_panel=BATCH)]
 OverflowOpt = Annotated[str, typer.Option(help="A row over --max-length: skip (written with status too_long, no "
@@ -69,6 +76,11 @@ LimitOpt = Annotated[Optional[int], typer.Option(help="Read only the first N inp
 ProgressOpt = Annotated[Optional[bool], typer.Option("--progress/--no-progress",
                                                      help="Progress bar. Default: on a terminal only; log lines "
                                                           "otherwise.", show_default=False)]
+
+
+def unescape(text: str | None) -> str | None:
+    """'\\n' and '\\t' typed on a command line mean a newline and a tab."""
+    return text.replace("\\n", "\n").replace("\\t", "\t") if text is not None else None
 
 
 def split_list(text: str | None) -> list[str]:

@@ -32,7 +32,9 @@ def score(
     messages_col: Col = None,
     chosen_col: Col = None,
     rejected_col: Col = None,
-    steps_col: Col = None,
+    steps_col: Annotated[Optional[str], typer.Option(help="Column with each completion's steps (a list of strings), "
+                                                          "for process reward models. Default: 'steps' if present; "
+                                                          "'' ignores it.", rich_help_panel=o.INPUT)] = None,
     id_col: Annotated[Optional[str], typer.Option(help="Column with the prompt id. Default: a hash of the prompt, "
                                                        "stable across runs.", rich_help_panel=o.INPUT)] = None,
     keep_columns: Annotated[Optional[str], typer.Option(help="Comma-separated input columns copied to the output.",
@@ -55,9 +57,10 @@ def score(
     allow_pickle: o.PickleOpt = False,
     chat_template: o.TemplateOpt = None,
     system_prompt: o.SystemOpt = None,
-    bos: o.BosOpt = "template",
+    bos: o.BosOpt = None,
     step_separator: o.StepSepOpt = None,
     aggregate: o.AggregateOpt = "min",
+    step_tokens: o.StepTokensOpt = None,
     shard: Annotated[Optional[str], typer.Option(help="INDEX/COUNT: score one slice (all completions of a prompt stay "
                                                       "together). Default: from torchrun or a SLURM array, else 0/1.",
                                                  rich_help_panel=o.OUT)] = None,
@@ -91,8 +94,8 @@ def score(
         ),
         output=OutputConfig(output, overwrite, rows_per_part),
         model=ModelConfig(model, model_type, revision, dtype, device, device_map, attn_implementation,
-                          trust_remote_code, allow_pickle, chat_template, system_prompt, bos, step_separator,
-                          aggregate),
+                          trust_remote_code, allow_pickle, chat_template, system_prompt, bos,
+                          o.unescape(step_separator), aggregate, step_tokens=step_tokens),
         batch=BatchConfig(max_length, on_overflow, max_tokens_per_batch, max_batch_size, window, forward),
         shard=ShardConfig.parse(shard),
         progress=progress,

@@ -5,6 +5,8 @@ Shapes, detected from the column names (each name overridable):
   prompt + completions      a list: one output row per completion (completion_index = position)
   messages                  a conversation whose last turn is the assistant's
   [prompt +] chosen + rejected   both sides scored (side = chosen / rejected)
+  prompt + steps            process reward models: a list of step strings, no completion column
+                            (the output's `completion` is the steps joined by blank lines)
 A malformed row never raises: it becomes a Sample with `error` set, which is written and counted.
 """
 
@@ -17,7 +19,8 @@ from rmscore.errors import InputError
 from rmscore.io.sources import RawRow
 from rmscore.records import Sample, prompt_hash
 
-SHAPES = "prompt+completion, prompt+completions, messages, or [prompt+]chosen+rejected"
+SHAPES = "prompt+completion, prompt+completions, messages, [prompt+]chosen+rejected, or prompt+steps"
+STEP_JOIN = "\n\n"  # shows a steps-only row as text; the model reads the steps list itself
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ def detect_layout(columns: list[str], cmap: ColumnMap, keep: list[str] = ()) -> 
     cols = set(columns)
 
     def pick(override: str | None, default: str) -> str | None:
+        if override == "":
+            return None  # --steps-col '': do not use a column even though one has the standard name
         if override is not None:
             if override not in cols:
                 raise InputError(f"column {override!r} not found", f"the input has: {', '.join(columns)}")
@@ -51,6 +56,9 @@ def detect_layout(columns: list[str], cmap: ColumnMap, keep: list[str] = ()) -> 
     if missing:
         raise InputError(f"--keep-columns names missing columns: {', '.join(missing)}")
     if chosen and rejected:
+        if common["steps"]:
+            raise InputError(f"a step column ({common['steps']!r}) cannot go with chosen/rejected rows: it would give "
+                             "both sides the same steps", "pass --steps-col '' to split each side's text instead")
         return Layout("pairs", prompt=prompt, chosen=chosen, rejected=rejected, **common)
     if prompt and completions:
         return Layout("completions", prompt=prompt, completion=completions, **common)
@@ -58,6 +66,8 @@ def detect_layout(columns: list[str], cmap: ColumnMap, keep: list[str] = ()) -> 
         return Layout("completion", prompt=prompt, completion=completion, **common)
     if messages:
         return Layout("messages", completion=messages, **common)
+    if prompt and common["steps"]:
+        return Layout("steps", prompt=prompt, **common)
     raise InputError(
         f"cannot tell the row shape from the columns: {', '.join(columns)}",
         f"expected {SHAPES}; name yours with --prompt-col, --completion-col, --completions-col, "
@@ -108,8 +118,8 @@ def _expand(index: int, data: dict, layout: Layout) -> list[Sample]:
     for position, (raw_completion, side) in enumerate(zip(completions, sides)):
         sample = Sample(index, position, prompt_id, prompt, is_text, None, side, None, extra)
         try:
-            sample.completion = _completion(raw_completion)
             sample.steps = _steps(steps, position, layout.kind)
+            sample.completion = _steps_text(sample.steps) if layout.kind == "steps" else _completion(raw_completion)
         except _RowProblem as problem:
             sample.error = str(problem)
         samples.append(sample)
@@ -175,6 +185,12 @@ def _steps(steps, position: int, kind: str) -> list[str] | None:
     if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
         raise _RowProblem("steps must be a list of strings")
     return list(steps)
+
+
+def _steps_text(steps: list[str] | None) -> str:
+    if steps is None:
+        raise _RowProblem("steps is null")
+    return STEP_JOIN.join(steps)
 
 
 def _bad(index: int, position: int, reason: str) -> Sample:

@@ -29,8 +29,14 @@ class RewardModel:
     # Causal decoders never look right, so right padding needs no attention mask and packing is
     # exact. Encoders (DeBERTa) attend both ways: they need a mask and cannot be packed.
     is_causal: ClassVar[bool] = True
+    # Process reward models score each step of a completion (rmscore/models/steps.py); an outcome
+    # model given a step column stops instead of silently ignoring it.
+    reads_steps: ClassVar[bool] = False
     # Extra keyword arguments for every backbone call. Decoders must not build a KV cache.
     backbone_kwargs: ClassVar[dict] = {"use_cache": False}
+    # Families that run the checkpoint's own Python code: auto-detection picks them only when the
+    # user passed --trust-remote-code, and only after every native family has said no.
+    runs_remote_code: ClassVar[bool] = False
 
     # Set by load():
     backbone: "torch.nn.Module"
@@ -44,7 +50,10 @@ class RewardModel:
 
     @classmethod
     def matches(cls, hf_config: dict) -> bool:
-        """True when config.json says the checkpoint is of this family (for --model-type auto)."""
+        """True when config.json says the checkpoint is of this family (for --model-type auto).
+
+        hf_config is config.json as a dict plus `_rmscore_path` (the --model value), for families
+        that can only be recognised by their checkpoint's name."""
         return False
 
     @classmethod

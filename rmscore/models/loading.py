@@ -123,3 +123,12 @@ def place(model: torch.nn.Module, cfg: ModelConfig, device: torch.device) -> tor
         return next(model.parameters()).device
     model.to(device)
     return device
+
+
+def pad_id(config, tokenizer) -> int:
+    """A valid id to right-pad with. Any id works (causal rows never see later tokens; encoders get
+    a mask); prefer the checkpoint's own so inputs look like its training batches."""
+    for candidate in (getattr(config, "pad_token_id", None), tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if isinstance(candidate, int):
+            return candidate
+    return 0

@@ -85,7 +85,7 @@ class SeqClsModel(RewardModel):
     def metadata(self) -> dict:
         return {
             "template_hash": loading.template_hash(self.template),
-            "bos": self.cfg.bos,
+            "bos": self.cfg.bos or "template",
             "labels": self.labels,
             "date_string": chat.PINNED_DATE,
         }

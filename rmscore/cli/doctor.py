@@ -1,0 +1,49 @@
+"""`rmscore doctor`: check a model scores the same batched as alone, and matches its card."""
+
+from __future__ import annotations
+
+import typer
+
+from rmscore.cli import options as o
+from rmscore.cli.app import command, echo
+from rmscore.config import ModelConfig, default_model
+
+
+@command("doctor")
+def doctor(
+    model: o.ModelOpt = default_model(),
+    model_type: o.ModelTypeOpt = "auto",
+    revision: o.RevisionOpt = None,
+    dtype: o.DtypeOpt = "auto",
+    device: o.DeviceOpt = "auto",
+    attn_implementation: o.AttnOpt = None,
+    trust_remote_code: o.TrustOpt = False,
+    allow_pickle: o.PickleOpt = False,
+    chat_template: o.TemplateOpt = None,
+    system_prompt: o.SystemOpt = None,
+    bos: o.BosOpt = None,
+):
+    """Score built-in probes one per forward and batched, report the largest difference, and check
+    the model card's published numbers when MODEL is one of those checkpoints. Exit 1 on failure.
+
+    Examples:
+
+      rmscore doctor -m RLHFlow/ArmoRM-Llama3-8B-v0.1
+
+      rmscore doctor -m ./my-rm --model-type seq-cls --dtype float32
+    """
+    from rmscore.doctor import run_doctor
+
+    cfg = ModelConfig(model, model_type, revision, dtype, device, None, attn_implementation, trust_remote_code,
+                      allow_pickle, chat_template, system_prompt, bos)
+    report = run_doctor(cfg, log=lambda text: echo(f"[rmscore] {text}"))
+    rtol, atol = report.tolerance
+    verdict = "PASS" if report.batching_ok else "FAIL"
+    typer.echo(f"batching: {verdict}: largest difference batched vs one per forward {report.max_diff:.3g}"
+               + (f" ({report.worst})" if report.worst else "")
+               + f"; tolerance {atol:g} + {rtol:g}*|x| for {report.dtype}")
+    for line in report.problems + report.notes:
+        typer.echo(f"  {line}")
+    typer.echo(f"golden check: {report.golden}")
+    if not report.ok:
+        raise typer.Exit(1)

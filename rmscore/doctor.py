@@ -1,0 +1,236 @@
+"""`rmscore doctor`: is this model scored right here, batched, in this dtype, on this device?
+
+Two checks, both through the normal scoring path (adapter.encode -> Scorer -> forward -> head):
+  batching  a built-in probe set of varied lengths, scored one row per forward and then batched;
+            every numeric output must agree within a tolerance that fits the dtype.
+  golden    for checkpoints whose model card publishes numbers (table GOLDEN, keyed by checkpoint
+            name; other families add entries), the card's example must give the card's numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rmscore.config import BatchConfig, InputConfig, ModelConfig, OutputConfig, ScoreConfig
+from rmscore.records import SCORED_STATUSES, Sample, prompt_hash
+
+# (rtol, atol) for batched vs batch size 1. fp32 should agree to kernel noise; half precision
+# differs with batch shape through different kernels (vLLM tests use rtol 1.5e-2 in fp16).
+TOLERANCE = {"float32": (1e-4, 1e-4), "float16": (1.5e-2, 2e-2), "bfloat16": (2e-2, 5e-2)}
+
+
+@dataclass(frozen=True)
+class Golden:
+    """A model card's example: conversations and the numbers the card prints for them."""
+
+    family: str
+    prompt: str
+    completions: tuple[str, ...]
+    expected: tuple[dict, ...]  # per completion: output column -> number, or list (checked as a prefix)
+    source: str
+    atol: float = 0.1  # the cards run bf16/fp16 with other kernels: agree to about their rounding
+    rtol: float = 2e-2
+
+
+JANE = ("Jane has 12 apples. She gives 4 apples to her friend Mark, then buys 1 more apple, and finally splits "
+        "all her apples equally among herself and her 2 siblings. How many apples does each person get?")
+_JANE_STEPS = ("1. Jane starts with 12 apples and gives 4 to Mark. 12 - 4 = 8. Jane now has 8 apples.\n"
+               "2. Jane buys 1 more apple. 8 + 1 = 9. Jane now has 9 apples.\n")
+JANE_ANSWERS = (
+    _JANE_STEPS + "3. Jane splits the 9 apples equally among herself and her 2 siblings (3 people in total). "
+                  "9 ÷ 3 = 3 apples each. Each person gets 3 apples.",
+    _JANE_STEPS + "3. Jane splits the 9 apples equally among her 2 siblings (2 people in total). "
+                  "9 ÷ 2 = 4.5 apples each. Each person gets 4 apples.",
+)
+INTERNLM_ANSWERS = ("My name is InternLM2! A helpful AI assistant. What can I do for you?", "I have no idea.")
+
+
+def _skywork(a: float, b: float, card: str) -> Golden:
+    return Golden("seq-cls", JANE, JANE_ANSWERS, ({"score": a}, {"score": b}), card)
+
+
+GOLDEN: dict[str, Golden] = {
+    # The card prints HelpSteer-scale predictions rewards[:5] * 5 - 0.5; stored here as rewards[:5].
+    "RLHFlow/ArmoRM-Llama3-8B-v0.1": Golden(
+        "armorm", 'What are some synonyms for the word "beautiful"?',
+        ("Nicely, Beautifully, Handsome, Stunning, Wonderful, Gorgeous, Pretty, Stunning, Elegant",),
+        ({"rewards": [(p + 0.5) / 5 for p in (2.78125, 2.859375, 3.484375, 1.3847656, 1.296875)]},),
+        "ArmoRM model card (RLHFlow/RLHF-Reward-Modeling armo-rm/README.md), bf16", atol=0.02),
+    "Skywork/Skywork-Reward-Llama-3.1-8B-v0.2": _skywork(13.6875, -9.1875, "Skywork-Reward v0.2 card, bf16"),
+    "Skywork/Skywork-Reward-Gemma-2-27B-v0.2": _skywork(
+        4.59375, -18.125, "Skywork-Reward v0.2 card, bf16; the card warns sdpa can misbehave for this model: "
+                          "try --attn-implementation eager"),
+    "Skywork/Skywork-Reward-V2-Llama-3.1-8B": _skywork(23.0, 3.59375, "Skywork-Reward-V2 card, bf16 + flash-attn-2"),
+    "internlm/internlm2-20b-reward": Golden(
+        "internlm2", "Hello! What's your name?", INTERNLM_ANSWERS, ({"score": 0.767578125}, {"score": -2.22265625}),
+        "internlm2-20b-reward card (get_score), fp16", atol=0.05),
+}
+
+
+def golden_for(path: str) -> tuple[str, Golden] | None:
+    """The GOLDEN entry for a --model value: the Hub name, a folder named like the repo, or a
+    Hugging Face cache path (models--org--name)."""
+    text = path.rstrip("/")
+    for name, golden in GOLDEN.items():
+        repo = name.split("/")[-1].lower()
+        if text == name or Path(text).name.lower() == repo or f"models--{name.replace('/', '--')}" in text:
+            return name, golden
+    return None
+
+
+# Varied lengths and shapes: single words, multi-turn with a system prompt, code, unicode,
+# "\n\n"-separated reasoning (process reward models split it into steps), a long answer.
+_STEPS = "\n\n".join(f"Step {i}: {3 * i} + {i} = {4 * i}, so the running total is {4 * i * (i + 1) // 2}."
+                     for i in range(1, 7))
+PROBES: tuple[tuple[list[dict], str], ...] = (
+    ([{"role": "user", "content": "Hi"}], "Hello!"),
+    ([{"role": "user", "content": "What is 2 + 3?"}], "2 + 3 = 5. The answer is 5."),
+    ([{"role": "user", "content": "Name three primary colours."}], "Red, yellow and blue."),
+    ([{"role": "system", "content": "You are a terse assistant."},
+      {"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris."},
+      {"role": "user", "content": "And of Italy?"}], "Rome."),
+    ([{"role": "user", "content": "Write a Python function that adds two numbers."}],
+     "def add(a, b):\n    return a + b\n\nprint(add(2, 3))  # 5"),
+    ([{"role": "user", "content": "Translate 'good morning' into Japanese and French."}],
+     "Japanese: おはようございます. French: bonjour. 🌅"),
+    ([{"role": "user", "content": "Add 4, 8, 12, 16, 20 and 24 step by step."}], _STEPS),
+    ([{"role": "user", "content": "Explain why the sky is blue, in detail."}],
+     " ".join(["Sunlight is scattered by the molecules of the air, and shorter wavelengths scatter much more "
+               "strongly than longer ones (Rayleigh scattering goes as the inverse fourth power of wavelength)."] * 6)),
+    ([{"role": "user", "content": "Is it safe to mix bleach and ammonia?"}],
+     "No. Mixing them releases toxic chloramine vapours; never combine cleaning products."),
+    ([{"role": "user", "content": "Summarise the plot of Hamlet in one sentence."}],
+     "A Danish prince feigns madness to avenge his father's murder by his uncle, and nearly everyone dies."),
+    # More completions of earlier prompts: the prompt-reuse path shares their prompt tokens.
+    ([{"role": "user", "content": "What is 2 + 3?"}], "It is 5."),
+    ([{"role": "user", "content": "What is 2 + 3?"}], "2 + 3 is 6."),
+    ([{"role": "user", "content": "Explain why the sky is blue, in detail."}], "Because of Rayleigh scattering."),
+)
+
+
+@dataclass
+class Report:
+    model: str
+    family: str
+    dtype: str
+    probes: int
+    max_diff: float = 0.0
+    worst: str = ""
+    tolerance: tuple[float, float] = (0.0, 0.0)
+    batching_ok: bool = True
+    problems: list[str] = field(default_factory=list)  # each one fails the batching check
+    notes: list[str] = field(default_factory=list)
+    golden: str = ""
+    golden_ok: bool | None = None  # None: not run
+
+    @property
+    def ok(self) -> bool:
+        return self.batching_ok and self.golden_ok is not False
+
+
+def probe_samples() -> list[Sample]:
+    return [Sample(i, 0, prompt_hash(prompt), prompt, False, completion) for i, (prompt, completion) in enumerate(PROBES)]
+
+
+def score_samples(model, samples: list[Sample], max_batch_size: int, budget: int, path: str = "padded") -> list[dict]:
+    """Rows for `samples` through the normal Scorer and the forward path named, in input order."""
+    from rmscore.forward import Runners
+    from rmscore.scorer import Scorer
+    from rmscore.scoring import RunSummary
+
+    batch = BatchConfig(max_tokens_per_batch=budget, max_batch_size=max_batch_size, forward=path)
+    return Scorer(model, Runners(model, path), model.max_length, batch, RunSummary("<doctor>")).score_window(samples)
+
+
+def forward_paths(model) -> tuple[str, ...]:
+    """Every forward layout a real run may pick for this model: each must match batch size 1."""
+    return ("padded", "packed", "prompt-reuse") if model.is_causal else ("padded",)
+
+
+def numbers(row: dict) -> dict[str, list[float]]:
+    """Every numeric output column of a row (score, vectors, step scores), as flat lists."""
+    out = {}
+    for key, value in row.items():
+        if key in ("input_index", "completion_index", "num_tokens"):
+            continue
+        if isinstance(value, float):
+            out[key] = [value]
+        elif isinstance(value, list) and value and all(isinstance(v, float) for v in value):
+            out[key] = value
+    return out
+
+
+def compare_batching(single: list[dict], batched: list[dict], report: Report, path: str = "padded") -> None:
+    rtol, atol = report.tolerance
+    for one, many in zip(single, batched, strict=True):
+        where = f"probe {one['input_index']} ({path})"
+        if one["status"] != many["status"]:
+            report.problems.append(f"{where}: status {one['status']} alone but {many['status']} batched")
+            continue
+        a, b = numbers(one), numbers(many)
+        if a.keys() != b.keys():
+            report.problems.append(f"{where}: columns differ alone vs batched")
+            continue
+        for key in a:
+            for x, y in zip(a[key], b[key], strict=True):
+                diff = abs(x - y)
+                if diff > report.max_diff:
+                    report.max_diff, report.worst = diff, f"{key} of {where}"
+                if diff > atol + rtol * abs(x):
+                    report.batching_ok = False
+    report.batching_ok = report.batching_ok and not report.problems
+
+
+def check_golden(model, family: str, path: str, report: Report) -> None:
+    found = golden_for(path)
+    if found is None:
+        names = [n for n, g in GOLDEN.items() if g.family == family]
+        report.golden = (f"not run (weights for {', '.join(names)} not present)" if names
+                         else f"not run (no model card publishes reference numbers for {family})")
+        return
+    name, golden = found
+    prompt = [{"role": "user", "content": golden.prompt}]
+    samples = [Sample(i, 0, None, prompt, True, c) for i, c in enumerate(golden.completions)]
+    rows = score_samples(model, samples, max_batch_size=1, budget=model.max_length)
+    misses = []
+    for row, expected in zip(rows, golden.expected):
+        for key, want in expected.items():
+            want = want if isinstance(want, list) else [want]
+            got = numbers(row).get(key, [])[: len(want)]
+            if len(got) != len(want) or any(abs(g - w) > golden.atol + golden.rtol * abs(w) for g, w in zip(got, want)):
+                misses.append(f"{key} {_fmt(got)} vs card {_fmt(want)}")
+    report.golden_ok = not misses
+    report.golden = (f"{'PASS' if not misses else 'FAIL'} against {name} ({golden.source})"
+                     + ("" if not misses else ": " + "; ".join(misses)))
+
+
+def _fmt(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+
+
+def run_doctor(cfg: ModelConfig, log=print) -> Report:
+    from rmscore.models import load_model
+
+    model, family = load_model(cfg)
+    dtype = str(next(model.backbone.parameters()).dtype).replace("torch.", "")
+    report = Report(cfg.path, family, dtype, len(PROBES), tolerance=TOLERANCE.get(dtype, TOLERANCE["float32"]))
+    log(f"model {cfg.path} as {family}, {dtype} on {model.device}; {len(PROBES)} probes")
+    samples = probe_samples()
+    single = score_samples(model, samples, max_batch_size=1, budget=model.max_length)
+    for path in forward_paths(model):
+        try:
+            batched = score_samples(model, samples, len(samples), len(samples) * model.max_length, path)
+        except Exception as exc:  # a path that cannot run this model is a finding, not a crash
+            report.problems.append(f"{path} forward failed: {str(exc).splitlines()[0][:160]}")
+            report.batching_ok = False
+            continue
+        compare_batching(single, batched, report, path)
+    # A probe this family cannot score (alike both ways) is a note; none scored at all is a failure.
+    unscored = [r for r in single if r["status"] not in SCORED_STATUSES]
+    report.notes += [f"probe {r['input_index']} not scored: {r['status_detail']}" for r in unscored]
+    if len(unscored) == len(single):
+        report.problems.append("no probe could be scored")
+        report.batching_ok = False
+    check_golden(model, family, cfg.path, report)
+    return report

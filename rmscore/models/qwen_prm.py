@@ -1,0 +1,85 @@
+"""Qwen2.5-Math-PRM: a Qwen2 backbone and a two-class MLP head read at every <extra_0>.
+
+Qwen/Qwen2.5-Math-PRM-7B and -72B ship remote code (Qwen2ForProcessRewardModel in
+modeling_qwen2_rm.py). We run none of it: QwenPrmNetwork has the same modules, `model` (Qwen2Model)
+and `score` = Sequential(Linear(h, h), ReLU, Linear(h, 2)), so the weights load by their published
+names (model.*, score.0.*, score.2.*). As the card: system "Please reason step by step...",
+user = query, assistant = "<extra_0>".join(steps) + "<extra_0>", rendered with tokenize=False and
+then encoded (Qwen adds no BOS); softmax over the two classes at each <extra_0> -> [:, 1].
+The card's make_step_rewards drops probabilities equal to 0 (`sample[sample != 0]`), which
+misaligns steps if one underflows; we gather by position instead.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import Qwen2Config, Qwen2Model, Qwen2PreTrainedModel
+
+from rmscore.errors import ModelError
+from rmscore.models import chat, loading
+from rmscore.models.native import from_checkpoint
+from rmscore.models.steps import ProcessRewardModel, tag_positions
+from rmscore.records import Encoded, Sample
+
+SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+ARCHITECTURE = "Qwen2ForProcessRewardModel"
+
+
+class QwenPrmNetwork(Qwen2PreTrainedModel):
+    config_class = Qwen2Config
+
+    def __init__(self, config: Qwen2Config):
+        super().__init__(config)
+        self.model = Qwen2Model(config)
+        hidden = config.hidden_size
+        self.score = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 2))
+        self.post_init()
+
+
+class QwenPrmModel(ProcessRewardModel):
+    name = "qwen-prm"
+    summary = "Qwen2.5-Math-PRM: Qwen2 + two-class MLP head, native (no remote code)"
+    reads = ("every <extra_0> after a step in the ChatML conversation (system, question, steps); steps: the "
+             "steps column, else split on blank lines")
+    outputs = "step_scores = softmax(head) -> positive class; score_min/prod/mean/last"
+    examples = "Qwen/Qwen2.5-Math-PRM-7B, Qwen/Qwen2.5-Math-PRM-72B"
+    separator = "\n\n"  # the card's recommendation for Qwen2.5-Math-Instruct responses
+    tag = "<extra_0>"
+
+    @classmethod
+    def matches(cls, hf_config: dict) -> bool:
+        auto_model = (hf_config.get("auto_map") or {}).get("AutoModel", "")
+        return ARCHITECTURE in (hf_config.get("architectures") or []) or auto_model.endswith(f".{ARCHITECTURE}")
+
+    @classmethod
+    def load(cls, cfg, hf_config):
+        self = cls.start(cfg, hf_config)
+        self.template = chat.require_template(self.tokenizer, cfg)
+        ids = self.tokenizer.encode(self.tag, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ModelError(f"{self.tag} is not one token for the tokenizer of {cfg.path}",
+                             "a Qwen2.5-Math-PRM tokenizer has it as a special token")
+        self.tag_id = ids[0]  # card: tokenizer.encode("<extra_0>")[0]
+        network, self.device = from_checkpoint(QwenPrmNetwork, cfg, None, self.device, allow_unexpected=True)
+        self.backbone = network.model
+        self.score_head = network.score.float()  # tiny: fp32 keeps bf16 rounding out of the head
+        return self
+
+    def prepare(self, sample: Sample, steps: list[str]) -> list[dict]:
+        prompt = [{"role": m["role"], "content": self.untag(m["content"])} for m in sample.prompt]
+        answer = self.completion_as_given(sample) or self.tag.join(steps) + self.tag
+        return [*chat.with_system(prompt, self.cfg.system_prompt or SYSTEM), {"role": "assistant", "content": answer}]
+
+    def encode_prepared(self, prepared: list[list[dict]]) -> list[Encoded]:
+        texts = chat.render(self.tokenizer, prepared)
+        ids = self.tokenizer(texts, add_special_tokens=True)["input_ids"]  # card: tokenizer.encode(text)
+        return tag_positions(ids, [m[-1]["content"].count(self.tag) for m in prepared], self.tag_id)  # = steps
+
+    def step_scores(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.score_head(hidden.to(self.score_head[0].weight.device, torch.float32))  # (N, 2)
+        return logits.softmax(-1)[:, 1]  # (N,) positive class
+
+    def metadata(self) -> dict:
+        return {**super().metadata(), "template_hash": loading.template_hash(self.template),
+                "system_prompt_default": SYSTEM}

@@ -1,0 +1,98 @@
+"""Skywork-o1-Open-PRM: a Qwen2.5 causal LM with a value head read at the newline after each step.
+
+Skywork/Skywork-o1-Open-PRM-Qwen-2.5-1.5B and -7B (config architectures: Qwen2ForPrmModel). The
+reference (SkyworkAI/skywork-o1-prm-inference) wraps the LM in a trl-style PRM_MODEL whose
+`v_head.summary` = Linear(h, 1) is saved under the `v_head.` prefix; SkyworkPrmNetwork has the
+same names (model.*, v_head.summary.*) and skips the unused lm_head. Input, as prepare_input():
+encode(bos_token + problem + "\\n"), then for each piece of response.split("\\n"): encode(piece)
+(nothing for an empty piece) + the newline id, flagged; value = sigmoid(v_head) at the flags.
+So every line is a step, blank lines included, exactly as the reference scores them.
+Given a `steps` column, each step is one piece (a step spanning lines is read at its end).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import Qwen2Config, Qwen2Model, Qwen2PreTrainedModel
+
+from rmscore.errors import ModelError
+from rmscore.models.native import from_checkpoint
+from rmscore.models.steps import ProcessRewardModel, question
+from rmscore.records import Encoded, Sample
+
+ARCHITECTURE = "Qwen2ForPrmModel"
+
+
+class ValueHead(nn.Module):
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.summary = nn.Linear(hidden, 1)  # trl's name; its dropout is off in eval
+
+
+class SkyworkPrmNetwork(Qwen2PreTrainedModel):
+    config_class = Qwen2Config
+    _keys_to_ignore_on_load_unexpected = [r"^lm_head\."]  # the LM head is saved but never read
+
+    def __init__(self, config: Qwen2Config):
+        super().__init__(config)
+        self.model = Qwen2Model(config)
+        self.v_head = ValueHead(config.hidden_size)
+        self.post_init()
+
+
+class SkyworkPrmModel(ProcessRewardModel):
+    name = "skywork-prm"
+    summary = "Skywork-o1-Open-PRM: Qwen2.5 LM + value head, native (no remote code)"
+    reads = ("the newline token appended after each step (bos + problem + newline first); steps: the steps "
+             "column, else every line, blank lines included")
+    outputs = "step_scores = sigmoid(value head); score_min/prod/mean/last"
+    examples = "Skywork/Skywork-o1-Open-PRM-Qwen-2.5-1.5B, Skywork/Skywork-o1-Open-PRM-Qwen-2.5-7B"
+    separator = "\n"  # the reference's step_token
+
+    @classmethod
+    def matches(cls, hf_config: dict) -> bool:
+        return ARCHITECTURE in (hf_config.get("architectures") or [])
+
+    @classmethod
+    def load(cls, cfg, hf_config):
+        self = cls.start(cfg, hf_config)
+        if cfg.system_prompt is not None:
+            raise ModelError("skywork-prm has no system prompt", "drop --system-prompt")
+        if self.tokenizer.bos_token is None:
+            raise ModelError(f"the tokenizer of {cfg.path} has no bos_token, which the Skywork PRM input starts with",
+                             "use the tokenizer shipped with the checkpoint")
+        self.step_id = self.tokenizer.encode(self.step_token, add_special_tokens=False)[-1]  # 198 for "\n"
+        network, self.device = from_checkpoint(SkyworkPrmNetwork, cfg, None, self.device, allow_unexpected=True)
+        self.backbone = network.model
+        self.v_head = network.v_head.summary.float()
+        return self
+
+    @property
+    def step_token(self) -> str:
+        return self.cfg.step_separator or self.separator
+
+    def split(self, text: str) -> list[str]:
+        return text.split(self.step_token)  # the reference keeps empty pieces: each is a step
+
+    def prepare(self, sample: Sample, steps: list[str]) -> tuple[str, list[str]]:
+        return self.tokenizer.bos_token + question(sample) + "\n", steps
+
+    def encode_prepared(self, prepared: list[tuple[str, list[str]]]) -> list[Encoded]:
+        texts = [t for prompt, pieces in prepared for t in (prompt, *[p for p in pieces if p])]
+        tokens = iter(self.tokenizer(texts, add_special_tokens=True)["input_ids"])  # reference: encode() each
+        out = []
+        for _, pieces in prepared:
+            ids, positions = list(next(tokens)), []
+            for piece in pieces:
+                ids += (next(tokens) if piece else []) + [self.step_id]
+                positions.append(len(ids) - 1)
+            out.append(Encoded(ids, positions, expected_positions=len(pieces)))
+        return out
+
+    def step_scores(self, hidden: torch.Tensor) -> torch.Tensor:
+        values = self.v_head(hidden.to(self.v_head.weight.device, torch.float32))  # (N, 1)
+        return values.squeeze(-1).sigmoid()  # (N,)
+
+    def metadata(self) -> dict:
+        return {**super().metadata(), "step_token_id": self.step_id}

@@ -1,0 +1,96 @@
+"""Step-tag process reward models: a causal LM trained to predict a good or bad token at a tag.
+
+Math-Shepherd (peiyi9979/math-shepherd-mistral-7b-prm) and any LM trained the same way. As its
+card: the input is f"{question} {output}", where every step ends with " ки" and steps are joined
+by "\\n"; tokenizer.encode adds BOS; every position holding the tag id is read and
+P(good) = softmax over the [good, bad] token logits -> [0]. Tag and label tokens are data
+(--step-tokens "ки + -"), and their ids are derived from the tokenizer as the card does.
+A completion that already carries the tags is the card's own input and is scored as it stands,
+one step per tag; otherwise it is split one step per line. Tags inside the question or the given
+steps are removed first (the card's advice), so the tags in the input are exactly one per step.
+
+Only the two label rows of the LM head are kept (fp32, applied to the gathered hidden states):
+the (tokens x vocabulary) logits are never computed.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rmscore.errors import ModelError
+from rmscore.models import loading
+from rmscore.models.steps import ProcessRewardModel, question, tag_positions
+from rmscore.records import Encoded, Sample
+
+
+def load_label_head(self, cfg, label_ids: list[int]) -> nn.Linear:
+    """Load a causal LM: set self.backbone, return an fp32 Linear(H, 2) of the label tokens' rows
+    of the LM head. The full head is dropped with the wrapper once the backbone is taken."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(cfg.path, **loading.pretrained_kwargs(cfg, self.device, self.dtype))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load {cfg.path} as a causal LM: {str(exc).splitlines()[0]}") from exc
+    self.device = loading.place(model, cfg, self.device)
+    self.backbone = getattr(model, model.base_model_prefix)
+    lm_head = model.get_output_embeddings()
+    head = nn.Linear(lm_head.in_features, len(label_ids), bias=lm_head.bias is not None)
+    with torch.no_grad():
+        head.weight.copy_(lm_head.weight[label_ids])
+        if lm_head.bias is not None:
+            head.bias.copy_(lm_head.bias[label_ids])
+    return head.float().to(lm_head.weight.device).eval()
+
+
+def label_probability(head: nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
+    logits = head(hidden.to(head.weight.device, torch.float32))  # (N, 2): [good, bad]
+    return logits.softmax(-1)[:, 0]  # (N,) P(good)
+
+
+class StepTagModel(ProcessRewardModel):
+    name = "step-tag"
+    summary = "causal LMs that predict a good/bad token at a tag after each step (Math-Shepherd)"
+    reads = ("every step tag in f'{question} {step 1} ки\\n{step 2} ки...' (BOS, no chat template); steps: "
+             "the steps column, else one per line")
+    outputs = "step_scores = softmax over the [good, bad] token logits -> P(good); score_min/prod/mean/last"
+    examples = "peiyi9979/math-shepherd-mistral-7b-prm (--step-tokens 'ки + -' is the default)"
+    separator = "\n"  # the card's solutions have one step per line
+    tag, good, bad = "ки", "+", "-"
+    takes_step_tokens = True
+
+    @classmethod
+    def load(cls, cfg, hf_config):
+        self = cls.start(cfg, hf_config)
+        if cfg.system_prompt is not None:
+            raise ModelError("step-tag models have no system prompt", "drop --system-prompt")
+        if cfg.step_tokens:
+            self.tag, self.good, self.bad = cfg.step_tokens.split()
+        tok = self.tokenizer
+        self.tag_id = tok.encode(self.tag, add_special_tokens=False)[-1]  # card: encode("ки")[-1]
+        labels = tok.encode(f"{self.good} {self.bad}", add_special_tokens=False)  # card: encode("+ -")[1:]
+        if len(labels) != 2:
+            raise ModelError(f"'{self.good} {self.bad}' is {len(labels)} tokens for this tokenizer, not 2",
+                             "choose label tokens that are one token each with --step-tokens")
+        self.label_ids = labels
+        self.label_head = load_label_head(self, cfg, labels)
+        return self
+
+    def prepare(self, sample: Sample, steps: list[str]) -> tuple[str, int]:
+        output = self.completion_as_given(sample) or "\n".join(f"{step} {self.tag}" for step in steps)
+        return f"{self.untag(question(sample))} {output}", len(steps)
+
+    def encode_prepared(self, prepared: list[tuple[str, int]]) -> list[Encoded]:
+        if not prepared:
+            return []
+        texts, counts = zip(*prepared)
+        ids = self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]  # card: tokenizer.encode
+        return tag_positions(ids, list(counts), self.tag_id)
+
+    def step_scores(self, hidden: torch.Tensor) -> torch.Tensor:
+        return label_probability(self.label_head, hidden)
+
+    def metadata(self) -> dict:
+        return {**super().metadata(), "label_tokens": [self.good, self.bad], "label_ids": self.label_ids,
+                "step_tag_id": self.tag_id}

@@ -1,0 +1,81 @@
+"""`rmscore doctor`: batched vs one-per-forward agreement and the model cards' golden numbers."""
+
+import pytest
+from typer.testing import CliRunner
+
+from rmscore.cli import app
+from rmscore.models.deberta_pair import DebertaPair
+from tiny_orm import save_armorm, save_pair_encoder
+
+runner = CliRunner()
+
+
+class MasklessPair(DebertaPair):
+    """A deliberately broken adapter: an encoder run like a causal decoder, without an attention
+    mask, so every row attends to its padding. Alone it is right; batched it is not."""
+
+    name = "maskless-pair"
+    is_causal = True
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return {"armorm": save_armorm(root / "armo"), "pair": save_pair_encoder(root / "pair", "deberta-v2"),
+            # a folder named like the real checkpoint is recognised as it: golden numbers apply
+            "golden": save_armorm(root / "ArmoRM-Llama3-8B-v0.1", seed=3)}
+
+
+def doctor(*args):
+    return runner.invoke(app, ["doctor", *map(str, args)], env={"RMSCORE_DEBUG": ""})
+
+
+def test_passes_on_a_correct_adapter(models):
+    result = doctor("-m", models["armorm"])
+    assert result.exit_code == 0, result.output
+    assert "batching: PASS" in result.output and "for float32" in result.output
+    assert "golden check: not run (weights for RLHFlow/ArmoRM-Llama3-8B-v0.1 not present)" in result.output
+
+
+def test_fails_on_an_adapter_that_lets_padding_in(models, monkeypatch):
+    from rmscore import models as registry
+
+    monkeypatch.setitem(registry.ADAPTERS, "maskless-pair", "test_doctor:MasklessPair")
+    monkeypatch.setattr(MasklessPair, "matches", classmethod(lambda cls, c: True))
+    result = doctor("-m", models["pair"], "--model-type", "maskless-pair")
+    assert result.exit_code == 1, result.output
+    assert "batching: FAIL" in result.output
+    assert doctor("-m", models["pair"]).exit_code == 0  # the real adapter, same checkpoint
+
+
+def test_golden_numbers_are_checked_when_the_checkpoint_is_recognised(models, monkeypatch):
+    from rmscore import doctor as lib
+    from rmscore.config import ModelConfig
+    from rmscore.models import load_model
+
+    result = doctor("-m", models["golden"])  # random tiny weights cannot give the card's numbers
+    assert result.exit_code == 1 and "golden check: FAIL against RLHFlow/ArmoRM-Llama3-8B-v0.1" in result.output
+    # with the numbers this checkpoint really gives for the card's example, it passes
+    card = lib.GOLDEN["RLHFlow/ArmoRM-Llama3-8B-v0.1"]
+    model, _ = load_model(ModelConfig(str(models["golden"])))
+    samples = [lib.Sample(0, 0, None, [{"role": "user", "content": card.prompt}], True, card.completions[0])]
+    rewards = lib.score_samples(model, samples, 1, 4096)[0]["rewards"]
+    monkeypatch.setitem(lib.GOLDEN, "RLHFlow/ArmoRM-Llama3-8B-v0.1",
+                        lib.Golden("armorm", card.prompt, card.completions, ({"rewards": rewards[:5]},), "test"))
+    result = doctor("-m", models["golden"])
+    assert result.exit_code == 0 and "golden check: PASS" in result.output, result.output
+
+
+def test_families_without_card_numbers_say_so(models):
+    result = doctor("-m", models["pair"])
+    assert "golden check: not run (no model card publishes reference numbers for deberta-pair)" in result.output
+
+
+def test_golden_table_is_keyed_by_checkpoint_name():
+    from rmscore.doctor import GOLDEN, golden_for
+
+    assert golden_for("Skywork/Skywork-Reward-V2-Llama-3.1-8B")[0] == "Skywork/Skywork-Reward-V2-Llama-3.1-8B"
+    hub_cache = "/root/.cache/huggingface/hub/models--internlm--internlm2-20b-reward/snapshots/abc"
+    assert golden_for(hub_cache)[0] == "internlm/internlm2-20b-reward"
+    assert golden_for("/data/other-model") is None
+    assert {g.family for g in GOLDEN.values()} == {"armorm", "seq-cls", "internlm2"}

@@ -1,0 +1,57 @@
+"""Encoder reward models on (question, answer) pairs equal the OpenAssistant card's snippet."""
+
+import pytest
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from tiny_orm import mixed_rows, pair_reference, save_pair_encoder, score_rows, shuffled
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return {arch: save_pair_encoder(root / arch, arch) for arch in ("deberta-v2", "bert", "roberta")}
+
+
+def last_user_turn(prompt):
+    return prompt if isinstance(prompt, str) else [m["content"] for m in prompt if m["role"] == "user"][-1]
+
+
+@pytest.mark.parametrize("arch", ["deberta-v2", "bert", "roberta"])
+def test_equals_card_snippet_at_any_batching_and_order(encoders, arch, write_jsonl, tmp_path):
+    model_dir = encoders[arch]
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    rows = mixed_rows(seed=6)
+    expected = {(i, j): pair_reference(model, tokenizer, last_user_turn(r["prompt"]), c)
+                for i, r in enumerate(rows) for j, c in enumerate(r["completions"])}
+    mixed = shuffled(rows)
+    for budget, data in ((64, rows), (5000, mixed)):
+        summary, out = score_rows(write_jsonl(data, f"in{budget}.jsonl"), model_dir, tmp_path / f"o{budget}", budget)
+        assert summary.model_type == "deberta-pair" and summary.statuses == {"ok": len(expected)}
+        worst = max(abs(r["score"] - expected[(data[r["input_index"]].get("orig", r["input_index"]),
+                                                 r["completion_index"])]) for r in out)
+        assert worst < TOL, f"{arch} budget {budget}: {worst}"
+    assert summary.batches < len(expected)
+
+
+def test_text_pair_layout_and_token_types(encoders):
+    from rmscore.config import ModelConfig
+    from rmscore.models import load_model
+    from rmscore.records import Sample
+
+    model, _ = load_model(ModelConfig(str(encoders["bert"])))
+    prompt = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "x"},
+              {"role": "user", "content": "what is two"}]
+    enc = model.encode([Sample(0, 0, None, prompt, False, "two")])[0]
+    tok = model.tokenizer
+    assert enc.ids == tok("what is two", "two")["input_ids"] and enc.positions == [0]
+    assert enc.ids[0] == tok.cls_token_id and enc.ids.count(tok.sep_token_id) == 2
+    assert enc.token_type_ids[-1] == 1 and enc.token_type_ids[0] == 0
+
+
+def test_longer_than_512_is_skipped_not_cut(encoders, write_jsonl, tmp_path):
+    rows = [{"prompt": "short", "completion": "fine"}, {"prompt": "q", "completion": "word " * 600}]
+    _, out = score_rows(write_jsonl(rows), encoders["deberta-v2"], tmp_path / "o", 5000)
+    assert [r["status"] for r in out] == ["ok", "too_long"] and "512" in out[1]["status_detail"]

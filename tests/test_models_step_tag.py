@@ -1,0 +1,104 @@
+"""step-tag (Math-Shepherd): rmscore's batched step scores equal the card's code at batch size 1."""
+
+import random
+
+import pyarrow.dataset as ds
+import pytest
+
+from rmscore.config import BatchConfig, InputConfig, ModelConfig, OutputConfig, ScoreConfig
+from rmscore.scoring import run_score
+from rmscore.models.step_tag import StepTagModel
+from prm_cards import step_tag_reference
+from tiny_prm import count_backbone_rows, prm800k_rows, save_step_tag, score_cli, step_rows, write_rows
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_step_tag(tmp_path_factory.mktemp("prm") / "math-shepherd")
+
+
+@pytest.fixture(scope="module")
+def reference(model_dir):
+    return step_tag_reference(model_dir)
+
+
+def card_output(steps):
+    """The card's solution format: each step ends with " ки", one step per line."""
+    return "\n".join(f"{s} ки" for s in steps)
+
+
+def assert_close(got, want):
+    assert len(got) == len(want), (got, want)
+    assert max(abs(a - b) for a, b in zip(got, want)) < TOL, (got, want)
+
+
+def test_steps_column_equals_card_at_any_budget_and_order(model_dir, reference, tmp_path):
+    rows = step_rows(10, seed=1)
+    random.Random(0).shuffle(rows)
+    want = [reference(r["prompt"], card_output(r["steps"])) for r in rows]
+    path = write_rows(tmp_path / "in.jsonl", rows)
+    for budget in (150, 700, 100_000):
+        out = score_cli(path, model_dir, tmp_path / f"out{budget}", "--model-type", "step-tag",
+                        "--max-tokens-per-batch", budget)
+        assert [r["status"] for r in out] == ["ok"] * len(rows)
+        for row, expected in zip(out, want):
+            assert_close(row["step_scores"], expected)
+            assert row["score"] == row["score_min"] == min(row["step_scores"])
+
+
+def test_tagged_completion_is_scored_as_the_card_scores_it(model_dir, reference, tmp_path):
+    """A completion already in the card's format ("... ки\\nStep 2: ... ки") is the card's own input:
+    split per line, the tags removed and added back, it renders to the very same text."""
+    rows = step_rows(6, seed=2)
+    inputs = [{"prompt": r["prompt"], "completion": card_output(r["steps"])} for r in rows]
+    out = score_cli(write_rows(tmp_path / "in.jsonl", inputs), model_dir, tmp_path / "out", "--model-type", "step-tag")
+    for row, given in zip(out, inputs):
+        assert_close(row["step_scores"], reference(given["prompt"], given["completion"]))
+        assert len(row["step_scores"]) == given["completion"].count("ки")
+
+
+def test_tagged_completion_in_any_layout_is_used_as_it_stands(model_dir, reference, tmp_path):
+    """Tags not followed by newlines, text after the last tag: exactly the card's reading of it."""
+    given = "Step 1: add ки Step 2: 12 + 7 = 19 ки\n\nso the answer is 19 ки and a tail"
+    out = score_cli(write_rows(tmp_path / "in.jsonl", [{"prompt": "q", "completion": given}]), model_dir,
+                    tmp_path / "out", "--model-type", "step-tag")
+    assert out[0]["status"] == "ok" and len(out[0]["step_scores"]) == 3
+    assert_close(out[0]["step_scores"], reference("q", given))
+
+
+def test_tags_in_user_text_are_removed_so_counts_match(model_dir, reference, tmp_path):
+    rows = [{"prompt": "what is ки 2 + 2", "steps": ["2 + 2 ки", "so ки 4"]}]
+    out = score_cli(write_rows(tmp_path / "in.jsonl", rows), model_dir, tmp_path / "out", "--model-type", "step-tag")
+    assert out[0]["status"] == "ok"
+    assert_close(out[0]["step_scores"], reference("what is  2 + 2", card_output(["2 + 2", "so  4"])))
+
+
+def test_a_tag_that_tokenizes_differently_is_flagged_not_misread(model_dir, tmp_path):
+    """--step-tokens 'the + -': " the" after a step is the token "Ġthe", never the tag id of "the",
+    so the tag count cannot match the steps: the row says so instead of scoring the wrong positions."""
+    rows = [{"prompt": "q", "steps": ["a b", "c"]}]
+    out = score_cli(write_rows(tmp_path / "in.jsonl", rows), model_dir, tmp_path / "out", "--model-type", "step-tag",
+                    "--step-tokens", "the + -")
+    assert out[0]["status"] == "step_mismatch" and out[0]["score"] is None
+    assert "for 2 steps" in out[0]["status_detail"]
+
+
+def test_prm800k_real_rows_one_forward_per_completion(model_dir, reference, tmp_path, monkeypatch):
+    """Real PRM800K trajectories: every step of a completion comes out of the one forward that
+    holds the completion; each completion is in exactly one forward."""
+    rows = prm800k_rows(40)
+    path = write_rows(tmp_path / "in.jsonl", [{"prompt": r["problem"], "steps": r["steps"]} for r in rows])
+    seen = count_backbone_rows(monkeypatch, StepTagModel)
+    cfg = ScoreConfig(InputConfig(str(path)), OutputConfig(str(tmp_path / "out")),
+                      ModelConfig(str(model_dir), model_type="step-tag"), BatchConfig(max_tokens_per_batch=4096))
+    summary = run_score(cfg, log=lambda *_: None)
+    assert summary.statuses["ok"] == len(rows)
+    assert len(seen) == summary.batches < len(rows)  # batched: fewer forwards than completions
+    assert sum(seen) == len(rows)  # ... and each completion in exactly one of them
+    assert seen.forwards == len(seen)
+    out = ds.dataset(str(tmp_path / "out")).to_table().to_pylist()
+    for row, given in list(zip(out, rows))[:8]:
+        assert len(row["step_scores"]) == len(given["steps"])
+        assert_close(row["step_scores"], reference(given["problem"], card_output(given["steps"])))
