@@ -68,3 +68,68 @@ def _check_partition(batches: list[list[int]], n: int) -> None:
     seen = sorted(i for batch in batches for i in batch)
     if seen != list(range(n)):
         raise AssertionError(f"batching lost or duplicated rows ({len(seen)} placed, {n} given)")
+
+
+def plan_packed(lengths: Sequence[int], max_tokens: int, max_rows: int) -> list[list[int]]:
+    """Batches for padding-free (packed) forwards: the budget is on the *sum* of lengths.
+
+    Longest first, next-fit: neighbours have similar lengths, so each packed row ends close to the
+    budget. A row longer than the budget gets a batch of its own.
+    """
+    if max_tokens <= 0 or max_rows <= 0:
+        raise ValueError("max_tokens and max_rows must be positive")
+    batches = _next_fit([max(n, 1) for n in lengths], [1] * len(lengths), max_tokens, max_rows)
+    _check_partition(batches, len(lengths))
+    return batches
+
+
+def plan_units(prefix: Sequence[int], suffixes: Sequence[Sequence[int]], max_tokens: int,
+               max_rows: int) -> list[list[tuple[int, list[int]]]]:
+    """Batches for shared-prompt packed forwards. Group g is one prompt of prefix[g] tokens followed
+    by its completions of suffixes[g] tokens, all laid end to end in one packed row, so a chunk of a
+    group costs prefix + sum(its suffixes) tokens and no padding. A group bigger than the budget is
+    split into chunks, each with its own copy of the prompt; chunks are then packed like rows.
+
+    Returns batches as lists of (group, [row positions within the group]).
+    """
+    chunks = [(g, rows) for g in range(len(prefix)) for rows in _chunk_group(prefix[g], suffixes[g], max_tokens, max_rows)]
+    sizes = [prefix[g] + sum(suffixes[g][i] for i in rows) for g, rows in chunks]
+    counts = [len(rows) for _, rows in chunks]
+    batches = [[chunks[i] for i in batch] for batch in _next_fit(sizes, counts, max_tokens, max_rows)]
+    placed = sorted((g, i) for batch in batches for g, members in batch for i in members)
+    if placed != [(g, i) for g in range(len(prefix)) for i in range(len(suffixes[g]))]:
+        raise AssertionError("grouped batching lost or duplicated rows")
+    return batches
+
+
+def _chunk_group(prefix: int, suffixes: Sequence[int], max_tokens: int, max_rows: int) -> list[list[int]]:
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    total = prefix
+    for i, size in enumerate(suffixes):
+        if current and (total + size > max_tokens or len(current) >= max_rows):
+            chunks.append(current)
+            current, total = [], prefix
+        current.append(i)
+        total += size
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _next_fit(sizes: Sequence[int], counts: Sequence[int], max_tokens: int, max_rows: int) -> list[list[int]]:
+    """Largest first, next-fit, on summed sizes and summed row counts."""
+    order = sorted(range(len(sizes)), key=lambda i: (-sizes[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    total = rows = 0
+    for index in order:
+        if current and (total + sizes[index] > max_tokens or rows + counts[index] > max_rows):
+            batches.append(current)
+            current, total, rows = [], 0, 0
+        current.append(index)
+        total += sizes[index]
+        rows += counts[index]
+    if current:
+        batches.append(current)
+    return batches

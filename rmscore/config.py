@@ -13,6 +13,7 @@ from rmscore.errors import ConfigError
 OVERFLOW_POLICIES = ("skip", "truncate-left", "error")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 AGGREGATES = ("min", "prod", "mean", "last")
+FORWARD_PATHS = ("auto", "padded", "packed", "prompt-reuse")
 
 
 def default_model() -> str:
@@ -93,6 +94,9 @@ class BatchConfig:
     max_tokens_per_batch: int | None = None  # padded tokens per forward; None: derived from the device
     max_batch_size: int = 512  # rows per forward, whatever the budget
     window: int = 8192  # rows sorted together; bounds memory while streaming
+    # auto: prompt reuse where completions share enough prompt tokens, packed rows on attention
+    # backends where packing is cheap (flash-attention, flex), sorted padded batches otherwise.
+    forward: str = "auto"
 
     def __post_init__(self):
         if self.on_overflow not in OVERFLOW_POLICIES:
@@ -106,6 +110,8 @@ class BatchConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
         if self.max_batch_size <= 0 or self.window <= 0:
             raise ConfigError("--max-batch-size and --window must be positive")
+        if self.forward not in FORWARD_PATHS:
+            raise ConfigError(f"unknown --forward {self.forward!r}", f"choose one of {', '.join(FORWARD_PATHS)}")
 
 
 @dataclass

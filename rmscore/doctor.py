@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rmscore.config import BatchConfig, InputConfig, ModelConfig, OutputConfig, ScoreConfig
-from rmscore.records import SCORED_STATUSES, Sample
+from rmscore.records import SCORED_STATUSES, Sample, prompt_hash
 
 # (rtol, atol) for batched vs batch size 1. fp32 should agree to kernel noise; half precision
 # differs with batch shape through different kernels (vLLM tests use rtol 1.5e-2 in fp16).
@@ -102,6 +102,10 @@ PROBES: tuple[tuple[list[dict], str], ...] = (
      "No. Mixing them releases toxic chloramine vapours; never combine cleaning products."),
     ([{"role": "user", "content": "Summarise the plot of Hamlet in one sentence."}],
      "A Danish prince feigns madness to avenge his father's murder by his uncle, and nearly everyone dies."),
+    # More completions of earlier prompts: the prompt-reuse path shares their prompt tokens.
+    ([{"role": "user", "content": "What is 2 + 3?"}], "It is 5."),
+    ([{"role": "user", "content": "What is 2 + 3?"}], "2 + 3 is 6."),
+    ([{"role": "user", "content": "Explain why the sky is blue, in detail."}], "Because of Rayleigh scattering."),
 )
 
 
@@ -126,17 +130,22 @@ class Report:
 
 
 def probe_samples() -> list[Sample]:
-    return [Sample(i, 0, f"probe-{i}", prompt, False, completion) for i, (prompt, completion) in enumerate(PROBES)]
+    return [Sample(i, 0, prompt_hash(prompt), prompt, False, completion) for i, (prompt, completion) in enumerate(PROBES)]
 
 
-def score_samples(model, samples: list[Sample], max_batch_size: int, budget: int) -> list[dict]:
-    """Rows for `samples` through the normal Scorer and forward runner, in input order."""
-    from rmscore.forward import PaddedForward
-    from rmscore.scoring import RunSummary, Scorer
+def score_samples(model, samples: list[Sample], max_batch_size: int, budget: int, path: str = "padded") -> list[dict]:
+    """Rows for `samples` through the normal Scorer and the forward path named, in input order."""
+    from rmscore.forward import Runners
+    from rmscore.scorer import Scorer
+    from rmscore.scoring import RunSummary
 
-    cfg = ScoreConfig(InputConfig("<doctor>"), OutputConfig("<doctor>"), model.cfg,
-                      BatchConfig(max_tokens_per_batch=budget, max_batch_size=max_batch_size))
-    return Scorer(model, PaddedForward(model), model.max_length, cfg, RunSummary("<doctor>")).score_window(samples)
+    batch = BatchConfig(max_tokens_per_batch=budget, max_batch_size=max_batch_size, forward=path)
+    return Scorer(model, Runners(model, path), model.max_length, batch, RunSummary("<doctor>")).score_window(samples)
+
+
+def forward_paths(model) -> tuple[str, ...]:
+    """Every forward layout a real run may pick for this model: each must match batch size 1."""
+    return ("padded", "packed", "prompt-reuse") if model.is_causal else ("padded",)
 
 
 def numbers(row: dict) -> dict[str, list[float]]:
@@ -152,10 +161,10 @@ def numbers(row: dict) -> dict[str, list[float]]:
     return out
 
 
-def compare_batching(single: list[dict], batched: list[dict], report: Report) -> None:
+def compare_batching(single: list[dict], batched: list[dict], report: Report, path: str = "padded") -> None:
     rtol, atol = report.tolerance
     for one, many in zip(single, batched, strict=True):
-        where = f"probe {one['input_index']}"
+        where = f"probe {one['input_index']} ({path})"
         if one["status"] != many["status"]:
             report.problems.append(f"{where}: status {one['status']} alone but {many['status']} batched")
             continue
@@ -209,8 +218,14 @@ def run_doctor(cfg: ModelConfig, log=print) -> Report:
     log(f"model {cfg.path} as {family}, {dtype} on {model.device}; {len(PROBES)} probes")
     samples = probe_samples()
     single = score_samples(model, samples, max_batch_size=1, budget=model.max_length)
-    batched = score_samples(model, samples, max_batch_size=len(samples), budget=len(samples) * model.max_length)
-    compare_batching(single, batched, report)
+    for path in forward_paths(model):
+        try:
+            batched = score_samples(model, samples, len(samples), len(samples) * model.max_length, path)
+        except Exception as exc:  # a path that cannot run this model is a finding, not a crash
+            report.problems.append(f"{path} forward failed: {str(exc).splitlines()[0][:160]}")
+            report.batching_ok = False
+            continue
+        compare_batching(single, batched, report, path)
     # A probe this family cannot score (alike both ways) is a note; none scored at all is a failure.
     unscored = [r for r in single if r["status"] not in SCORED_STATUSES]
     report.notes += [f"probe {r['input_index']} not scored: {r['status_detail']}" for r in unscored]

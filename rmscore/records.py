@@ -15,6 +15,7 @@ TRUNCATED = "truncated"  # scored after dropping leading tokens (--on-overflow t
 TOO_LONG = "too_long"  # not scored: longer than --max-length (--on-overflow skip)
 INVALID_ROW = "invalid_row"  # not scored: the row is malformed (null completion, bad JSON, ...)
 STEP_MISMATCH = "step_mismatch"  # PRM: step tags found != steps given; not scored
+OUT_OF_MEMORY = "out_of_memory"  # not scored: the row alone does not fit in device memory
 SCORED_STATUSES = (OK, TRUNCATED)
 
 # Columns every scored file has, in order. Adapters add their own output columns after `score`.
@@ -68,6 +69,7 @@ class Encoded:
     expected_positions: int | None = None  # PRMs: number of steps; checked against positions
     status: str = OK
     detail: str | None = None
+    group: object = None  # rows with the same group share a prompt (set by the loop: prompt_id)
 
     def __len__(self) -> int:
         return len(self.ids)

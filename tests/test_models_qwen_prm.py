@@ -117,6 +117,7 @@ def test_prm800k_real_rows_one_forward_per_completion(model_dir, reference, tmp_
     assert {r["status"] for r in out} <= {"ok", "too_long"}
     assert len(seen) == summary.batches < len(scored)
     assert sum(seen) == len(scored)  # every scored completion in exactly one forward, all its steps at once
+    assert seen.forwards == len(seen)
     for row in scored:
         assert len(row["step_scores"]) == len(rows[row["input_index"]]["steps"])
     for row in scored[:5] + scored[-5:]:

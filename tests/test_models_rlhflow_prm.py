@@ -35,12 +35,14 @@ def test_one_pass_equals_incremental_reference(model_dir, reference, tmp_path, m
     seen = count_backbone_rows(monkeypatch, RlhflowPrmModel)
     for budget in (200, 1000, 100_000):
         seen.clear()
+        seen.forwards = 0
         out = score_cli(path, model_dir, tmp_path / f"out{budget}", "--model-type", "rlhflow-prm",
                         "--max-tokens-per-batch", budget)
         assert [r["status"] for r in out] == ["ok"] * len(rows)
         for row, expected in zip(out, want):
             assert_close(row["step_scores"], expected)
         assert sum(seen) == len(rows)  # one forward per completion, not one per step
+        assert seen.forwards == len(seen)
     assert len(seen) < len(rows)
 
 

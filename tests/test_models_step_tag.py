@@ -97,6 +97,7 @@ def test_prm800k_real_rows_one_forward_per_completion(model_dir, reference, tmp_
     assert summary.statuses["ok"] == len(rows)
     assert len(seen) == summary.batches < len(rows)  # batched: fewer forwards than completions
     assert sum(seen) == len(rows)  # ... and each completion in exactly one of them
+    assert seen.forwards == len(seen)
     out = ds.dataset(str(tmp_path / "out")).to_table().to_pylist()
     for row, given in list(zip(out, rows))[:8]:
         assert len(row["step_scores"]) == len(given["steps"])

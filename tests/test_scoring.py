@@ -15,7 +15,7 @@ TOL = 1e-5
 
 
 def score(input_path, model_dir, out_dir, budget=None, **model_kw):
-    batch_kw = {k: model_kw.pop(k) for k in ("max_length", "on_overflow", "max_batch_size", "window") if k in model_kw}
+    batch_kw = {k: model_kw.pop(k) for k in ("max_length", "on_overflow", "max_batch_size", "window", "forward") if k in model_kw}
     cfg = ScoreConfig(
         input=InputConfig(str(input_path)),
         output=OutputConfig(str(out_dir), overwrite=True),

@@ -141,15 +141,29 @@ def score_cli(input_path: Path, model_dir: Path, out_dir: Path, *args) -> list[d
     return ds.dataset(str(out_dir)).to_table().to_pylist()
 
 
-def count_backbone_rows(monkeypatch, adapter_cls) -> list[int]:
-    """Rows in each backbone forward of models that adapter_cls loads (one entry per forward)."""
-    calls: list[int] = []
+class Calls(list):
+    """Completions per forward, one entry per head call; `forwards` counts backbone calls."""
+
+    forwards = 0
+
+
+def count_backbone_rows(monkeypatch, adapter_cls) -> Calls:
+    """Count, for models that adapter_cls loads, the completions scored by each forward (whatever
+    the layout: padded rows, one packed row, shared prompts) and the backbone calls. One forward
+    per completion means: forwards == head calls, and every completion in exactly one of them."""
+    calls = Calls()
     original = adapter_cls.load.__func__
 
     def load(cls, cfg, hf_config):
         model = original(cls, cfg, hf_config)
-        model.backbone.register_forward_hook(
-            lambda module, args, kwargs, out: calls.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+        model.backbone.register_forward_hook(lambda *_: setattr(calls, "forwards", calls.forwards + 1))
+        head = model.head
+
+        def counting_head(hidden, batch):
+            calls.append(len(batch))
+            return head(hidden, batch)
+
+        model.head = counting_head
         return model
 
     monkeypatch.setattr(adapter_cls, "load", classmethod(load))

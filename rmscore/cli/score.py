@@ -45,6 +45,10 @@ def score(
     max_tokens_per_batch: o.TokenBudgetOpt = None,
     max_batch_size: o.BatchSizeOpt = 512,
     window: o.WindowOpt = 8192,
+    forward: Annotated[str, typer.Option(
+        help="auto: prompt reuse where completions share a prompt (>= 15% tokens saved), packed rows on "
+             "flash-attention/flex backends, sorted padded batches otherwise. Or force padded, packed, "
+             "prompt-reuse. All give the batch-size-1 numbers.", rich_help_panel=o.BATCH)] = "auto",
     dtype: o.DtypeOpt = "auto",
     device: o.DeviceOpt = "auto",
     device_map: o.DeviceMapOpt = None,
@@ -92,7 +96,7 @@ def score(
         model=ModelConfig(model, model_type, revision, dtype, device, device_map, attn_implementation,
                           trust_remote_code, allow_pickle, chat_template, system_prompt, bos,
                           o.unescape(step_separator), aggregate, step_tokens=step_tokens),
-        batch=BatchConfig(max_length, on_overflow, max_tokens_per_batch, max_batch_size, window),
+        batch=BatchConfig(max_length, on_overflow, max_tokens_per_batch, max_batch_size, window, forward),
         shard=ShardConfig.parse(shard),
         progress=progress,
     )
@@ -105,10 +109,15 @@ def summary_lines(s) -> list[str]:
     scored = sum(n for status, n in s.statuses.items() if status in ("ok", "truncated"))
     lines = [
         f"Scored {scored:,} of {s.samples:,} completions from {s.rows_read:,} input rows "
-        f"in {s.wall_s:.1f}s ({s.forward_path} forward, {s.model_type}).",
-        f"  tokens: {s.tokens:,} ({s.tokens / max(s.loop_s, 1e-9):,.0f}/s after loading), {s.batches:,} batches, "
-        f"padding efficiency {s.padding_efficiency:.1%}",
+        f"in {s.wall_s:.1f}s with {s.model_type}.",
+        f"  forward: {s.forward_path}; {s.batches:,} batches, padding efficiency {s.padding_efficiency:.1%}",
+        f"  tokens: {s.tokens:,} scored ({s.tokens / max(s.loop_s, 1e-9):,.0f}/s after loading)",
     ]
+    if s.tokens_saved:
+        lines.append(f"  prompt reuse: {s.tokens_saved:,} prompt tokens not recomputed "
+                     f"({s.tokens_saved / max(s.tokens, 1):.1%})")
+    if s.oom_retries:
+        lines.append(f"  out-of-memory: {s.oom_retries} retries; token budget now {s.token_budget:,}")
     for status, n in sorted(s.statuses.items()):
         if status != "ok":
             lines.append(f"  {status}: {n:,}")

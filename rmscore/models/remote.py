@@ -99,7 +99,7 @@ class RemoteModel(RewardModel):
         from rmscore.forward import PaddedForward
 
         sample = Sample(0, 0, None, [{"role": "user", "content": "Hi"}], True, "Hello!")
-        PaddedForward(self).hidden_at(self.encode([sample]))
+        PaddedForward(self).score(self.encode([sample]))
 
     def encode(self, samples: list[Sample]) -> list[Encoded | RowError]:
         conversations = [chat.conversation(s.prompt, s.completion, self.cfg.system_prompt) for s in samples]

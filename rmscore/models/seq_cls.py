@@ -39,26 +39,32 @@ class SeqClsModel(RewardModel):
     def load(cls, cfg, hf_config):
         from transformers import AutoModelForSequenceClassification
 
-        self = cls(cfg)
-        self.device = loading.resolve_device(cfg.device)
-        dtype = loading.resolve_dtype(cfg.dtype, self.device)
+        device = loading.resolve_device(cfg.device)
+        dtype = loading.resolve_dtype(cfg.dtype, device)
         loading.check_weights_policy(cfg)
-        self.tokenizer = loading.load_tokenizer(cfg)
-        self.template = chat.require_template(self.tokenizer, cfg)
+        tokenizer = loading.load_tokenizer(cfg)
+        chat.require_template(tokenizer, cfg)
         try:
             model = AutoModelForSequenceClassification.from_pretrained(
-                cfg.path, **loading.pretrained_kwargs(cfg, self.device, dtype)
+                cfg.path, **loading.pretrained_kwargs(cfg, device, dtype)
             )
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load {cfg.path} as a sequence classifier: {str(exc).splitlines()[0]}") from exc
-        self.device = loading.place(model, cfg, self.device)
+        return cls.from_parts(cfg, model, tokenizer, hf_config, loading.place(model, cfg, device))
+
+    @classmethod
+    def from_parts(cls, cfg, model, tokenizer, hf_config: dict, device) -> "SeqClsModel":
+        """Wrap a model already in memory (e.g. random-init weights in the benchmark)."""
+        self = cls(cfg)
+        self.device, self.tokenizer = device, tokenizer
+        self.template = chat.require_template(tokenizer, cfg)
         self.backbone = getattr(model, model.base_model_prefix)
         # The head is tiny: keep an fp32 copy so scores do not carry bf16 rounding of the head.
         self.score_head = model.score.float()
         self.num_labels = model.config.num_labels
         self.labels = [model.config.id2label.get(i, str(i)) for i in range(self.num_labels)]
-        self.pad_id = _pad_id(model.config, self.tokenizer)
-        self.max_length = loading.model_max_length(hf_config, self.tokenizer)
+        self.pad_id = _pad_id(model.config, tokenizer)
+        self.max_length = loading.model_max_length(hf_config, tokenizer)
         return self
 
     def encode(self, samples: list[Sample]) -> list[Encoded | RowError]:

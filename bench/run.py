@@ -1,0 +1,124 @@
+"""One benchmark run: the same workload through six scorers, one table.
+
+    python bench/run.py --preset cpu              # 2 CPU cores, about 2-3 minutes
+    python bench/run.py --preset gpu-8b --out $OUT  # Llama-3-8B-sized random weights, bf16, one GPU
+    python bench/run.py --preset gpu-1b
+
+Prints a markdown table and writes bench-<preset>.json (and .md) to --out. Columns: useful tokens/s
+(tokens of the scored rows per second: what a user feels), rows/s, padding efficiency (tokens
+computed without padding / tokens computed with it), peak memory, the largest score difference
+from the per-example scorer, and on GPU the model FLOP utilisation against the measured bf16 GEMM
+peak and the 989 TFLOP/s spec. Each scorer runs in its own process (one torch thread on CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from scorers import SCORERS  # noqa: E402
+from workload import PRESETS, model_flops  # noqa: E402
+
+SPEC_PEAK = 989e12  # H100 SXM / H200 dense bf16
+
+
+def run_child(preset: str, scorer: str, out_dir: Path) -> dict:
+    out = out_dir / f"{preset}-{scorer}.json"
+    env = {**os.environ, "PYTHONPATH": f"{HERE.parent}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"}
+    subprocess.run([sys.executable, str(HERE / "scorers.py"), "--preset", preset, "--scorer", scorer,
+                    "--out", str(out)], check=True, env=env)
+    return json.loads(out.read_text())
+
+
+def gemm_peak() -> float:
+    """Measured bf16 TFLOP/s of a large square matmul: the honest ceiling for MFU."""
+    import torch
+
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ a
+    torch.cuda.synchronize()
+    start, n = time.perf_counter(), 20
+    for _ in range(n):
+        a @ a
+    torch.cuda.synchronize()
+    return 2 * 8192**3 * n / (time.perf_counter() - start)
+
+
+def summarise(preset, results: dict[str, dict], peak: float | None) -> list[dict]:
+    from transformers import LlamaConfig
+
+    config = LlamaConfig(**{"vocab_size": 8005, **preset.arch})
+    reference = results["per-example"]["scores"]
+    rows = []
+    for name, r in results.items():
+        useful = sum(r["lengths"])
+        flops = sum(model_flops(config, n) for n in r["lengths"])
+        row = {
+            "scorer": name,
+            "seconds": round(r["seconds"], 2),
+            "cpu_s": round(r["cpu_seconds"], 2),
+            "useful_tok_s": round(useful / r["seconds"]),
+            "rows_s": round(len(r["lengths"]) / r["seconds"], 1),
+            "padding_eff": round(r["computed_tokens"] / r["padded_tokens"], 3),
+            "tokens_computed_pct": round(100 * r["computed_tokens"] / useful, 1),
+            "peak_gib": round(r["peak_gib"], 2),
+            "max_abs_diff": max(abs(a - b) for a, b in zip(r["scores"], reference)),
+        }
+        if peak:
+            row["mfu_measured_peak"] = round(flops / r["seconds"] / peak, 3)
+            row["mfu_spec_peak"] = round(flops / r["seconds"] / SPEC_PEAK, 3)
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for row in rows:
+        lines.append("| " + " | ".join(f"{row[k]:.2e}" if k == "max_abs_diff" else str(row[k]) for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    parser.add_argument("--out", default=str(HERE / "out"))
+    parser.add_argument("--scorers", default=",".join(SCORERS))
+    args = parser.parse_args()
+    preset, out_dir = PRESETS[args.preset], Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    results = {}
+    for name in args.scorers.split(","):
+        print(f"[bench] {args.preset}: {name} ...", file=sys.stderr, flush=True)
+        results[name] = run_child(args.preset, name, out_dir)
+    peak = gemm_peak() if preset.device == "cuda" else None
+    rows = summarise(preset, results, peak)
+    device = platform.processor() or platform.machine()
+    if preset.device == "cuda":
+        import torch
+
+        device = torch.cuda.get_device_name()
+    header = (f"preset {args.preset}, {len(rows[0]) and len(results['per-example']['lengths'])} rows, "
+              f"{sum(results['per-example']['lengths']):,} tokens, device {device}"
+              + (f", measured bf16 GEMM peak {peak / 1e12:.0f} TFLOP/s" if peak else ", 1 torch thread per process")
+              + f", {time.strftime('%Y-%m-%d')}, total {time.perf_counter() - start:.0f} s")
+    table = markdown(rows)
+    print(header + "\n\n" + table)
+    (out_dir / f"bench-{args.preset}.json").write_text(json.dumps({"header": header, "rows": rows}, indent=2))
+    (out_dir / f"bench-{args.preset}.md").write_text(header + "\n\n" + table + "\n")
+
+
+if __name__ == "__main__":
+    main()

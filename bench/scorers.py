@@ -1,0 +1,131 @@
+"""The six scorers the benchmark compares, each timed from text to scores (model already loaded).
+
+  per-example   one forward per completion, .item() each time (SimPO, RLHFlow scripts)
+  fixed-16      16 rows per batch in input order, padded to the longest (OpenRLHF, RewardBench)
+  pipeline      transformers pipeline("text-classification", batch_size=16)
+  rmscore-padded / rmscore-packed / rmscore-prompt-reuse: rmscore's own loop, one path forced each
+
+Run as a child process by run.py (one scorer per process, so peak memory is the scorer's own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from workload import PRESETS, build_model, build_tokenizer, corpus_words, make_rows  # noqa: E402
+
+SCORERS = ("per-example", "fixed-16", "pipeline", "rmscore-padded", "rmscore-packed", "rmscore-prompt-reuse")
+
+
+def conversation(row: dict) -> list[dict]:
+    return [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["completion"]}]
+
+
+def per_example(model, tokenizer, rows, preset) -> tuple[list[float], int]:
+    scores = []
+    for row in rows:
+        ids = tokenizer.apply_chat_template(conversation(row), tokenize=True, return_dict=False)
+        scores.append(model(torch.tensor([ids], device=model.device)).logits[0, 0].item())
+    return scores, 0
+
+
+def fixed_batches(model, tokenizer, rows, preset) -> tuple[list[float], int]:
+    scores, padded = [], 0
+    texts = tokenizer.apply_chat_template([conversation(r) for r in rows], tokenize=False)
+    for start in range(0, len(texts), preset.fixed_batch):
+        enc = tokenizer(texts[start:start + preset.fixed_batch], padding=True, add_special_tokens=False,
+                        return_tensors="pt").to(model.device)
+        padded += enc["input_ids"].numel()
+        scores += model(**enc).logits[:, 0].float().tolist()
+    return scores, padded
+
+
+def pipeline_scorer(model, tokenizer, rows, preset) -> tuple[list[float], int]:
+    from transformers import pipeline
+
+    pipe = pipeline("text-classification", model=model, tokenizer=tokenizer, device=model.device)
+    texts = tokenizer.apply_chat_template([conversation(r) for r in rows], tokenize=False)
+    # The pipeline's tokenizer adds a BOS: strip the template's, as the Online-RLHF scripts do.
+    texts = [t.removeprefix(tokenizer.bos_token) for t in texts]
+    outputs = pipe(texts, batch_size=preset.fixed_batch, function_to_apply="none")
+    return [o["score"] for o in outputs], 0
+
+
+def rmscore_scorer(path: str):
+    def run(model, tokenizer, rows, preset):
+        from rmscore.batching import chunked
+        from rmscore.config import BatchConfig, ModelConfig
+        from rmscore.forward import Runners
+        from rmscore.models.seq_cls import SeqClsModel
+        from rmscore.pipeline import prefetch
+        from rmscore.records import Sample
+        from rmscore.scorer import Scorer
+        from rmscore.scoring import RunSummary
+
+        adapter = SeqClsModel.from_parts(ModelConfig("bench"), model, tokenizer, {}, model.device)
+        summary = RunSummary("bench")
+        scorer = Scorer(adapter, Runners(adapter, path), 1 << 20, BatchConfig(max_tokens_per_batch=preset.budget),
+                        summary)
+        samples = (Sample(i, 0, r["prompt_id"], [{"role": "user", "content": r["prompt"]}], True, r["completion"])
+                   for i, r in enumerate(rows))
+        scores = []
+        for prepared in prefetch(map(scorer.prepare, chunked(samples, 8192)), depth=1):
+            scores += [out["score"] for out in scorer.run(prepared)]
+        return scores, summary.padded_tokens, summary.computed_tokens
+
+    return run
+
+
+FUNCTIONS = {"per-example": per_example, "fixed-16": fixed_batches, "pipeline": pipeline_scorer,
+             **{f"rmscore-{p}": rmscore_scorer(p) for p in ("padded", "packed", "prompt-reuse")}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--preset", required=True)
+    parser.add_argument("--scorer", required=True, choices=SCORERS)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    preset = PRESETS[args.preset]
+    if preset.device == "cpu":
+        torch.set_num_threads(1)  # a shared machine: one thread per process, as the figures state
+    words = corpus_words()
+    tokenizer = build_tokenizer(words)
+    rows = make_rows(preset, tokenizer, words)
+    model, config = build_model(preset, len(tokenizer), tokenizer.pad_token_id)
+    fn = FUNCTIONS[args.scorer]
+    with torch.inference_mode():
+        fn(model, tokenizer, rows[:8], preset)  # warm-up: allocator, kernels, first-call costs
+        if preset.device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        start, cpu_start = time.perf_counter(), time.process_time()
+        result = fn(model, tokenizer, rows, preset)
+        if preset.device == "cuda":
+            torch.cuda.synchronize()
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    lengths = [len(tokenizer.apply_chat_template(conversation(r), tokenize=True, return_dict=False)) for r in rows]
+    scores, padded = result[0], result[1] or sum(lengths)
+    computed = result[2] if len(result) > 2 else sum(lengths)
+    if preset.device == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**30
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux -> GiB
+    Path(args.out).write_text(json.dumps({
+        "scorer": args.scorer, "seconds": seconds, "cpu_seconds": cpu_seconds, "scores": scores, "lengths": lengths,
+        "padded_tokens": padded, "computed_tokens": computed, "peak_gib": peak,
+    }))
+
+
+if __name__ == "__main__":
+    main()

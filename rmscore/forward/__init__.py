@@ -1,0 +1,77 @@
+"""Forward runners: how a batch of token rows goes through the backbone. See base.py for the
+contract; padded.py, packed.py and prefix.py for the three layouts, and choose() for when each runs."""
+
+from __future__ import annotations
+
+import torch
+
+from rmscore.forward.base import Cost, Runner
+from rmscore.forward.packed import CHEAP_PACKING, PackedForward, attn_implementation
+from rmscore.forward.padded import PaddedForward
+from rmscore.forward.prefix import PrefixForward, group_rows, shared_prefix
+from rmscore.records import Encoded
+
+# Prompt reuse costs a second forward per batch and copies of the prompt's keys/values: below
+# this fraction of tokens saved, sorted padding is as fast and simpler.
+MIN_REUSE_SAVING = 0.15
+
+__all__ = ["Cost", "Runner", "PaddedForward", "PackedForward", "PrefixForward", "Runners", "default_token_budget"]
+
+
+class Runners:
+    """The runners of one model, and the choice between them for each window of rows."""
+
+    def __init__(self, model, path: str = "auto"):
+        self.model, self.path = model, path
+        self.padded = PaddedForward(model)
+        self.packed = PackedForward(model)
+        self.prefix = PrefixForward(model)
+
+    def choose(self, encs: list[Encoded]) -> Runner:
+        if not self.model.is_causal:
+            return self.padded  # encoders attend both ways: no packing, no shared prompt
+        if self.path != "auto":
+            return {"padded": self.padded, "packed": self.packed, "prompt-reuse": self.prefix}[self.path]
+        backend = attn_implementation(self.model)
+        # Prompt reuse needs a prompt-aware mask. flex_attention skips the masked blocks; a dense
+        # mask is cheap on CPU at CPU-sized rows, but on a GPU its T x T attention costs more than
+        # the shared prompt saves, so there sorted padding (or packing) wins.
+        reuse_ok = backend == "flex_attention" or self.model.device.type == "cpu"
+        if reuse_ok and reuse_saving(encs) >= MIN_REUSE_SAVING:
+            return self.prefix
+        if backend in CHEAP_PACKING:
+            return self.packed
+        return self.padded
+
+
+def reuse_saving(encs: list[Encoded]) -> float:
+    """Fraction of tokens that shared-prompt reuse would not compute for these rows."""
+    total = sum(len(e) for e in encs)
+    saved = 0
+    for group in group_rows(encs):
+        if len(group) > 1:
+            saved += (len(group) - 1) * shared_prefix([encs[i].ids for i in group])
+    return saved / total if total else 0.0
+
+
+def default_token_budget(model, max_length: int) -> int:
+    """Padded tokens per forward when the user gives none.
+
+    CPU: about a thousand tokens keep the MLP intermediates in cache. GPU: fill what is
+    free after the weights, at the bytes one token needs mid-forward (residual, normed and attention
+    activations 2*d, MLP gate/up/act 3*I, x1.5 for allocator slack) plus the keys and values a
+    reused prompt holds. Capped at 64k tokens: GEMMs are long saturated by then, and the OOM
+    back-off catches what this estimate misses.
+    """
+    if model.device.type != "cuda":
+        return 1024  # measured: 512-2048 are within 5% on CPU; bigger batches only add cache misses
+    config = model.backbone.config
+    hidden = getattr(config, "hidden_size", 4096)
+    inter = getattr(config, "intermediate_size", None) or 4 * hidden
+    heads = getattr(config, "num_attention_heads", 32)
+    kv = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    size = next(model.backbone.parameters()).element_size()
+    per_token = size * (3 * (2 * hidden + 3 * inter) // 2 + 2 * getattr(config, "num_hidden_layers", 32) * kv * head_dim)
+    free, _ = torch.cuda.mem_get_info(model.device)
+    return int(max(max_length, min(65_536, free * 0.8 // per_token)))

@@ -1,0 +1,76 @@
+"""What every forward runner shares: the contract, host-to-device copies, and the gather.
+
+A runner turns a batch of Encoded rows into hidden states at each row's read positions, in batch
+order, then hands them to the adapter's head. Runners differ only in how they lay tokens out:
+padded rows, one packed row, or shared prompts computed once. Each must give the same numbers as a
+batch-size-1 forward; the tests check all of them against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from rmscore.records import Encoded
+
+
+@dataclass
+class Cost:
+    """Tokens of one batch: `real` = sum of row lengths (what the user scored), `computed` = tokens
+    run through the model excluding padding (less than real when prompts are shared), `padded` =
+    tokens run including padding (what the GPU paid for)."""
+
+    real: int
+    computed: int
+    padded: int
+
+
+class Runner:
+    name: str
+
+    def __init__(self, model):
+        self.model = model
+
+    def plan(self, encs: list[Encoded], max_tokens: int, max_rows: int) -> list[list[int]]:
+        raise NotImplementedError
+
+    def cost(self, batch: list[Encoded]) -> Cost:
+        raise NotImplementedError
+
+    def collate(self, batch: list[Encoded]) -> dict:
+        """CPU tensors for the batch (pinned when the model is on a GPU). Runs on a background
+        thread while the previous batch is on the device."""
+        raise NotImplementedError
+
+    def hidden(self, inputs: dict, batch: list[Encoded]) -> torch.Tensor:
+        """(sum of len(e.positions) over batch, H) hidden states, in batch order."""
+        raise NotImplementedError
+
+    def score(self, batch: list[Encoded], inputs: dict | None = None) -> list[dict]:
+        with torch.inference_mode():
+            inputs = inputs if inputs is not None else self.collate(batch)
+            return self.model.head(self.hidden(inputs, batch), batch)
+
+    def tensor(self, values: list[int], *shape: int) -> torch.Tensor:
+        out = torch.tensor(values, dtype=torch.long).view(*shape)
+        # Pinned host memory lets the copy to the GPU run asynchronously (non_blocking below).
+        return out.pin_memory() if self.model.device.type == "cuda" else out
+
+    def to_device(self, inputs: dict) -> dict:
+        return {k: v.to(self.model.device, non_blocking=True) for k, v in inputs.items()}
+
+    def backbone(self, **inputs):
+        out = self.model.backbone(**inputs, **self.model.backbone_kwargs)
+        return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+
+def padded_flat(rows: list[list[int]], width: int, pad: int) -> list[int]:
+    return [t for row in rows for t in (*row, *[pad] * (width - len(row)))]
+
+
+def gather(hidden: torch.Tensor, rows: list[int], cols: list[int]) -> torch.Tensor:
+    """hidden (B, T, H) -> (len(rows), H) at the given (row, column) pairs."""
+    index_rows = torch.tensor(rows, device=hidden.device)
+    index_cols = torch.tensor(cols, device=hidden.device)
+    return hidden[index_rows, index_cols]

@@ -1,0 +1,125 @@
+"""Packed, prompt-reuse and padded forwards all give the batch-size-1 numbers; OOM loses no row."""
+
+import random
+
+import pytest
+import torch
+
+from rmscore.config import BatchConfig, ModelConfig
+from rmscore.forward import Runners, reuse_saving
+from rmscore.models import load_model
+from rmscore.records import OUT_OF_MEMORY, Sample, prompt_hash
+from rmscore.scorer import Scorer
+from rmscore.scoring import RunSummary
+from test_scoring import reference_scores, score
+from tiny import completions_rows, random_text
+
+TOL = 1e-5
+
+
+def shared_prompt_rows(n_prompts=4, n_completions=5, seed=0):
+    """Long prompts, several short completions each: where prompt reuse pays."""
+    rng = random.Random(seed)
+    return [{"prompt": random_text(rng, 30, 60), "completions": [random_text(rng, 1, 15) for _ in range(n_completions)]}
+            for _ in range(n_prompts)]
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma2"])
+@pytest.mark.parametrize("path", ["padded", "packed", "prompt-reuse"])
+def test_every_path_equals_batch_size_one(tiny_models, write_jsonl, tmp_path, arch, path):
+    rows = shared_prompt_rows(seed=1) + completions_rows(n_prompts=2, n_completions=3, seed=2)
+    expected = reference_scores(tiny_models[arch], rows)
+    for budget in (150, 2000):
+        summary, out = score(write_jsonl(rows), tiny_models[arch], tmp_path / f"o{budget}", budget, forward=path)
+        got = {(r["input_index"], r["completion_index"]): r["score"] for r in out}
+        worst = max(abs(got[k] - expected[k]) for k in expected)
+        assert worst < TOL, f"{arch}/{path}/{budget}: {worst}"
+        assert summary.statuses == {"ok": len(expected)}
+        assert path in summary.forward_path
+
+
+def test_prompt_reuse_reports_saved_tokens(tiny_models, write_jsonl, tmp_path):
+    rows = shared_prompt_rows(n_prompts=3, n_completions=4, seed=3)
+    summary, out = score(write_jsonl(rows), tiny_models["llama"], tmp_path / "o", 4000, forward="prompt-reuse")
+    # Each prompt's shared tokens are computed once instead of four times.
+    assert summary.tokens == sum(r["num_tokens"] for r in out)
+    assert 0 < summary.tokens_saved < summary.tokens
+    assert summary.computed_tokens == summary.tokens - summary.tokens_saved
+    assert summary.tokens_saved / summary.tokens > 0.3
+
+
+def test_auto_picks_prompt_reuse_only_when_it_pays(tiny_models, write_jsonl, tmp_path):
+    shared, _ = score(write_jsonl(shared_prompt_rows(seed=4), "a.jsonl"), tiny_models["llama"], tmp_path / "a", 2000)
+    assert "prompt-reuse" in shared.forward_path
+    single = [{"prompt": r["prompt"], "completion": r["completions"][0]} for r in completions_rows(4, 1, seed=5)]
+    alone, _ = score(write_jsonl(single, "b.jsonl"), tiny_models["llama"], tmp_path / "b", 2000)
+    assert alone.forward_path.startswith("padded")
+
+
+def test_reuse_saving_counts_only_shared_tokens():
+    from rmscore.records import Encoded
+
+    encs = [Encoded([1, 2, 3, 4], [3], group="a"), Encoded([1, 2, 3, 9, 9], [4], group="a"),
+            Encoded([1, 2, 3, 4], [3], group="b")]
+    assert reuse_saving(encs) == pytest.approx(3 / 13)  # group a shares 3 tokens once; b alone
+
+
+class FlakyRunner:
+    """Wraps a real runner; raises CUDA's out-of-memory error above a token threshold."""
+
+    def __init__(self, runner, limit):
+        self.runner, self.limit, self.name = runner, limit, runner.name
+        self.calls = []
+
+    def __getattr__(self, name):
+        return getattr(self.runner, name)
+
+    def score(self, batch, inputs=None):
+        self.calls.append(len(batch))
+        if self.runner.cost(batch).padded > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return self.runner.score(batch, inputs)
+
+
+def test_out_of_memory_splits_and_keeps_every_row_once(tiny_models):
+    model, _ = load_model(ModelConfig(str(tiny_models["llama"])))
+    runners = Runners(model, "padded")
+    flaky = FlakyRunner(runners.padded, limit=300)
+    runners.padded = flaky
+    summary = RunSummary("x")
+    scorer = Scorer(model, runners, 2048, BatchConfig(max_tokens_per_batch=4000), summary)
+    rows = completions_rows(n_prompts=4, n_completions=4, seed=6)
+    prompt = [{"role": "user", "content": "x"}]
+    samples = [Sample(i, j, prompt_hash(prompt), [{"role": "user", "content": r["prompt"]}], True, c)
+               for i, r in enumerate(rows) for j, c in enumerate(r["completions"])]
+    samples.append(Sample(99, 0, "long", prompt, True, "word " * 400))  # too big even alone
+    out = scorer.score_window(samples)
+    assert [(r["input_index"], r["completion_index"]) for r in out] == [s.key for s in samples]
+    assert summary.oom_retries > 0 and scorer.budget <= 300
+    assert out[-1]["status"] == OUT_OF_MEMORY and out[-1].get("score") is None
+    scored = [r for r in out if r["status"] == "ok"]
+    assert len(scored) == len(samples) - 1
+    # The same rows scored without memory trouble give the same numbers.
+    plain = Scorer(model, Runners(model, "padded"), 2048, BatchConfig(max_tokens_per_batch=4000), RunSummary("y"))
+    clean = {(r["input_index"], r["completion_index"]): r["score"] for r in plain.score_window(samples[:-1])}
+    assert max(abs(clean[(r["input_index"], r["completion_index"])] - r["score"]) for r in scored) < TOL
+    # After the back-off, a new window plans under the smaller budget: no further failures.
+    before = summary.oom_retries
+    scorer.score_window(samples[:-1])
+    assert summary.oom_retries == before
+
+
+def test_prefetch_keeps_order_and_raises():
+    from rmscore.pipeline import prefetch
+
+    assert list(prefetch(iter(range(50)), depth=3)) == list(range(50))
+
+    def broken():
+        yield 1
+        raise ValueError("boom")
+
+    got = []
+    with pytest.raises(ValueError, match="boom"):
+        for item in prefetch(broken()):
+            got.append(item)
+    assert got == [1]
