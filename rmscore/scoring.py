@@ -10,15 +10,16 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 
 from rmscore import records
 from rmscore.batching import chunked, plan_batches
 from rmscore.config import ScoreConfig
+from rmscore.distributed import group
 from rmscore.distributed.env import DistInfo, dist_info
-from rmscore.errors import InputError, RowError
-from rmscore.io import output
+from rmscore.distributed.signals import GracefulStop
+from rmscore.errors import InputError, Interrupted, RowError
+from rmscore.io import output, resume
 from rmscore.io.layout import Layout, detect_layout, expand
 from rmscore.io.sources import Source, open_source
 from rmscore.progress import Progress
@@ -38,6 +39,12 @@ class RunSummary:
     batches: int = 0
     wall_s: float = 0.0  # the whole run, model loading included
     loop_s: float = 0.0  # reading, encoding, forward and writing only: what throughput is measured on
+    shard: str = "0/1"
+    workers: int = 1  # data-parallel workers whose counts are summed here (torchrun)
+    skipped: int = 0  # completions already scored by an earlier run of the same command
+    saved: int = 0  # rows in this shard's finished parts, earlier runs included
+    complete: bool = False  # the shard was already finished: nothing was loaded or scored
+    quiet: bool = False  # a torchrun worker other than rank 0: its counts went to rank 0
 
     @property
     def samples(self) -> int:
@@ -46,6 +53,15 @@ class RunSummary:
     @property
     def padding_efficiency(self) -> float:
         return self.tokens / self.padded_tokens if self.padded_tokens else 1.0
+
+    def absorb(self, other: "RunSummary") -> None:
+        """Add another worker's counts (every worker reads the whole input, so rows_read is not summed)."""
+        self.statuses.update(other.statuses)
+        self.details.update(other.details)
+        for name in ("tokens", "padded_tokens", "batches", "skipped", "saved", "workers"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.wall_s, self.loop_s = max(self.wall_s, other.wall_s), max(self.loop_s, other.loop_s)
+        self.complete = self.complete and other.complete
 
 
 def open_input(cfg: ScoreConfig) -> tuple[Source, Layout]:
@@ -95,9 +111,11 @@ def fit_length(enc: Encoded, max_length: int, policy: str, sample: Sample) -> En
 class Scorer:
     """Scores windows of samples with one model and one forward runner."""
 
-    def __init__(self, model, runner, max_length: int, cfg: ScoreConfig, summary: RunSummary):
+    def __init__(self, model, runner, max_length: int, cfg: ScoreConfig, summary: RunSummary,
+                 check_stop=lambda: None):
         self.model, self.runner, self.max_length = model, runner, max_length
         self.batch_cfg, self.summary = cfg.batch, summary
+        self.check_stop = check_stop  # raises Interrupted between batches once SIGTERM/SIGUSR1 arrived
 
     def score_window(self, samples: list[Sample]) -> list[dict]:
         done: dict[tuple, dict] = {}
@@ -140,6 +158,7 @@ class Scorer:
         lengths = [len(enc) for _, enc in ready]
         budget = self.batch_cfg.max_tokens_per_batch
         for indices in plan_batches(lengths, budget, self.batch_cfg.max_batch_size):
+            self.check_stop()
             batch = [ready[i] for i in indices]
             self.summary.batches += 1
             self.summary.tokens += sum(lengths[i] for i in indices)
@@ -179,36 +198,74 @@ def _reason(detail: str | None) -> str:
 
 
 def run_score(cfg: ScoreConfig, log=print) -> RunSummary:
-    from rmscore.forward import PaddedForward, default_token_budget
-    from rmscore.models import load_model
-
+    """Score this process's shard into cfg.output.path, resuming what earlier runs finished.
+    Under torchrun, rank 0's summary holds every worker's counts; the others come back quiet."""
     start = time.perf_counter()
     source, layout = open_input(cfg)
     dist = dist_info(cfg.shard.index, cfg.shard.count)
-    out_dir = output.prepare(Path(cfg.output.path), cfg.output.overwrite)
-    log(f"reading {source.description} as {layout.kind} rows")
-    model, family = load_model(cfg.model)
+    log = log if dist.is_main else _silent
+    state = resume.open_output(cfg, dist, log)
+    summary = RunSummary(cfg.output.path, shard=f"{dist.shard_index}/{dist.shard_count} ({dist.source})")
+    with group.joined(dist), GracefulStop() as stop:
+        summary.complete = state.complete
+        try:
+            if not state.complete:
+                _score_shard(cfg, source, layout, dist, state, stop, summary, log)
+        finally:
+            summary.wall_s = time.perf_counter() - start
+            summary.skipped, summary.saved = state.skipped, state.rows
+            if not state.complete:
+                output.write_stats(state.out_dir, state.stem, summary)
+        everyone = group.gather(summary, dist)
+    for other in (everyone or [])[1:]:
+        summary.absorb(other)
+    summary.quiet = not dist.is_main
+    return summary
+
+
+def _silent(*_) -> None:
+    pass
+
+
+def _score_shard(cfg: ScoreConfig, source, layout, dist: DistInfo, state, stop: GracefulStop, summary: RunSummary,
+                 log) -> None:
+    from rmscore.forward import PaddedForward, default_token_budget
+    from rmscore.models import load_model
+
+    log(f"reading {source.description} as {layout.kind} rows; shard {summary.shard}")
+    device = group.local_device(dist, cfg.model.device, cfg.model.device_map)
+    model, family = load_model(replace(cfg.model, device=device))
     runner = PaddedForward(model)
-    summary = RunSummary(str(out_dir), family, runner.name)
+    summary.model_type, summary.forward_path = family, runner.name
     max_length = cfg.batch.max_length or model.max_length
     if cfg.batch.max_tokens_per_batch is None:
         cfg.batch.max_tokens_per_batch = default_token_budget(model, max_length)
-    log(f"model {cfg.model.path} as {family}; max length {max_length}, "
+    log(f"model {cfg.model.path} as {family} on {model.device}; max length {max_length}, "
         f"{cfg.batch.max_tokens_per_batch} tokens per batch, {runner.name} forward")
-    scorer = Scorer(model, runner, max_length, cfg, summary)
-    sink = output.ScoreSink(out_dir, model, cfg, dist, max_length, family)
+    sink = output.ScoreSink(state.out_dir, model, cfg, max_length, family, state)
+    state.check_resolved(sink.metadata)
+    scorer = Scorer(model, runner, max_length, cfg, summary, stop.check)
+    samples = state.pending(stop.watch(iter_samples(source, layout, dist, cfg.input.limit, summary)))
+    try:
+        _loop(scorer, sink, samples, cfg, summary, dist)
+    except Interrupted as stopped:
+        sink.close()  # the part being written keeps the whole windows already in it
+        stopped.message += f" after saving {state.rows:,} scored rows of shard {summary.shard}"
+        raise
+    state.finish(cfg.input.limit)
+
+
+def _loop(scorer: Scorer, sink, samples: Iterator[Sample], cfg: ScoreConfig, summary: RunSummary, dist) -> None:
     progress = Progress(total=None, enabled=cfg.progress, quiet=not dist.is_main)
     loop_start = time.perf_counter()
     try:
-        for window in chunked(iter_samples(source, layout, dist, cfg.input.limit, summary), cfg.batch.window):
+        # A signal raises Interrupted between batches; the window being scored is dropped whole,
+        # so every part on disk holds complete rows in input order.
+        for window in chunked(samples, cfg.batch.window):
             rows = scorer.score_window(window)
             sink.write(rows)
             progress.update(len(rows), sum(r["num_tokens"] or 0 for r in rows))
         sink.close()
     finally:
         progress.close()
-    summary.wall_s = time.perf_counter() - start
-    summary.loop_s = time.perf_counter() - loop_start
-    sink.write_stats(summary)
-    return summary
-
+        summary.loop_s = time.perf_counter() - loop_start
