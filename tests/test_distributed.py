@@ -113,3 +113,23 @@ def test_merge_drops_duplicates_and_checks_its_target(job, tmp_path):
     assert invoke("merge", out, "-o", merged, "--overwrite").exit_code == 0
     inside = invoke("merge", out, "-o", out / "all.parquet")
     assert inside.exit_code == 2 and "inside" in inside.output
+
+
+def test_a_shard_folder_reads_as_one_input(job, tmp_path):
+    """rmscore's own readers skip what pyarrow.dataset skips: parts being written, .rmscore/."""
+    from rmscore.io.sources import open_source
+
+    out = tmp_path / "out"
+    for task in (0, 1):
+        assert invoke(*job["args"], "-o", out, "--shard", f"{task}/2").exit_code == 0
+    (out / ".tmp-part-00000-of-00002-00042.parquet").write_bytes(b"half a file")
+    source = open_source(str(out))
+    assert sum(1 for _ in source.rows()) == len(job["reference"])
+
+
+@pytest.mark.gpu
+def test_device_map_auto_on_gpu_gives_the_cpu_scores(job, tmp_path):
+    out = tmp_path / "out"
+    result = invoke(*job["args"], "-o", out, "--device-map", "auto", "--dtype", "float32")
+    assert result.exit_code == 0 and "on cuda" in result.output, result.output
+    assert_same_rows(rows_of(out), job["reference"])

@@ -141,3 +141,23 @@ def test_limit_raised_continues(job, tmp_path):
     more = invoke(*job["args"], "-o", out)
     assert more.exit_code == 0 and "resumed: 40 completions" in more.output
     assert_same_rows(rows_of(out), job["reference"])
+
+
+def test_a_requeued_job_ignores_overwrite(job, tmp_path):
+    out = tmp_path / "out"
+    assert invoke(*job["args"], "-o", out, "--limit", 10).exit_code == 0
+    requeued = invoke(*job["args"], "-o", out, "--overwrite", env={"SLURM_RESTART_COUNT": "1", "RMSCORE_DEBUG": ""})
+    assert requeued.exit_code == 0 and "--overwrite ignored" in requeued.output
+    assert "resumed: 40 completions" in requeued.output
+
+
+def test_a_changed_input_refuses(job, tmp_path):
+    path, out = tmp_path / "input.jsonl", tmp_path / "out"
+    rows = completions_rows(40, 4, seed=7)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["score", path, *job["args"][2:]]
+    assert invoke(*args, "-o", out, "--limit", 10).exit_code == 0
+    rows[0]["prompt"] = "a different first question"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    refused = invoke(*args, "-o", out)
+    assert refused.exit_code == 2 and "the input changed" in refused.output, refused.output

@@ -72,6 +72,10 @@ def score(
     messages (last turn is the assistant's), or [prompt+]chosen+rejected. Prompts may be text
     or {role, content} message lists.
 
+    Interrupted (SIGTERM/SIGUSR1 save and exit 75; even SIGKILL)? Rerun the same command: it
+    skips the rows already saved. Several GPUs: torchrun --nproc-per-node N -m rmscore score ...;
+    SLURM arrays shard by themselves. See recipes/.
+
     Examples:
 
       rmscore score data/demo/prompts.jsonl -o scored/
