@@ -25,7 +25,7 @@ from rmscore.io import resume
 from rmscore.io.writers import existing_parts
 
 KEYS = ("input_index", "completion_index")
-ROWS_IN_MEMORY = 1 << 20  # across all shards' current batches
+ROWS_IN_MEMORY = 1 << 15  # across all shards' current batches
 ROW_GROUP = 1 << 16
 
 
