@@ -127,7 +127,8 @@ class OutputConfig:
 
 @dataclass
 class ShardConfig:
-    """Which slice of the data this process scores. None: taken from torchrun/SLURM, else 0/1."""
+    """Which slice of the data this process scores. None: the SLURM array task, else 0/1; torchrun
+    workers split it further (rmscore/distributed/env.py)."""
 
     index: int | None = None
     count: int | None = None

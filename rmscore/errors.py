@@ -29,6 +29,17 @@ class ResumeConflict(RmscoreError):
     """The output folder holds results made with different settings."""
 
 
+class Interrupted(RmscoreError):
+    """SIGTERM/SIGUSR1 stopped the run after every finished row was saved. Not a failure: the
+    CLI exits with `exit_code` (EX_TEMPFAIL), which batch scripts take as "requeue me"."""
+
+    exit_code = 75
+
+    def __init__(self, signal_name: str):
+        super().__init__(f"stopped by {signal_name}", "rerun the same command to continue where it stopped")
+        self.signal_name = signal_name
+
+
 class RowError(Exception):
     """One row cannot be scored. Never reaches the user as an exception: the row is written with
     this status code and detail, counted, and the run goes on."""

@@ -53,9 +53,10 @@ def check_positions(enc: Encoded) -> None:
 
 
 class Scorer:
-    def __init__(self, model, runners: Runners, max_length: int, batch_cfg, summary):
+    def __init__(self, model, runners: Runners, max_length: int, batch_cfg, summary, check_stop=lambda: None):
         self.model, self.runners, self.max_length = model, runners, max_length
         self.batch_cfg, self.summary = batch_cfg, summary
+        self.check_stop = check_stop  # raises Interrupted between batches once SIGTERM/SIGUSR1 arrived
         # Shrinks for good after an out-of-memory: the rest of the run keeps the smaller budget.
         self.budget = batch_cfg.max_tokens_per_batch
 
@@ -83,6 +84,7 @@ class Scorer:
         batches = runner.plan(encs, self.budget, self.batch_cfg.max_batch_size) if encs else []
         collated = prefetch(((b, runner.collate([encs[i] for i in b])) for b in batches), depth=2)
         for indices, inputs in collated:
+            self.check_stop()
             for i, (out, problem) in zip(indices, self._forward(runner, [encs[i] for i in indices], inputs)):
                 sample, enc = prepared.ready[i]
                 done[sample.key] = self._row(sample, enc, out, problem)

@@ -28,13 +28,14 @@ def test_score_end_to_end(tiny_models, write_jsonl, tmp_path):
     assert stats["statuses"] == {"ok": 6, "invalid_row": 1}
 
 
-def test_refuses_to_clobber_without_overwrite(tiny_models, write_jsonl, tmp_path):
+def test_rerun_is_a_no_op_and_other_settings_refuse(tiny_models, write_jsonl, tmp_path):
     path = write_jsonl(completions_rows(1, 1))
     args = ("score", path, "-m", tiny_models["llama"], "-o", tmp_path / "out")
     assert invoke(*args).exit_code == 0
     again = invoke(*args)
-    assert again.exit_code == 2 and "--overwrite" in again.output
-    assert invoke(*args, "--overwrite").exit_code == 0
+    assert again.exit_code == 0 and "already complete" in again.output
+    one_line_error(invoke(*args, "--max-length", 64), "--max-length was None, now 64", "--overwrite")
+    assert invoke(*args, "--max-length", 64, "--overwrite").exit_code == 0
 
 
 def one_line_error(result, *needles):

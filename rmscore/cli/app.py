@@ -14,7 +14,7 @@ import sys
 
 import typer
 
-from rmscore.errors import RmscoreError
+from rmscore.errors import Interrupted, RmscoreError
 
 app = typer.Typer(
     name="rmscore",
@@ -45,6 +45,10 @@ def command(name: str | None = None, **kwargs):
         def guarded(*args, **kw):
             try:
                 return fn(*args, **kw)
+            except Interrupted as exc:  # not a failure: finished rows are saved, the job can requeue
+                typer.echo(f"Stopped: {exc.message}", err=True)
+                typer.echo(f"  Next: {exc.hint}", err=True)
+                raise typer.Exit(exc.exit_code)
             except RmscoreError as exc:
                 if debug():
                     raise

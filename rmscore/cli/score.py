@@ -62,11 +62,15 @@ def score(
     aggregate: o.AggregateOpt = "min",
     step_tokens: o.StepTokensOpt = None,
     shard: Annotated[Optional[str], typer.Option(help="INDEX/COUNT: score one slice (all completions of a prompt stay "
-                                                      "together). Default: from torchrun or a SLURM array, else 0/1.",
+                                                      "together). Default: the SLURM array task, else 0/1; torchrun "
+                                                      "workers split it further.",
                                                  rich_help_panel=o.OUT)] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace results already in the output folder.",
+    overwrite: Annotated[bool, typer.Option(help="Start this shard again, deleting its rows. Without it a rerun "
+                                                 "resumes, and refuses if the settings changed. Ignored after a "
+                                                 "SLURM requeue.",
                                             rich_help_panel=o.OUT)] = False,
-    rows_per_part: Annotated[int, typer.Option(help="Rows per Parquet part file.", rich_help_panel=o.OUT)] = 50_000,
+    rows_per_part: Annotated[int, typer.Option(help="Rows per Parquet part file. A finished part survives any kill.",
+                                               rich_help_panel=o.OUT)] = 50_000,
     progress: o.ProgressOpt = None,
 ):
     """Score every completion of INPUT with a reward model and write Parquet.
@@ -74,6 +78,10 @@ def score(
     Row shapes are detected from the columns: prompt+completion, prompt+completions (a list),
     messages (last turn is the assistant's), or [prompt+]chosen+rejected. Prompts may be text
     or {role, content} message lists.
+
+    Interrupted (SIGTERM/SIGUSR1 save and exit 75; even SIGKILL)? Rerun the same command: it
+    skips the rows already saved. Several GPUs: torchrun --nproc-per-node N -m rmscore score ...;
+    SLURM arrays shard by themselves. See recipes/.
 
     Examples:
 
@@ -101,11 +109,13 @@ def score(
         progress=progress,
     )
     summary = run_score(cfg, log=lambda text: echo(f"[rmscore] {text}"))
-    for line in summary_lines(summary):
+    for line in [] if summary.quiet else summary_lines(summary):
         echo(line)
 
 
 def summary_lines(s) -> list[str]:
+    if s.complete:
+        return [f"Shard {s.shard} was already complete ({s.saved:,} rows); nothing to do.", f"  output: {s.output}"]
     scored = sum(n for status, n in s.statuses.items() if status in ("ok", "truncated"))
     lines = [
         f"Scored {scored:,} of {s.samples:,} completions from {s.rows_read:,} input rows "
@@ -123,5 +133,8 @@ def summary_lines(s) -> list[str]:
             lines.append(f"  {status}: {n:,}")
     for reason, n in s.details.most_common(10):
         lines.append(f"    {n:,} x {reason}")
-    lines.append(f"  output: {s.output}")
+    if s.skipped:
+        lines.append(f"  resumed: {s.skipped:,} completions scored by an earlier run were skipped")
+    where = f"{s.workers} data-parallel workers, counts summed" if s.workers > 1 else f"shard {s.shard}"
+    lines.append(f"  output: {s.output} ({where}; {s.saved:,} rows in finished parts)")
     return lines

@@ -3,23 +3,24 @@
 Layout of OUTPUT/:
   part-{shard:05d}-of-{count:05d}-{seq:05d}.parquet   scored rows (read with pyarrow.dataset or
                                                        datasets.load_dataset("parquet", ...))
-  .rmscore/stats-{shard}-of-{count}.json               what the run did (ignored by readers)
+  .rmscore/manifest-{shard}-of-{count}.json            settings and finished parts (rmscore/io/resume.py)
+  .rmscore/stats-{shard}-of-{count}.json               what the last run of the shard did
+  .rmscore/done-{shard}-of-{count}.json                the shard finished (distributed/completion.py)
+The .rmscore folder is hidden, so readers of the folder see the parts only.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
 import pyarrow as pa
 
 from rmscore import __version__
-from rmscore.errors import ConfigError, ResumeConflict
+from rmscore.distributed.completion import META_DIR
+from rmscore.errors import ConfigError
 from rmscore.io.writers import PartWriter, existing_parts
-
-META_DIR = ".rmscore"  # hidden: pyarrow.dataset and datasets.load_dataset both skip it
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 BASE_SCHEMA = pa.schema(
     [
@@ -38,35 +39,15 @@ BASE_SCHEMA = pa.schema(
 )
 
 
-def prepare(out_dir: Path, overwrite: bool) -> Path:
-    """Check the output folder before the model loads; clear it only when --overwrite says so."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"output {out_dir} exists and is a file", "-o names a folder of Parquet parts")
-    if existing_parts(out_dir):
-        if not overwrite:
-            raise ResumeConflict(
-                f"{out_dir} already holds scored parts",
-                "pass --overwrite to replace them, or choose another -o",
-            )
-        for path in out_dir.glob("*part-*.parquet"):
-            path.unlink()
-        shutil.rmtree(out_dir / META_DIR, ignore_errors=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return out_dir
-
-
-def shard_stem(dist) -> str:
-    return f"{dist.shard_index:05d}-of-{dist.shard_count:05d}"
-
-
 class ScoreSink:
-    """Turns scored row dicts into Parquet parts with a fixed schema."""
+    """Turns scored row dicts into Parquet parts with a fixed schema; tells the shard's resume
+    state (rmscore/io/resume.py) about every finished part."""
 
-    def __init__(self, out_dir: Path, model, cfg, dist, max_length: int, family: str):
-        self.out_dir, self.dist, self.cfg = out_dir, dist, cfg
+    def __init__(self, out_dir: Path, model, cfg, max_length: int, family: str, state):
+        self.out_dir, self.cfg, self.state = out_dir, cfg, state
         self.model_fields = model.output_fields()
         self.metadata = provenance(model, cfg, max_length, family)
-        self.stem = shard_stem(dist)
+        self.stem = state.stem
         self.schema: pa.Schema | None = None  # fixed at the first window (kept columns' types)
         self.writer: PartWriter | None = None
 
@@ -75,31 +56,42 @@ class ScoreSink:
             return
         if self.schema is None:
             self.schema = self._schema(rows)
-            self.writer = PartWriter(self.out_dir, self.schema, self.stem, self.cfg.output.rows_per_part)
-        self.writer.write(pa.Table.from_pylist(rows, schema=self.schema))
+            self.writer = PartWriter(self.out_dir, self.schema, self.stem, self.cfg.output.rows_per_part,
+                                     self.state.next_seq, on_finish=self.state.record)
+        cuts = self.state.split([(r["input_index"], r["completion_index"]) for r in rows])
+        bounds = [0, *cuts, len(rows)]
+        for segment, (start, end) in enumerate(zip(bounds, bounds[1:])):
+            if segment:
+                self.writer.finish_part()  # a finished part's range lies between: never overlap it
+            if end > start:
+                self.writer.write(pa.Table.from_pylist(rows[start:end], schema=self.schema))
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
 
-    def write_stats(self, summary) -> Path:
-        path = self.out_dir / META_DIR / f"stats-{self.stem}.json"
-        path.parent.mkdir(exist_ok=True)
-        # asdict() would rebuild the Counters from (key, value) tuples; copy them as plain dicts
-        stats = {k: dict(v) if isinstance(v, dict) else v for k, v in vars(summary).items()}
-        stats |= {"samples": summary.samples, "padding_efficiency": summary.padding_efficiency}
-        path.write_text(json.dumps(stats, indent=2, default=str))
-        return path
-
     def _schema(self, rows: list[dict]) -> pa.Schema:
+        meta = {"rmscore": json.dumps(self.metadata)}
+        if self.state.schema is not None:  # resuming: the shard's earlier parts fixed the types
+            return self.state.schema.with_metadata(meta)
         fields = list(BASE_SCHEMA) + list(self.model_fields)
         for name in self.cfg.input.keep_columns:
             if name in {f.name for f in fields}:
                 raise ConfigError(f"--keep-columns {name!r} clashes with an output column", "rename it in the input")
             kind = pa.array([r.get(name) for r in rows]).type
             fields.append(pa.field(name, pa.string() if pa.types.is_null(kind) else kind))
-        meta = {"rmscore": json.dumps(self.metadata)}
         return pa.schema(fields, metadata=meta)
+
+
+def write_stats(out_dir: Path, stem: str, summary) -> Path:
+    """What the last run of this shard did (one file per shard, for a later look or merge)."""
+    path = out_dir / META_DIR / f"stats-{stem}.json"
+    path.parent.mkdir(exist_ok=True)
+    # asdict() would rebuild the Counters from (key, value) tuples; copy them as plain dicts
+    stats = {k: dict(v) if isinstance(v, dict) else v for k, v in vars(summary).items()}
+    stats |= {"samples": summary.samples, "padding_efficiency": summary.padding_efficiency}
+    path.write_text(json.dumps(stats, indent=2, default=str))
+    return path
 
 
 def provenance(model, cfg, max_length: int, family: str) -> dict:

@@ -52,16 +52,21 @@ def open_source(path: str, split: str = "train", config_name: str | None = None)
     if p.is_dir():
         if any((p / marker).exists() for marker in DISK_MARKERS):
             return DiskSource(p, split)
-        parquet = sorted(p.rglob("*.parquet"))
+        parquet = sorted(f for f in p.rglob("*.parquet") if not _hidden(f, p))
         if parquet:
             return ParquetSource(parquet, f"{path} ({len(parquet)} Parquet files)")
-        jsonl = sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(JSONL_SUFFIXES))
+        jsonl = sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(JSONL_SUFFIXES) and not _hidden(f, p))
         if jsonl:
             return JsonlSource(jsonl, f"{path} ({len(jsonl)} JSONL files)")
         raise InputError(f"{path} holds no .parquet or .jsonl files and is not a save_to_disk folder")
     if _looks_like_hub_name(path):
         return HubSource(path, split, config_name)
     raise InputError(f"input not found: {path}", "check the path, or give a Hub dataset name like org/name")
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    # As pyarrow.dataset: ".tmp-part-*" files still being written, and ".rmscore/", are not data.
+    return any(part.startswith((".", "_")) for part in path.relative_to(root).parts)
 
 
 def _looks_like_hub_name(path: str) -> bool:

@@ -19,10 +19,12 @@ class PartWriter:
     """Appends row batches to `part-{stem}-{seq:05d}.parquet`, starting a new part every
     `rows_per_part` rows. Memory holds one batch at a time, never a whole part."""
 
-    def __init__(self, directory: Path, schema: pa.Schema, stem: str, rows_per_part: int, first_seq: int = 0):
+    def __init__(self, directory: Path, schema: pa.Schema, stem: str, rows_per_part: int, first_seq: int = 0,
+                 on_finish=None):
         self.directory, self.schema, self.stem = Path(directory), schema, stem
         self.rows_per_part = rows_per_part
         self.seq = first_seq
+        self.on_finish = on_finish  # called with each part's final path, right after the rename
         self.finished: list[Path] = []
         self._writer: pq.ParquetWriter | None = None
         self._rows_in_part = 0
@@ -48,6 +50,8 @@ class PartWriter:
         self._writer, self._rows_in_part = None, 0
         self.seq += 1
         self.finished.append(final)
+        if self.on_finish is not None:
+            self.on_finish(final)
         return final
 
     def close(self) -> None:
@@ -65,5 +69,10 @@ class PartWriter:
         return self.directory / f".tmp-part-{self.stem}-{self.seq:05d}.parquet"
 
 
-def existing_parts(directory: Path) -> list[Path]:
-    return sorted(Path(directory).glob(PART_GLOB)) if Path(directory).is_dir() else []
+def existing_parts(directory: Path, stem: str = "*") -> list[Path]:
+    """Finished parts, of one shard (`stem`) or all."""
+    return sorted(Path(directory).glob(f"part-{stem}-*.parquet")) if Path(directory).is_dir() else []
+
+
+def part_seq(path: Path) -> int:
+    return int(path.name.rsplit("-", 1)[1].split(".")[0])

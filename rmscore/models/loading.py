@@ -116,11 +116,16 @@ def template_hash(template: str | None) -> str | None:
 
 
 def place(model: torch.nn.Module, cfg: ModelConfig, device: torch.device) -> torch.device:
-    """Move the model to its device (unless accelerate placed it) and return the input device."""
+    """Move the model to its device (unless accelerate placed it) and return the input device.
+
+    With --device-map, accelerate has spread the layers over the GPUs (pipeline order, one GPU busy
+    at a time: it fits a big model, it does not speed it up) and its hooks move each layer's input
+    to that layer's device. The token ids must start where the embedding table lives; the hidden
+    states come out on the last layer's device, and adapters' heads move them to their own.
+    """
     model.eval()
     if cfg.device_map:
-        # Split across GPUs by accelerate: inputs go where the embeddings live.
-        return next(model.parameters()).device
+        return model.get_input_embeddings().weight.device
     model.to(device)
     return device
 

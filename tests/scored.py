@@ -1,0 +1,42 @@
+"""Helpers for tests that compare scored outputs: read them in key order, compare them row by row."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+REPO = Path(__file__).resolve().parent.parent
+TOL = 1e-5  # scores of the same row in batches of other shapes differ by float rounding only
+
+
+def rows_of(path: Path) -> list[dict]:
+    """Every row of a scored folder (all shards) or merged file, sorted by row key."""
+    table = ds.dataset(str(path)).to_table() if Path(path).is_dir() else pq.read_table(path)
+    return table.sort_by([("input_index", "ascending"), ("completion_index", "ascending")]).to_pylist()
+
+
+def keys_of(rows: list[dict]) -> list[tuple[int, int]]:
+    return [(r["input_index"], r["completion_index"]) for r in rows]
+
+
+def assert_same_rows(got: list[dict], want: list[dict]) -> None:
+    """Same rows, each once, same values; scores equal up to float rounding."""
+    assert len(set(keys_of(got))) == len(got), "duplicated rows"
+    assert keys_of(got) == keys_of(want), "missing or extra rows"
+    for g, w in zip(got, want):
+        g, w = dict(g), dict(w)
+        assert abs(g.pop("score") - w.pop("score")) < TOL, (g, w)
+        assert g == w
+
+
+def subprocess_env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RANK", "WORLD_SIZE", "LOCAL_RANK"))}
+    return env | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+                  "TRANSFORMERS_VERBOSITY": "error"} | extra
+
+
+PYTHON = sys.executable
