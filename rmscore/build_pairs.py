@@ -93,20 +93,24 @@ def _detect_format(scored: scored_io.ScoredInput) -> str:
 
 
 def _pairs_table(table: pa.Table, cfg: PairConfig, fmt: str, report: DropReport) -> pa.Table:
-    rows = []
-    for prompt_id, group in scored_io.iter_groups(table):
+    table = scored_io.sort_by_prompt(table)
+    found = []  # (prompt_id, the prompt's first key, rank, pair, all scored completions if needed)
+    for prompt_id, completions in scored_io.iter_groups(table, cfg.score_column):
         if prompt_id is None:
-            report.add_without_prompt([r["status"] for r in group])
+            report.add_without_prompt([c.status for c in completions])
             continue
-        completions = [Completion((r["input_index"], r["completion_index"]), r["completion"],
-                                  r[cfg.score_column], r["status"]) for r in group]
         sel = select_pairs(prompt_id, completions, cfg)
         report.add(sel)
-        prompt_of = {id(c): r["prompt"] for c, r in zip(completions, group)}  # keys may repeat across runs
-        for rank, pair in enumerate(sel.pairs):
-            row = pair_row(fmt, prompt_id, prompt_of[id(pair.chosen)], pair, sel)
-            rows.append(row | {"_first_input": group[0]["input_index"],
-                               "_first_completion": group[0]["completion_index"], "_rank": rank})
+        first = min(c.key for c in completions)  # the prompt's place in the input
+        scored = sel.scored if fmt == "simpo" else None  # only SimPO lists them all
+        found += [(prompt_id, first, rank, pair, scored) for rank, pair in enumerate(sel.pairs)]
+    # The prompts of all pairs in one Arrow take, rather than one conversion per pair.
+    prompts = table.column("prompt").take(pa.array([f[3].chosen.row for f in found], pa.int64())).to_pylist()
+    rows = [
+        pair_row(fmt, prompt_id, prompt, pair, scored)
+        | {"_first_input": first[0], "_first_completion": first[1], "_rank": rank}
+        for (prompt_id, first, rank, pair, scored), prompt in zip(found, prompts)
+    ]
     schema = pa.schema(list(SCHEMAS[fmt]) + [pa.field(n, t) for n, t in ORDER])
     return pa.Table.from_pylist(rows, schema=schema).sort_by([(k, "ascending") for k in ORDER_KEY])
 

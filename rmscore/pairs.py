@@ -34,12 +34,13 @@ PROMPT_REASONS = ("too_few_completions", "bad_status", "identical", "ties", "bel
 CANDIDATE_OUTCOMES = ("ties", "below_margin", "not_selected", "kept")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Completion:
     key: tuple[int, int]  # (input_index, completion_index): where it came from, and the tie-break
     text: str | None
     score: float | None
     status: str | None
+    row: int = -1  # the caller's handle (its row in a table); selection never reads it
 
     @property
     def order(self) -> tuple:
@@ -56,7 +57,7 @@ class Completion:
         return "no_text" if self.text is None else None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Pair:
     chosen: Completion
     rejected: Completion
@@ -66,16 +67,16 @@ class Pair:
         return self.chosen.score - self.rejected.score
 
 
-@dataclass
+@dataclass(slots=True)
 class Selection:
-    """The outcome for one prompt."""
+    """The outcome for one prompt. Plain dicts, not Counters: this runs once per prompt."""
 
     pairs: list[Pair]
     scored: list[Completion]  # usable, before de-duplication, in key order (SimPO's all_* columns)
+    completions: dict  # in = bad_status + identical + distinct
+    bad_status: list[str]  # the status code of each unusable completion
+    candidates: dict = field(default_factory=lambda: dict.fromkeys(CANDIDATE_OUTCOMES, 0))
     dropped: str | None = None  # one of PROMPT_REASONS when `pairs` is empty
-    completions: Counter = field(default_factory=Counter)  # in = bad_status + identical + distinct
-    bad_status: Counter = field(default_factory=Counter)  # by status code
-    candidates: Counter = field(default_factory=Counter)  # considered = sum of CANDIDATE_OUTCOMES
 
 
 def normalise(text: str) -> str:
@@ -97,12 +98,12 @@ def dedupe(completions: list[Completion]) -> list[Completion]:
 
 def select_pairs(prompt_id: str, completions: list[Completion], cfg: PairConfig) -> Selection:
     rows = sorted(completions, key=lambda c: c.order)
-    scored = [c for c in rows if c.problem is None]
+    problems = [c.problem for c in rows]
+    scored = [c for c, problem in zip(rows, problems) if problem is None]
     distinct = dedupe(scored)
-    sel = Selection([], scored)
-    sel.completions.update({"in": len(rows), "bad_status": len(rows) - len(scored),
-                            "identical": len(scored) - len(distinct), "distinct": len(distinct)})
-    sel.bad_status.update(c.problem for c in rows if c.problem)
+    counts = {"in": len(rows), "bad_status": len(rows) - len(scored), "identical": len(scored) - len(distinct),
+              "distinct": len(distinct)}
+    sel = Selection([], scored, counts, [p for p in problems if p])
     for reason, left in (("too_few_completions", rows), ("bad_status", scored), ("identical", distinct)):
         if len(left) < cfg.min_completions:
             sel.dropped = reason
@@ -110,14 +111,14 @@ def select_pairs(prompt_id: str, completions: list[Completion], cfg: PairConfig)
     ranked = sorted(distinct, key=lambda c: (-c.score, c.order))
     eligible = [p for p in CANDIDATES[cfg.rule](ranked) if _clears(p, cfg.min_margin, sel.candidates)]
     sel.pairs = _choose(eligible, cfg, prompt_id)
-    sel.candidates.update({"kept": len(sel.pairs), "not_selected": len(eligible) - len(sel.pairs)})
+    sel.candidates["kept"], sel.candidates["not_selected"] = len(sel.pairs), len(eligible) - len(sel.pairs)
     sel.candidates["considered"] = sum(sel.candidates[k] for k in CANDIDATE_OUTCOMES)
     if not sel.pairs:
         sel.dropped = "below_margin" if sel.candidates["below_margin"] else "ties"
     return sel
 
 
-def _clears(pair: Pair, min_margin: float, counts: Counter) -> bool:
+def _clears(pair: Pair, min_margin: float, counts: dict) -> bool:
     if pair.margin <= 0:  # ranked order makes margins >= 0; 0 is a tie
         counts["ties"] += 1
         return False
@@ -172,9 +173,12 @@ class DropReport:
             self.dropped[sel.dropped] += 1
         else:
             self.prompts["paired"] += 1
-        self.completions.update(sel.completions)
-        self.bad_status.update(sel.bad_status)
-        self.candidates.update(sel.candidates)
+        for key, n in sel.completions.items():
+            self.completions[key] += n
+        for key, n in sel.candidates.items():
+            self.candidates[key] += n
+        if sel.bad_status:
+            self.bad_status.update(sel.bad_status)
         self.pairs += len(sel.pairs)
 
     def add_without_prompt(self, statuses: list[str | None]) -> None:

@@ -2,6 +2,7 @@
 
 import math
 import random
+from collections import Counter
 
 import pytest
 
@@ -65,7 +66,7 @@ def test_bad_status_and_missing_scores_never_pair():
     sel = select_pairs("p", group(scores, statuses=statuses), cfg())
     assert picked(sel) == [(2, 1)]  # truncated rows are scored and usable
     assert sel.completions["bad_status"] == 4
-    assert dict(sel.bad_status) == {"too_long": 1, "step_mismatch": 1, "no_score": 2}
+    assert Counter(sel.bad_status) == {"too_long": 1, "step_mismatch": 1, "no_score": 2}
     assert [c.key[1] for c in sel.scored] == [1, 2]
     lone = select_pairs("p", group([None, 1.0], statuses=["invalid_row", "ok"]), cfg())
     assert lone.dropped == "bad_status"
@@ -82,7 +83,7 @@ def test_best_vs_rest_largest_margin_first_and_capped():
     scores = [4.0, 3.0, 2.0, 1.0, 4.0]
     sel = select_pairs("p", group(scores), cfg(rule="best-vs-rest"))
     assert picked(sel) == [(0, 3), (0, 2), (0, 1)]  # index 4 ties with the best: no pair
-    assert sel.candidates == {"ties": 1, "kept": 3, "not_selected": 0, "considered": 4}
+    assert sel.candidates == {"ties": 1, "below_margin": 0, "kept": 3, "not_selected": 0, "considered": 4}
     capped = select_pairs("p", group(scores), cfg(rule="best-vs-rest", pairs_per_prompt=2))
     assert picked(capped) == [(0, 3), (0, 2)] and capped.candidates["not_selected"] == 1
 

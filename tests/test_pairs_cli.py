@@ -69,6 +69,10 @@ def test_prompts_split_across_shards_are_grouped(scored, tmp_path):
         "too_few_completions": 0, "bad_status": 1, "identical": 0, "ties": 1, "below_margin": 0, "paired": 2}
     assert_adds_up(report)
     assert "Built 2 pairs from 2 of 4 prompts" in result.output and "too_long 1" in result.output
+    # Leftovers of an interrupted run in a hidden folder are not inputs.
+    sd.write(scored / ".tmp-build-pairs-x" / "spill" / "0" / "part-0.parquet", sd.rows("a", [99.0]))
+    build(scored, "-o", tmp_path / "pairs.parquet", "--overwrite")
+    assert pairs_of(tmp_path / "pairs.parquet") == pairs
     # The same files named one by one give the same pairs.
     files = sorted(scored.glob("part-*.parquet"))
     build(*files, "-o", tmp_path / "again.parquet")

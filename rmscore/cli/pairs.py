@@ -44,7 +44,7 @@ def build_pairs(
     format: Annotated[str, typer.Option("--format", help="auto (conversational, or standard when every prompt was "
                                                          "text), conversational, standard, simpo.")] = "auto",
     buckets: Annotated[Optional[int], typer.Option(help="Group prompts in N hash buckets, one in memory at a time. "
-                                                        "Default: from the input size (~256 MiB each).",
+                                                        "Default: from the input size (~64 MiB of columns each).",
                                                    show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
 ):

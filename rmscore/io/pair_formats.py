@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from rmscore.errors import InputError
 from rmscore.io.output import MESSAGE
-from rmscore.pairs import Pair, Selection
+from rmscore.pairs import Completion, Pair
 
 MESSAGES = pa.list_(MESSAGE)
 SCORES = [("score_chosen", pa.float64()), ("score_rejected", pa.float64()), ("margin", pa.float64())]
@@ -31,8 +31,9 @@ SCHEMAS = {
 }
 
 
-def pair_row(fmt: str, prompt_id: str, prompt: list[dict], pair: Pair, sel: Selection) -> dict:
-    body = BUILDERS[fmt](prompt_id, prompt, pair, sel)
+def pair_row(fmt: str, prompt_id: str, prompt: list[dict], pair: Pair, scored: list[Completion] | None) -> dict:
+    """`scored`: every usable completion of the prompt (read by simpo only)."""
+    body = BUILDERS[fmt](prompt_id, prompt, pair, scored)
     return {"prompt_id": prompt_id, **body, "score_chosen": pair.chosen.score,
             "score_rejected": pair.rejected.score, "margin": pair.margin}
 
@@ -41,11 +42,11 @@ def _answer(text: str) -> list[dict]:
     return [{"role": "assistant", "content": text}]
 
 
-def _conversational(prompt_id: str, prompt: list[dict], pair: Pair, sel: Selection) -> dict:
+def _conversational(prompt_id: str, prompt: list[dict], pair: Pair, scored: list[Completion] | None) -> dict:
     return {"prompt": prompt, "chosen": _answer(pair.chosen.text), "rejected": _answer(pair.rejected.text)}
 
 
-def _standard(prompt_id: str, prompt: list[dict], pair: Pair, sel: Selection) -> dict:
+def _standard(prompt_id: str, prompt: list[dict], pair: Pair, scored: list[Completion] | None) -> dict:
     if len(prompt) != 1 or prompt[0]["role"] != "user":
         roles = ", ".join(m["role"] for m in prompt)
         raise InputError(
@@ -55,7 +56,7 @@ def _standard(prompt_id: str, prompt: list[dict], pair: Pair, sel: Selection) ->
     return {"prompt": prompt[0]["content"], "chosen": pair.chosen.text, "rejected": pair.rejected.text}
 
 
-def _simpo(prompt_id: str, prompt: list[dict], pair: Pair, sel: Selection) -> dict:
+def _simpo(prompt_id: str, prompt: list[dict], pair: Pair, scored: list[Completion] | None) -> dict:
     # SimPO's trainer reads the conversation from chosen/rejected; `prompt` is the user's text
     # (the last user turn when the prompt has several messages).
     user = next((m["content"] for m in reversed(prompt) if m["role"] == "user"), "")
@@ -63,8 +64,8 @@ def _simpo(prompt_id: str, prompt: list[dict], pair: Pair, sel: Selection) -> di
         "prompt": user,
         "chosen": prompt + _answer(pair.chosen.text),
         "rejected": prompt + _answer(pair.rejected.text),
-        "all_generated_responses": [c.text for c in sel.scored],
-        "all_rm_scores": [c.score for c in sel.scored],
+        "all_generated_responses": [c.text for c in scored],
+        "all_rm_scores": [c.score for c in scored],
     }
 
 
