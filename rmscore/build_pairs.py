@@ -64,16 +64,25 @@ def run_build_pairs(cfg: PairConfig, log=print) -> BuildSummary:
     report = DropReport()
     schema = SCHEMAS[fmt].with_metadata({"rmscore": json.dumps(_metadata(cfg, fmt, scored))})
     with tempfile.TemporaryDirectory(prefix=".tmp-build-pairs-", dir=out.parent) as tmp:
-        tables = (
-            _pairs_table(table, cfg, fmt, report)
-            for table in scored_io.iter_buckets(scored, buckets, Path(tmp) / "spill")
-        )
-        _write(tables, out, schema, Path(tmp))
+        tables = scored_io.iter_buckets(scored, buckets, Path(tmp) / "spill")
+        _write(_progress((_pairs_table(t, cfg, fmt, report) for t in tables), buckets, report, log),
+               out, schema, Path(tmp))
     content = report.as_dict() | {"output": str(out), "inputs": [str(f) for f in scored.files],
                                   "settings": _settings(cfg, fmt), "scoring": scored.metadata}
     path = report_path(out)
     path.write_text(json.dumps(content, indent=2, default=str))
     return BuildSummary(str(out), str(path), content, fmt, buckets, time.perf_counter() - start)
+
+
+def _progress(tables: Iterator[pa.Table], buckets: int, report: DropReport, log,
+              every_s: float = 30.0) -> Iterator[pa.Table]:
+    """A log line at most every `every_s` seconds while buckets are processed."""
+    last = time.perf_counter()
+    for i, table in enumerate(tables, 1):
+        if buckets > 1 and time.perf_counter() - last >= every_s:
+            last = time.perf_counter()
+            log(f"bucket {i}/{buckets}: {report.prompts['in']:,} prompts, {report.pairs:,} pairs so far")
+        yield table
 
 
 def _check_output(cfg: PairConfig) -> Path:

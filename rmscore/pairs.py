@@ -85,7 +85,7 @@ def normalise(text: str) -> str:
 
 
 def dedupe(completions: list[Completion]) -> list[Completion]:
-    """The first of each group of texts that are equal after normalise(), in input order."""
+    """The first (in the given order) of each group of texts equal after normalise()."""
     seen: set[str] = set()
     out = []
     for completion in completions:

@@ -125,7 +125,7 @@ def iter_buckets(scored: ScoredInput, buckets: int, spill_dir: Path) -> Iterator
     part = ds.partitioning(pa.schema([("_bucket", pa.int32())]))
     ds.write_dataset(_with_buckets(data, buckets), spill_dir, format="parquet", partitioning=part,
                      schema=scored.schema.append(pa.field("_bucket", pa.int32())), max_partitions=buckets,
-                     existing_data_behavior="overwrite_or_ignore", max_rows_per_group=SLICE_ROWS)
+                     existing_data_behavior="overwrite_or_ignore")
     for b in range(buckets):
         folder = spill_dir / str(b)
         if folder.is_dir():
