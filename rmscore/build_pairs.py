@@ -59,7 +59,7 @@ def run_build_pairs(cfg: PairConfig, log=print) -> BuildSummary:
         raise ConfigError(f"-o {out} is one of the inputs", "write the pairs to another file")
     fmt = cfg.format if cfg.format != "auto" else _detect_format(scored)
     buckets = scored_io.bucket_count(scored, cfg.buckets)
-    log(f"reading {len(scored.files)} scored file(s), {scored.nbytes / 2**20:,.0f} MiB of needed columns, "
+    log(f"reading {len(scored.files)} scored file(s), {scored.nbytes / 2**20:,.1f} MiB of needed columns, "
         f"in {buckets} bucket(s); rule {cfg.rule}, format {fmt}, score column {cfg.score_column}")
     report = DropReport()
     schema = SCHEMAS[fmt].with_metadata({"rmscore": json.dumps(_metadata(cfg, fmt, scored))})
