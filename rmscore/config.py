@@ -5,6 +5,7 @@ No torch or transformers imports: the CLI builds and validates a config before a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,3 +155,52 @@ class ScoreConfig:
     batch: BatchConfig = field(default_factory=BatchConfig)
     shard: ShardConfig = field(default_factory=ShardConfig)
     progress: bool | None = None  # None: a bar on a terminal, log lines otherwise
+
+
+PAIR_RULES = ("max-min", "max-random", "best-vs-rest", "all-pairs")
+PAIR_FORMATS = ("auto", "conversational", "standard", "simpo")
+
+
+@dataclass
+class PairConfig:
+    """`rmscore build-pairs`: which scored completions of a prompt become (chosen, rejected) pairs."""
+
+    inputs: list[str]  # scored Parquet files or folders (every part-*.parquet below a folder)
+    output: str  # the pairs Parquet file; its drop report goes next to it (.report.json)
+    rule: str = "max-min"
+    format: str = "auto"  # auto: conversational, or standard when every prompt was plain text
+    score_column: str = "score"  # any numeric column: score_min (PRM), one ArmoRM objective, ...
+    min_margin: float = 0.0  # a pair needs chosen - rejected >= min_margin (and > 0: ties never pair)
+    min_completions: int = 2  # distinct scored completions a prompt needs to give any pair
+    pairs_per_prompt: int | None = None  # cap; None: 1 for max-random, no cap for best-vs-rest/all-pairs
+    seed: int = 0  # max-random draws from Random(f"{seed}:{prompt_id}"): independent of order and sharding
+    buckets: int | None = None  # prompt-hash buckets processed one at a time; None: from the input size
+    overwrite: bool = False
+
+    def __post_init__(self):
+        if self.rule not in PAIR_RULES:
+            raise ConfigError(f"unknown --rule {self.rule!r}", f"choose one of {', '.join(PAIR_RULES)}")
+        if self.format not in PAIR_FORMATS:
+            raise ConfigError(f"unknown --format {self.format!r}", f"choose one of {', '.join(PAIR_FORMATS)}")
+        if not self.inputs:
+            raise ConfigError("no scored input given", "name the folder written by rmscore score -o")
+        if not (self.min_margin >= 0 and math.isfinite(self.min_margin)):
+            raise ConfigError(f"--min-margin must be a finite number >= 0, got {self.min_margin}")
+        if self.min_completions < 2:
+            raise ConfigError(f"--min-completions must be at least 2, got {self.min_completions}")
+        for name in ("pairs_per_prompt", "buckets"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.rule == "max-min" and self.pairs_per_prompt not in (None, 1):
+            raise ConfigError(
+                "--pairs-per-prompt has no effect with --rule max-min (one pair per prompt)",
+                "use --rule best-vs-rest, all-pairs or max-random for several pairs per prompt",
+            )
+
+    @property
+    def cap(self) -> int | None:
+        """Most pairs one prompt gives."""
+        if self.rule == "max-min":
+            return 1
+        return self.pairs_per_prompt or (1 if self.rule == "max-random" else None)

@@ -1,0 +1,93 @@
+"""`rmscore build-pairs`: preference pairs from scored completions, with a drop report."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from rmscore.cli.app import command, echo
+from rmscore.config import PairConfig
+
+SELECT = "Selection"
+REASONS = {
+    "too_few_completions": "fewer rows than --min-completions",
+    "bad_status": "too few completions with status ok/truncated and a score",
+    "identical": "too few distinct texts after whitespace normalisation",
+    "ties": "every candidate pair had equal scores",
+    "below_margin": "no candidate pair reached --min-margin",
+}
+
+
+@command("build-pairs")
+def build_pairs(
+    inputs: Annotated[list[str], typer.Argument(help="Output of rmscore score: folders (every part-*.parquet below "
+                                                     "them) or Parquet files, e.g. several shards.",
+                                                metavar="SCORED", show_default=False)],
+    output: Annotated[str, typer.Option("--output", "-o", help="The pairs Parquet file. The drop report goes next "
+                                                               "to it as NAME.report.json.", show_default=False)],
+    rule: Annotated[str, typer.Option(help="max-min (best vs worst), max-random (best vs a seeded random other), "
+                                           "best-vs-rest (best vs each other), all-pairs (every pair clearing the "
+                                           "margin).", rich_help_panel=SELECT)] = "max-min",
+    min_margin: Annotated[float, typer.Option(help="Smallest score gap chosen - rejected. Ties (gap 0) never pair.",
+                                              rich_help_panel=SELECT)] = 0.0,
+    min_completions: Annotated[int, typer.Option(help="Distinct scored completions a prompt needs.",
+                                                 rich_help_panel=SELECT)] = 2,
+    pairs_per_prompt: Annotated[Optional[int], typer.Option(
+        help="Most pairs per prompt, largest margin first. Default: 1 for max-random, all for best-vs-rest and "
+             "all-pairs.", rich_help_panel=SELECT, show_default=False)] = None,
+    seed: Annotated[int, typer.Option(help="max-random: the same seed gives the same pairs, however the input is "
+                                           "sharded.", rich_help_panel=SELECT)] = 0,
+    score_column: Annotated[str, typer.Option(help="Numeric column to rank by, e.g. score_min (a process reward "
+                                                   "model's aggregate) or one objective's column.",
+                                              rich_help_panel=SELECT)] = "score",
+    format: Annotated[str, typer.Option("--format", help="auto (conversational, or standard when every prompt was "
+                                                         "text), conversational, standard, simpo.")] = "auto",
+    buckets: Annotated[Optional[int], typer.Option(help="Group prompts in N hash buckets, one in memory at a time. "
+                                                        "Default: from the input size (~64 MiB of columns each).",
+                                                   show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
+):
+    """Turn scored completions into (chosen, rejected) preference pairs that TRL trains on.
+
+    Completions are grouped by prompt_id. Rows whose status is not ok/truncated, or that have no
+    score, never enter a pair; nor do ties or texts identical after whitespace normalisation.
+    Every drop is counted: a summary is printed and written as JSON next to the output.
+
+    Examples:
+
+      rmscore build-pairs scored/ -o pairs.parquet
+
+      rmscore build-pairs scored/ -o pairs.parquet --rule best-vs-rest --pairs-per-prompt 3 --min-margin 0.5
+
+      rmscore build-pairs run1/ run2/ -o simpo.parquet --format simpo
+
+      rmscore build-pairs prm-scored/ -o pairs.parquet --score-column score_min
+    """
+    from rmscore.build_pairs import run_build_pairs
+
+    cfg = PairConfig(inputs, output, rule, format, score_column, min_margin, min_completions, pairs_per_prompt,
+                     seed, buckets, overwrite)
+    summary = run_build_pairs(cfg, log=lambda text: echo(f"[rmscore] {text}"))
+    for line in report_lines(summary.report, summary.wall_s):
+        echo(line)
+    echo(f"  pairs:  {summary.output}\n  report: {summary.report_path}")
+
+
+def report_lines(report: dict, wall_s: float) -> list[str]:
+    prompts, comp, cand = report["prompts"], report["completions"], report["candidate_pairs"]
+    dropped = prompts["dropped"]
+    lines = [
+        f"Built {report['pairs']:,} pairs from {prompts['paired']:,} of {prompts['in']:,} prompts "
+        f"(rule {report['settings']['rule']}, format {report['settings']['format']}) in {wall_s:.1f}s.",
+        f"  prompts dropped: {sum(dropped.values()):,}",
+    ]
+    width = max(map(len, dropped))
+    lines += [f"    {reason:<{width}} {n:>9,}  {REASONS[reason]}" for reason, n in dropped.items()]
+    by_status = ", ".join(f"{s} {n:,}" for s, n in comp["bad_status_by_status"].items())
+    lines.append(f"  completions: {comp['in']:,} in, {comp['distinct']:,} distinct and scored; "
+                 f"not usable: bad status {comp['bad_status']:,}{f' ({by_status})' if by_status else ''}, "
+                 f"identical {comp['identical']:,}")
+    lines.append(f"  candidate pairs: {cand['considered']:,} considered, {cand['kept']:,} kept; dropped: "
+                 f"ties {cand['ties']:,}, below margin {cand['below_margin']:,}, not selected {cand['not_selected']:,}")
+    return lines
