@@ -21,6 +21,7 @@ Pure: no torch, no I/O.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from rmscore.errors import ConfigError, InputError
 
 SELECTORS = ("reward_model", "random", "oracle", "majority_vote", "weighted_vote")
 VOTE_WEIGHTS = ("exp", "score")
+MAX_SUBSETS = 5000  # votes enumerate every draw up to this many per prompt and N
 
 
 @dataclass
@@ -126,38 +128,54 @@ def _binom_pmf(m: int, j: int, p: float) -> float:
     return math.exp(log_comb + j * math.log(p) + (m - j) * math.log1p(-p))
 
 
-def weighted_vote(answers: list, labels: list[float], weights, n: int, rng: np.random.Generator,
-                  max_subsets: int, samples: int) -> tuple[float, float]:
+def weighted_vote(answers: list, labels: list[float], weights, n: int, seed=0,
+                  max_subsets: int = MAX_SUBSETS, samples: int = 2000) -> tuple[float, float]:
     """Expected label of the answer with the largest weight sum in a random n-subset, ties shared
     evenly. Returns (estimate, its variance): exact over all subsets when there are at most
-    `max_subsets` (variance 0), else the mean over `samples` seeded random draws."""
-    ids, right = _answer_ids(answers, labels)
-    m, weights = len(labels), np.asarray(weights, dtype=float)
-    if math.comb(m, n) <= max_subsets:
-        draws = np.array(list(itertools.combinations(range(m), n)))  # (S, n)
-        return float(_vote(draws, ids, right, weights).mean()), 0.0
-    draws = np.argsort(rng.random((samples, m)), axis=1)[:, :n]  # (S, n) draws without replacement
-    values = _vote(draws, ids, right, weights)
-    return float(values.mean()), float(values.var(ddof=1) / samples)
+    `max_subsets` (variance 0), else the mean over `samples` random draws seeded with `seed`."""
+    return Ballot(answers, labels).expect(np.asarray(weights, dtype=float), n, seed, max_subsets, samples)
 
 
-def _vote(draws: np.ndarray, ids: np.ndarray, right: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """The label of each draw's winning answer (ties: mean label of the tied answers)."""
-    size, k = len(draws), len(right)
-    if k == 0:
-        return np.zeros(size)
-    cols = np.where(ids < 0, k, ids)[draws]  # (S, n); column k collects abstentions
-    rows = np.broadcast_to(np.arange(size)[:, None], cols.shape)
-    sums, counts = np.zeros((size, k + 1)), np.zeros((size, k + 1))
-    np.add.at(sums, (rows, cols), weights[draws])
-    np.add.at(counts, (rows, cols), 1)
-    sums, present = sums[:, :k], counts[:, :k] > 0  # (S, K)
-    sums[~present] = -np.inf
-    best = sums.max(axis=1, keepdims=True)  # (S, 1)
-    # Equal sums reached in a different order may differ in the last bit: compare with a tolerance.
-    tie = present & np.isclose(sums, best, rtol=1e-12, atol=0.0)
-    n_tie = tie.sum(axis=1)
-    return np.where(n_tie > 0, (tie * right).sum(axis=1) / np.maximum(n_tie, 1), 0.0)
+class Ballot:
+    """One prompt's answers, set up once for votes at every N."""
+
+    def __init__(self, answers: list, labels: list[float]):
+        ids, self.right = _answer_ids(answers, labels)  # (M,), (K,)
+        # Completions that answer, sorted by answer: per-answer sums are then one reduceat (no BLAS,
+        # whose threads crawl on a busy node).
+        self.columns = np.argsort(np.where(ids < 0, len(self.right), ids), kind="stable")[: (ids >= 0).sum()]
+        self.starts = np.searchsorted(ids[self.columns], np.arange(len(self.right)))
+        self.m = len(ids)
+
+    def expect(self, weights: np.ndarray, n: int, seed, max_subsets: int, samples: int) -> tuple[float, float]:
+        if math.comb(self.m, n) <= max_subsets:
+            return float(self.winners(_all_draws(self.m, n), weights).mean()), 0.0
+        keys = np.random.default_rng(seed).random((samples, self.m))  # (S, M): the n smallest keys of a row are a uniform draw
+        draws = keys <= np.partition(keys, n - 1, axis=1)[:, n - 1 : n]
+        values = self.winners(draws, weights)
+        return float(values.mean()), float(values.var(ddof=1) / samples)
+
+    def winners(self, draws: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """The label of each draw's winning answer (ties: mean label of the tied answers)."""
+        if not len(self.right):
+            return np.zeros(len(draws))
+        sums = np.add.reduceat((draws * weights)[:, self.columns], self.starts, axis=1)  # (S, K) per answer
+        present = np.add.reduceat(draws[:, self.columns], self.starts, axis=1) > 0  # (S, K) drawn at least once
+        best = np.where(present, sums, -np.inf).max(axis=1, keepdims=True)  # (S, 1)
+        # Equal sums added in another order may differ in the last bit: compare with a tolerance.
+        tie = present & (np.abs(sums - best) <= 1e-12 * np.abs(best))  # all-abstain rows: nothing ties
+        n_tie = tie.sum(axis=1)
+        return np.where(n_tie > 0, (tie @ self.right) / np.maximum(n_tie, 1), 0.0)
+
+
+@functools.lru_cache(maxsize=64)
+def _all_draws(m: int, n: int) -> np.ndarray:
+    """Every n-subset of m as a (C(m, n), m) 0/1 matrix (prompts often share m: cached)."""
+    draws = np.zeros((math.comb(m, n), m))
+    for row, subset in enumerate(itertools.combinations(range(m), n)):
+        draws[row, list(subset)] = 1.0
+    draws.flags.writeable = False
+    return draws
 
 
 def _answer_ids(answers: list, labels: list[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -185,7 +203,7 @@ def vote_weights(scores: list[float], mode: str) -> np.ndarray:
 
 
 def curves(groups: list[Group], ns: list[int], vote_weight: str = "exp", seed: int = 0,
-           max_subsets: int = 5000, samples: int = 2000) -> Curves:
+           max_subsets: int = MAX_SUBSETS, samples: int = 2000) -> Curves:
     """Every selector's accuracy at each N, averaged over prompts.
 
     N is capped at the largest prompt's number of completions; a prompt with fewer completions
@@ -195,29 +213,30 @@ def curves(groups: list[Group], ns: list[int], vote_weight: str = "exp", seed: i
         raise InputError("no prompt has a scored, labelled completion")
     if not ns or min(ns) < 1:
         raise ConfigError(f"--n needs positive numbers, got {ns}")
-    largest = max(len(g.labels) for g in groups)
-    ns = sorted({min(n, largest) for n in ns})
+    ns = sorted({min(n, max(len(g.labels) for g in groups)) for n in ns})
     votes = all(g.answers is not None for g in groups)
     names = [s for s in SELECTORS if votes or s not in ("majority_vote", "weighted_vote")]
     out = Curves(ns, {s: [] for s in names}, {s: [] for s in names}, len(groups),
-                 sum(len(g.labels) for g in groups), [])
-    weights = [vote_weights(g.scores, vote_weight) for g in groups] if votes else []
+                 sum(len(g.labels) for g in groups), [], [])
+    ballots = [(Ballot(g.answers, g.labels), vote_weights(g.scores, vote_weight)) for g in groups] if votes else []
     for n in ns:
         sums, variance = dict.fromkeys(names, 0.0), 0.0
         out.capped.append(sum(len(g.labels) < n for g in groups))
-        out.sampled.append(sum(votes and math.comb(len(g.labels), min(n, len(g.labels))) > max_subsets
-                               for g in groups))
+        out.sampled.append(0)
         for i, g in enumerate(groups):
             k = min(n, len(g.labels))
             sums["reward_model"] += pick_best(g.scores, g.labels, k)
             sums["random"] += random_pick(g.labels)
             sums["oracle"] += oracle(g.labels, k)
             if votes:
-                sums["majority_vote"] += majority_vote(g.answers, g.labels, k)
-                rng = np.random.default_rng([seed, i, k])
-                mean, var = weighted_vote(g.answers, g.labels, weights[i], k, rng, max_subsets, samples)
+                ballot, weights = ballots[i]
+                exact = math.comb(len(g.labels), k) <= max_subsets
+                sums["majority_vote"] += (ballot.expect(np.ones(ballot.m), k, None, max_subsets, samples)[0]
+                                          if exact else majority_vote(g.answers, g.labels, k))
+                mean, var = ballot.expect(weights, k, [seed, i, k], max_subsets, samples)
                 sums["weighted_vote"] += mean
                 variance += var
+                out.sampled[-1] += not exact
         for name in names:
             out.accuracy[name].append(sums[name] / len(groups))
             out.stderr[name].append(math.sqrt(variance) / len(groups) if name == "weighted_vote" else 0.0)

@@ -87,7 +87,7 @@ def test_closed_forms_equal_enumeration(seed):
         ones = [1.0] * m
         assert bestofn.majority_vote(answers, labels, n) == pytest.approx(
             brute_vote(answers, labels, ones, n), abs=1e-12)
-        got, var = bestofn.weighted_vote(answers, labels, weights, n, np.random.default_rng(0), 10_000, 100)
+        got, var = bestofn.weighted_vote(answers, labels, weights, n, 0, 10_000, 100)
         assert var == 0.0 and got == pytest.approx(brute_vote(answers, labels, weights, n), abs=1e-12)
 
 
@@ -104,10 +104,10 @@ def test_weighted_vote_by_hand():
     # Two wrong "5"s against one right "6" with a much higher score: exp weights let "6" win.
     answers, labels, scores = ["5", "5", "6"], [0, 0, 1], [0.0, 0.0, 3.0]
     weights = bestofn.vote_weights(scores, "exp")
-    exact, _ = bestofn.weighted_vote(answers, labels, weights, 3, np.random.default_rng(0), 10, 10)
+    exact, _ = bestofn.weighted_vote(answers, labels, weights, 3, 0, 10, 10)
     assert exact == 1.0
     assert bestofn.majority_vote(answers, labels, 3) == 0.0
-    raw, _ = bestofn.weighted_vote(answers, labels, [0.2, 0.2, 0.3], 3, np.random.default_rng(0), 10, 10)
+    raw, _ = bestofn.weighted_vote(answers, labels, [0.2, 0.2, 0.3], 3, 0, 10, 10)
     assert raw == 0.0  # 0.4 > 0.3 with raw probability weights
     with pytest.raises(InputError, match="vote-weight exp"):
         bestofn.vote_weights([-1.0, 2.0], "score")
@@ -126,9 +126,9 @@ def test_large_prompt_majority_is_exact_and_weighted_is_sampled():
     assert bestofn.majority_vote(answers, labels, m) == pytest.approx(sum(a == "a" for a in winners) / len(winners))
     assert bestofn.majority_vote(answers, labels, 1) == pytest.approx(sum(labels) / m)
     weights = bestofn.vote_weights(scores, "exp")
-    est, var = bestofn.weighted_vote(answers, labels, weights, 1, np.random.default_rng(0), 10, 4000)
+    est, var = bestofn.weighted_vote(answers, labels, weights, 1, 0, 10, 4000)
     assert var > 0 and abs(est - sum(labels) / m) < 4 * math.sqrt(var)  # N=1: any vote is a random pick
-    again, _ = bestofn.weighted_vote(answers, labels, weights, 1, np.random.default_rng(0), 10, 4000)
+    again, _ = bestofn.weighted_vote(answers, labels, weights, 1, 0, 10, 4000)
     assert again == est  # seeded
 
 

@@ -1,0 +1,108 @@
+"""Reading scored output back: the folder `rmscore score` writes, or one Parquet file of it.
+
+Only the columns asked for are read, so prompts and completions stay on disk. Rows that were not
+scored (status other than ok/truncated, or no finite score) are counted, never silently used.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+
+from rmscore.bestofn import Group
+from rmscore.errors import InputError
+from rmscore.io.writers import existing_parts
+from rmscore.records import SCORED_STATUSES
+
+KEEP_HINT = "copy input columns into the scored output with `rmscore score --keep-columns NAME`"
+
+
+def read_columns(path: str | Path, columns: list[str], optional: tuple[str, ...] = ()) -> dict[str, list]:
+    """The named columns of a scored folder or file, as Python lists (missing optional ones left out)."""
+    import pyarrow.dataset as ds
+
+    dataset = ds.dataset([str(f) for f in scored_files(path)], format="parquet")
+    names = dataset.schema.names
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise InputError(f"{path} has no column {', '.join(map(repr, missing))} (it has: {', '.join(names)})",
+                         KEEP_HINT)
+    wanted = list(dict.fromkeys(columns + [c for c in optional if c in names]))
+    return dataset.to_table(columns=wanted).to_pydict()
+
+
+def scored_files(path: str | Path) -> list[Path]:
+    p = Path(path)
+    if p.is_file() and p.name.endswith(".parquet"):
+        return [p]
+    if p.is_dir():
+        files = existing_parts(p) or sorted(p.glob("*.parquet"))
+        if files:
+            return files
+        raise InputError(f"{path} holds no Parquet parts", "give the folder written by `rmscore score -o`")
+    raise InputError(f"scored input not found: {path}", "give the folder written by `rmscore score -o`, "
+                                                         "or one of its .parquet files")
+
+
+def usable(cols: dict[str, list], i: int, score_column: str = "score") -> bool:
+    """Row i has a score to use."""
+    status = cols["status"][i] if "status" in cols else None
+    score = cols[score_column][i]
+    return (status is None or status in SCORED_STATUSES) and isinstance(score, (int, float)) and math.isfinite(score)
+
+
+def cell(cols: dict[str, list], column: str, i: int):
+    """A kept column's value for row i; a list kept from a prompt + completions row is indexed by
+    the row's completion_index, so per-completion labels can travel as one list per prompt."""
+    value = cols[column][i]
+    if isinstance(value, list):
+        position = cols["completion_index"][i] if "completion_index" in cols else None
+        if position is None or not 0 <= position < len(value):
+            raise InputError(f"column {column!r} holds a list of {len(value)} but row {i} is completion "
+                             f"{position}", "a list column must have one item per completion")
+        value = value[position]
+    return value
+
+
+def label(value, column: str) -> float | None:
+    """A correctness label: bool or 0/1. None stays None (the row is counted and left out)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or (isinstance(value, (int, float)) and value in (0, 1)):
+        return float(value)
+    raise InputError(f"label column {column!r} holds {value!r}", "labels must be true/false or 0/1")
+
+
+def read_groups(path: str | Path, label_column: str, answer_column: str | None = None,
+                score_column: str = "score") -> tuple[list[Group], Counter]:
+    """One best-of-N Group per prompt_id (sorted, so seeded estimates are reproducible) and the
+    number of rows left out, by reason."""
+    needed = ["prompt_id", score_column, label_column] + ([answer_column] if answer_column else [])
+    cols = read_columns(path, needed, ("status", "input_index", "completion_index"))
+    skipped: Counter = Counter()
+    by_prompt: dict[str, list[tuple]] = {}
+    for i in range(len(cols["prompt_id"])):
+        if not usable(cols, i, score_column):
+            skipped["not scored"] += 1
+            continue
+        value = label(cell(cols, label_column, i), label_column)
+        if value is None:
+            skipped["no label"] += 1
+            continue
+        answer = _answer(cell(cols, answer_column, i), answer_column) if answer_column else None
+        order = tuple(cols[c][i] for c in ("input_index", "completion_index") if c in cols)
+        by_prompt.setdefault(cols["prompt_id"][i], []).append((order, cols[score_column][i], value, answer))
+    groups = []
+    for prompt_id in sorted(by_prompt):
+        rows = sorted(by_prompt[prompt_id], key=lambda r: r[0])
+        answers = [r[3] for r in rows] if answer_column else None
+        groups.append(Group([float(r[1]) for r in rows], [r[2] for r in rows], answers))
+    return groups, skipped
+
+
+def _answer(value, column: str):
+    if isinstance(value, (list, dict)):
+        raise InputError(f"answer column {column!r} holds {type(value).__name__}s",
+                         "an answer must be one string or number per completion")
+    return value.strip() if isinstance(value, str) else value
