@@ -150,7 +150,7 @@ class Ballot:
     def expect(self, weights: np.ndarray, n: int, seed, max_subsets: int, samples: int) -> tuple[float, float]:
         if math.comb(self.m, n) <= max_subsets:
             return float(self.winners(_all_draws(self.m, n), weights).mean()), 0.0
-        keys = np.random.default_rng(seed).random((samples, self.m))  # (S, M): the n smallest keys of a row are a uniform draw
+        keys = np.random.default_rng(seed).random((samples, self.m))  # (S, M); a row's n smallest: a uniform draw
         draws = keys <= np.partition(keys, n - 1, axis=1)[:, n - 1 : n]
         values = self.winners(draws, weights)
         return float(values.mean()), float(values.var(ddof=1) / samples)

@@ -2,8 +2,8 @@
 
 `rmscore eval` scores through the normal path (rmscore.scoring.run_score) into a cache folder that
 is an ordinary `rmscore score` output, then computes metrics from it. The folder is reused while the
-data, model and scoring settings stay the same (recorded in CACHE/eval-key.json), so computing
-another metric, or a breakdown by another column, never scores again.
+data, model and scoring settings stay the same (recorded in CACHE/.rmscore/eval-key.json), so
+computing another metric, or a breakdown by another column, never scores again.
 """
 
 from __future__ import annotations
@@ -16,14 +16,13 @@ from rmscore import bestofn, metrics
 from rmscore.config import BestOfNConfig, EvalConfig, InputConfig
 from rmscore.errors import InputError, ResumeConflict
 from rmscore.io.layout import detect_layout
-from rmscore.io.output import read_metadata
+from rmscore.io.output import META_DIR, prepare, read_metadata
 from rmscore.io.scored import read_columns, read_groups
 from rmscore.io.sources import open_source
 from rmscore.io.writers import existing_parts
-from rmscore.multiple_choice import convert, detect_mc
+from rmscore.multiple_choice import McLayout, convert, detect_mc
 
 KEY_FILE = "eval-key.json"
-SCORED_COLUMNS = ["input_index", "completion_index", "side", "score", "status"]
 
 
 def run_best_of_n(cfg: BestOfNConfig) -> dict:
@@ -56,24 +55,14 @@ def run_best_of_n(cfg: BestOfNConfig) -> dict:
 def run_eval(cfg: EvalConfig, log=print) -> dict:
     """Score (or reuse cached scores), then compute pairwise or multiple-choice accuracy."""
     source = open_source(cfg.score.input.path, cfg.score.input.split, cfg.score.input.config_name)
-    mc_layout = detect_mc(source.columns, cfg.mc) if cfg.task in ("auto", "mc") else None
-    if cfg.task == "mc" and mc_layout is None:
-        raise InputError(f"no multiple-choice columns in {source.description}: {', '.join(source.columns)}",
-                         "name them with --question-col and --targets-col, or --choices-col and --labels-col")
-    task = "mc" if mc_layout else "pairs"
-    if task == "pairs" and detect_layout(source.columns, cfg.score.input.columns).kind != "pairs":
-        raise InputError(f"{source.description} is neither preference pairs nor multiple choice",
-                         "eval needs prompt + chosen + rejected columns, or a question with choices and labels")
+    task, mc_layout = detect_task(source, cfg)
     if cfg.subset_column and cfg.subset_column not in source.columns:
-        raise InputError(f"--subset-column {cfg.subset_column!r} not found", f"the input has: {', '.join(source.columns)}")
+        raise InputError(f"--subset-column {cfg.subset_column!r} not found",
+                         f"the input has: {', '.join(source.columns)}")
     cache = Path(cfg.score.output.path)
     ensure_scores(cfg, task, mc_layout, source, log)
-    extra = ["labels"] if task == "mc" else []
-    cols = read_columns(cache, SCORED_COLUMNS[:1] + ["score"], tuple(SCORED_COLUMNS[1:] + extra))
-    if task == "mc":
-        values, skipped = metrics.multiple_choice(cols)
-    else:
-        values, skipped = metrics.pairs(cols)
+    cols = read_columns(cache, ["input_index", "score"], ("completion_index", "side", "status", "labels"))
+    values, skipped = metrics.multiple_choice(cols) if task == "mc" else metrics.pairs(cols)
     subsets = subset_values(source, cfg.subset_column) if cfg.subset_column else None
     report = {"task": task, "input": cfg.score.input.path, "model": model_name(read_metadata(cache)),
               "scores": str(cache), "skipped": dict(skipped)}
@@ -81,11 +70,35 @@ def run_eval(cfg: EvalConfig, log=print) -> dict:
     return write_eval(report, Path(cfg.output), values if task == "pairs" else None)
 
 
+def detect_task(source, cfg: EvalConfig) -> tuple[str, McLayout | None]:
+    """("mc", layout) or ("pairs", None), from the columns and --task."""
+    mc_layout = detect_mc(source.columns, cfg.mc) if cfg.task in ("auto", "mc") else None
+    if mc_layout:
+        return "mc", mc_layout
+    if cfg.task == "mc":
+        raise InputError(f"no multiple-choice columns in {source.description}: {', '.join(source.columns)}",
+                         "name them with --question-col and --targets-col, or --choices-col and --labels-col")
+    try:
+        kind = detect_layout(source.columns, cfg.score.input.columns).kind
+    except InputError:
+        kind = None
+    if kind != "pairs":
+        raise InputError(f"{source.description} is neither preference pairs nor multiple choice "
+                         f"(columns: {', '.join(source.columns)})",
+                         "eval needs prompt + chosen + rejected columns (or --chosen-col/--rejected-col), "
+                         "or a question with mc1_targets, or choices + labels")
+    return "pairs", None
+
+
 def ensure_scores(cfg: EvalConfig, task: str, mc_layout, source, log) -> None:
-    """Reuse the cache when its key matches; otherwise score into it (it must be ours or empty)."""
+    """Reuse the cache when its key matches; otherwise score into it (it must be ours or empty).
+
+    The key and the converted multiple-choice input live in CACHE/.rmscore/, which readers of the
+    folder (pyarrow.dataset, datasets.load_dataset) skip, so the cache stays a plain scored folder.
+    """
     cache = Path(cfg.score.output.path)
     key = json.loads(json.dumps(cache_key(cfg, task)))
-    stored = _read_json(cache / KEY_FILE)
+    stored = _read_json(cache / META_DIR / KEY_FILE)
     if stored and stored.get("state") == "done" and stored.get("key") == key and not cfg.rescore:
         log(f"reusing scores in {cache} (same data, model and settings)")
         return
@@ -95,11 +108,11 @@ def ensure_scores(cfg: EvalConfig, task: str, mc_layout, source, log) -> None:
     if stored and stored.get("key") != key:
         changed = [name for name in key if stored.get("key", {}).get(name) != key[name]]
         log(f"scores in {cache} were made with another {', '.join(changed)}: scoring again")
-    cache.mkdir(parents=True, exist_ok=True)
-    write_json(cache / KEY_FILE, {"state": "scoring", "key": key})
-    score_cfg = replace(cfg.score, output=replace(cfg.score.output, overwrite=True))
+    prepare(cache, overwrite=True)  # the folder is ours (or --rescore): start clean
+    write_json(cache / META_DIR / KEY_FILE, {"state": "scoring", "key": key})
+    score_cfg = replace(cfg.score, output=replace(cfg.score.output, overwrite=False))
     if task == "mc":
-        converted = cache / "mc-input.jsonl"
+        converted = cache / META_DIR / "mc-input.jsonl"
         problems = convert(source, mc_layout, converted, cfg.mc.seed, cfg.score.input.limit)
         for problem, count in problems.items():
             log(f"{count} multiple-choice rows not scored: {problem}")
@@ -108,7 +121,7 @@ def ensure_scores(cfg: EvalConfig, task: str, mc_layout, source, log) -> None:
 
     summary = run_score(score_cfg, log)
     log(f"scored {summary.samples:,} completions in {summary.wall_s:.1f}s into {cache}")
-    write_json(cache / KEY_FILE, {"state": "done", "key": key})  # last: the cache is complete
+    write_json(cache / META_DIR / KEY_FILE, {"state": "done", "key": key})  # last: the cache is complete
 
 
 def cache_key(cfg: EvalConfig, task: str) -> dict:
@@ -158,6 +171,7 @@ def model_name(metadata: dict) -> str:
 
 
 def write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{path.name}")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
     tmp.replace(path)

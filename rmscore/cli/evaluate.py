@@ -14,8 +14,10 @@ from rmscore.config import (
 )
 
 MC = "Multiple choice"
-Col = Annotated[Optional[str], typer.Option(rich_help_panel=o.INPUT, show_default=False)]
-McCol = Annotated[Optional[str], typer.Option(rich_help_panel=MC, show_default=False)]
+
+
+def col(help: str, panel: str = o.INPUT):
+    return Annotated[Optional[str], typer.Option(help=help, rich_help_panel=panel, show_default=False)]
 
 
 @command("eval")
@@ -38,15 +40,15 @@ def evaluate(
                                                          rich_help_panel=o.INPUT)] = None,
     split: o.SplitOpt = "train",
     config: Annotated[Optional[str], typer.Option(help="Hub dataset configuration.", rich_help_panel=o.INPUT)] = None,
-    prompt_col: Col = None,
-    chosen_col: Col = None,
-    rejected_col: Col = None,
-    id_col: Col = None,
-    question_col: McCol = None,
-    targets_col: Annotated[Optional[str], typer.Option(help="Column of {choices, labels} (default mc1_targets; "
-                                                            "mc2_targets also works).", rich_help_panel=MC)] = None,
-    choices_col: McCol = None,
-    labels_col: McCol = None,
+    prompt_col: col("Pairs: prompt column (default prompt).") = None,
+    chosen_col: col("Pairs: chosen column (default chosen).") = None,
+    rejected_col: col("Pairs: rejected column (default rejected).") = None,
+    id_col: col("Pairs: prompt id column (default: a hash of the prompt).") = None,
+    question_col: col("Multiple choice: question column (default question, else prompt).", MC) = None,
+    targets_col: col("Multiple choice: column of {choices, labels} (default mc1_targets; mc2_targets "
+                     "also works).", MC) = None,
+    choices_col: col("Multiple choice: column with the list of choices (default choices).", MC) = None,
+    labels_col: col("Multiple choice: column with one 0/1 label per choice (default labels).", MC) = None,
     shuffle_seed: Annotated[int, typer.Option(help="Seed of the choice shuffle done before scoring.",
                                               rich_help_panel=MC)] = 0,
     limit: o.LimitOpt = None,
@@ -80,9 +82,11 @@ def evaluate(
 
     Examples:
 
-      rmscore eval data/demo/hh_rlhf_heldout.jsonl.gz -m data/demo-rm --subset-column source
+      rmscore eval data/demo/hh_rlhf_heldout.jsonl.gz -m data/demo-rm
 
       rmscore eval data/truthfulqa_mc_v0.jsonl.gz -m Skywork/Skywork-Reward-V2-Qwen3-0.6B
+
+      rmscore eval allenai/reward-bench --split filtered -m MODEL --subset-column subset
     """
     from rmscore.evaluate import run_eval
 
