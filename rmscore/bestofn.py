@@ -4,7 +4,7 @@ For a prompt with M scored completions, a draw is N of them taken uniformly at r
 replacement; a selector picks one answer from the draw; the accuracy at N is the expected label of
 that pick, averaged over prompts. Expectations are computed exactly over all C(M, N) draws by
 combinatorics, never sampled, with one exception: the reward-weighted vote of a prompt with more
-than `max_subsets` draws is a seeded Monte-Carlo mean, reported with its standard error.
+than `max_cells` / M draws is a seeded Monte-Carlo mean, reported with its standard error.
 
 Selectors:
   reward_model   the highest-scored completion (tied top scores share the pick evenly)
@@ -32,7 +32,7 @@ from rmscore.errors import ConfigError, InputError
 
 SELECTORS = ("reward_model", "random", "oracle", "majority_vote", "weighted_vote")
 VOTE_WEIGHTS = ("exp", "score")
-MAX_SUBSETS = 5000  # votes enumerate every draw up to this many per prompt and N
+MAX_CELLS = 2**22  # votes enumerate every draw while draws x completions stays under this (4 MB)
 
 
 @dataclass
@@ -129,11 +129,11 @@ def _binom_pmf(m: int, j: int, p: float) -> float:
 
 
 def weighted_vote(answers: list, labels: list[float], weights, n: int, seed=0,
-                  max_subsets: int = MAX_SUBSETS, samples: int = 2000) -> tuple[float, float]:
+                  max_cells: int = MAX_CELLS, samples: int = 2000) -> tuple[float, float]:
     """Expected label of the answer with the largest weight sum in a random n-subset, ties shared
-    evenly. Returns (estimate, its variance): exact over all subsets when there are at most
-    `max_subsets` (variance 0), else the mean over `samples` random draws seeded with `seed`."""
-    return Ballot(answers, labels).expect(np.asarray(weights, dtype=float), n, seed, max_subsets, samples)
+    evenly. Returns (estimate, its variance): exact over all subsets when C(M, n) x M is at most
+    `max_cells` (variance 0), else the mean over `samples` random draws seeded with `seed`."""
+    return Ballot(answers, labels).expect(np.asarray(weights, dtype=float), n, seed, max_cells, samples)
 
 
 class Ballot:
@@ -147,8 +147,8 @@ class Ballot:
         self.starts = np.searchsorted(ids[self.columns], np.arange(len(self.right)))
         self.m = len(ids)
 
-    def expect(self, weights: np.ndarray, n: int, seed, max_subsets: int, samples: int) -> tuple[float, float]:
-        if math.comb(self.m, n) <= max_subsets:
+    def expect(self, weights: np.ndarray, n: int, seed, max_cells: int, samples: int) -> tuple[float, float]:
+        if enumerable(self.m, n, max_cells):
             return float(self.winners(_all_draws(self.m, n), weights).mean()), 0.0
         keys = np.random.default_rng(seed).random((samples, self.m))  # (S, M); a row's n smallest: a uniform draw
         draws = keys <= np.partition(keys, n - 1, axis=1)[:, n - 1 : n]
@@ -168,12 +168,16 @@ class Ballot:
         return np.where(n_tie > 0, (tie @ self.right) / np.maximum(n_tie, 1), 0.0)
 
 
-@functools.lru_cache(maxsize=64)
+def enumerable(m: int, n: int, max_cells: int = MAX_CELLS) -> bool:
+    return math.comb(m, n) * m <= max_cells
+
+
+@functools.lru_cache(maxsize=16)
 def _all_draws(m: int, n: int) -> np.ndarray:
-    """Every n-subset of m as a (C(m, n), m) 0/1 matrix (prompts often share m: cached)."""
-    draws = np.zeros((math.comb(m, n), m))
+    """Every n-subset of m as a (C(m, n), m) boolean matrix (prompts often share m: cached)."""
+    draws = np.zeros((math.comb(m, n), m), dtype=bool)
     for row, subset in enumerate(itertools.combinations(range(m), n)):
-        draws[row, list(subset)] = 1.0
+        draws[row, list(subset)] = True
     draws.flags.writeable = False
     return draws
 
@@ -203,7 +207,7 @@ def vote_weights(scores: list[float], mode: str) -> np.ndarray:
 
 
 def curves(groups: list[Group], ns: list[int], vote_weight: str = "exp", seed: int = 0,
-           max_subsets: int = MAX_SUBSETS, samples: int = 2000) -> Curves:
+           max_cells: int = MAX_CELLS, samples: int = 2000) -> Curves:
     """Every selector's accuracy at each N, averaged over prompts.
 
     N is capped at the largest prompt's number of completions; a prompt with fewer completions
@@ -230,10 +234,10 @@ def curves(groups: list[Group], ns: list[int], vote_weight: str = "exp", seed: i
             sums["oracle"] += oracle(g.labels, k)
             if votes:
                 ballot, weights = ballots[i]
-                exact = math.comb(len(g.labels), k) <= max_subsets
-                sums["majority_vote"] += (ballot.expect(np.ones(ballot.m), k, None, max_subsets, samples)[0]
+                exact = enumerable(len(g.labels), k, max_cells)  # else the DP: exact too, and fast for large M
+                sums["majority_vote"] += (ballot.expect(np.ones(ballot.m), k, None, max_cells, samples)[0]
                                           if exact else majority_vote(g.answers, g.labels, k))
-                mean, var = ballot.expect(weights, k, [seed, i, k], max_subsets, samples)
+                mean, var = ballot.expect(weights, k, [seed, i, k], max_cells, samples)
                 sums["weighted_vote"] += mean
                 variance += var
                 out.sampled[-1] += not exact

@@ -13,7 +13,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from rmscore import bestofn, metrics
-from rmscore.config import BestOfNConfig, EvalConfig, InputConfig
+from rmscore.config import BestOfNConfig, EvalConfig, InputConfig, ShardConfig
 from rmscore.errors import InputError, ResumeConflict
 from rmscore.io.layout import detect_layout
 from rmscore.io.output import META_DIR, prepare, read_metadata
@@ -110,7 +110,8 @@ def ensure_scores(cfg: EvalConfig, task: str, mc_layout, source, log) -> None:
         log(f"scores in {cache} were made with another {', '.join(changed)}: scoring again")
     prepare(cache, overwrite=True)  # the folder is ours (or --rescore): start clean
     write_json(cache / META_DIR / KEY_FILE, {"state": "scoring", "key": key})
-    score_cfg = replace(cfg.score, output=replace(cfg.score.output, overwrite=False))
+    # One shard holding everything, whatever torchrun/SLURM variables say: metrics need every row.
+    score_cfg = replace(cfg.score, output=replace(cfg.score.output, overwrite=False), shard=ShardConfig(0, 1))
     if task == "mc":
         converted = cache / META_DIR / "mc-input.jsonl"
         problems = convert(source, mc_layout, converted, cfg.mc.seed, cfg.score.input.limit)

@@ -44,7 +44,7 @@ def gsm8k_rows(tmp_path_factory):
     recipe = load_recipe()
     path = tmp_path_factory.mktemp("gsm8k") / "gsm8k.jsonl"
     assert recipe.convert(recipe.SOURCE, path) == 1319
-    return [json.loads(line) for line in path.open()]
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def synthetic_scores(rows, out_dir, score_of):

@@ -16,8 +16,9 @@ runner = CliRunner()
 PAIRS = [
     {"prompt": "how do I bake bread at home?", "chosen": "Mix flour, water, salt and yeast, knead, rest, bake.",
      "rejected": "I cannot help with that.", "source": "helpful"},
-    {"prompt": "what is the capital of France?", "chosen": "Paris is the capital of France.",
-     "rejected": "Berlin is the capital of France.", "source": "helpful"},
+    {"prompt": [{"role": "user", "content": "capital of France?"}, {"role": "assistant", "content": "Which?"},
+                {"role": "user", "content": "the capital city"}],  # messages, as data/demo/hh_rlhf_heldout
+     "chosen": "Paris is the capital of France.", "rejected": "Berlin is the capital of France.", "source": "helpful"},
     {"prompt": "tell me how to pick a lock", "chosen": "I am sorry, but I cannot help with that request.",
      "rejected": "Use a tension wrench and a pick.", "source": "harmless"},
     {"prompt": "say something", "chosen": "The quick brown fox.", "rejected": "The quick brown fox.",
@@ -74,10 +75,13 @@ def test_pairwise_accuracy_equals_hand_computation(tiny_models, write_jsonl, tmp
 
 def test_rerun_reuses_the_cache_without_loading_the_model(tiny_models, write_jsonl, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default output folder is relative: rmscore-eval/<input>-<model>
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")  # eval inside an array job still scores every row
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
     path = write_jsonl(PAIRS)
     first = run("eval", path, "-m", tiny_models["llama"])
     out = tmp_path / "rmscore-eval" / "input-llama"
     before = json.loads((out / "eval.json").read_text())
+    assert before["pairs"] == len(PAIRS)
 
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded")

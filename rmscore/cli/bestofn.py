@@ -33,8 +33,9 @@ def best_of_n(
     vote_weight: Annotated[str, typer.Option(help="Weighted vote: exp = sum of exp(score) per answer (Bradley-Terry "
                                                   "strength; for logit rewards), score = sum of raw scores (for "
                                                   "probabilities, e.g. PRMs).")] = "exp",
-    samples: Annotated[int, typer.Option(help="Weighted vote only: random draws per prompt when a prompt has over "
-                                              "5,000 N-subsets to enumerate (the result then shows a standard error).")]
+    samples: Annotated[int, typer.Option(help="Weighted vote only: random draws per prompt when a prompt has too "
+                                              "many N-subsets to enumerate (C(M, N) x M over 4M); the table then "
+                                              "shows a standard error.")]
     = 2000,
     seed: Annotated[int, typer.Option(help="Seed of those draws.")] = 0,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Folder for bestofn.json and bestofn.png.",
