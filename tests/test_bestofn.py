@@ -147,3 +147,19 @@ def test_curves_cap_n_and_keep_every_prompt():
     assert set(c.accuracy) == set(bestofn.SELECTORS) and c.stderr["weighted_vote"] == [0.0] * 3
     no_answers = bestofn.curves([Group(g.scores, g.labels) for g in groups], [2])
     assert set(no_answers.accuracy) == {"reward_model", "random", "oracle"}
+
+
+def test_sampled_weighted_vote_agrees_with_exact_and_dp_with_enumeration():
+    rng = random.Random(5)
+    groups = []
+    for _ in range(6):
+        m = rng.randint(6, 10)
+        answers = [rng.choice(["1", "2", "3", None]) for _ in range(m)]
+        groups.append(Group([rng.gauss(0, 1) for _ in range(m)], [float(a == "1") for a in answers], answers))
+    exact = bestofn.curves(groups, [2, 3, 5])
+    sampled = bestofn.curves(groups, [2, 3, 5], max_cells=1, samples=4000)  # nothing enumerable
+    assert exact.sampled == [0, 0, 0] and sampled.sampled == [6, 6, 6]
+    assert sampled.accuracy["majority_vote"] == pytest.approx(exact.accuracy["majority_vote"], abs=1e-12)  # DP
+    for got, want, se in zip(sampled.accuracy["weighted_vote"], exact.accuracy["weighted_vote"],
+                             sampled.stderr["weighted_vote"]):
+        assert 0 < se < 0.01 and abs(got - want) < 4 * se
