@@ -1,6 +1,6 @@
 """`rmscore build-pairs`: scored Parquet in; one pairs Parquet file and its drop report out.
 
-Flow: open and check the scored files -> bucket the rows by prompt (io/scored.py) -> for each
+Flow: open and check the scored files -> bucket the rows by prompt (io/buckets.py) -> for each
 prompt, select_pairs (pairs.py) -> rows in the chosen format (io/pair_formats.py) -> one file.
 
 Output order is the input order of prompts (a prompt's place is its first row), then the pair's
@@ -28,7 +28,7 @@ from rmscore import __version__
 from rmscore.batching import chunked
 from rmscore.config import PairConfig
 from rmscore.errors import ConfigError
-from rmscore.io import scored as scored_io
+from rmscore.io import buckets as scored_io
 from rmscore.io.pair_formats import SCHEMAS, pair_row
 from rmscore.pairs import Completion, DropReport, select_pairs
 

@@ -204,3 +204,56 @@ class PairConfig:
         if self.rule == "max-min":
             return 1
         return self.pairs_per_prompt or (1 if self.rule == "max-random" else None)
+
+
+@dataclass
+class BestOfNConfig:
+    scored: str  # a folder written by `rmscore score`, or one Parquet file of it
+    label_column: str  # bool or 0/1 per completion (or a list aligned with completion_index)
+    answer_column: str | None = None  # final answers: adds majority and reward-weighted votes
+    score_column: str = "score"
+    ns: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
+    vote_weight: str = "exp"  # exp: exp(score), for logit rewards; score: raw scores >= 0 (PRM probabilities)
+    samples: int = 2000  # weighted vote only: Monte-Carlo draws for a prompt with too many subsets
+    seed: int = 0
+    output: str | None = None  # folder for bestofn.json and bestofn.png
+
+    def __post_init__(self):
+        if not self.ns or min(self.ns) < 1:
+            raise ConfigError(f"--n needs positive numbers, got {self.ns}")
+        if self.vote_weight not in ("exp", "score"):
+            raise ConfigError(f"unknown --vote-weight {self.vote_weight!r}", "choose exp or score")
+        if self.samples < 2:
+            raise ConfigError("--samples must be at least 2")
+
+
+@dataclass
+class McColumns:
+    """Multiple-choice rows: a question with either one column of {choices, labels} (TruthfulQA's
+    mc1_targets) or separate choices and labels columns. None: detect from the standard names."""
+
+    question: str | None = None  # "question", else "prompt"
+    targets: str | None = None  # "mc1_targets"
+    choices: str | None = None  # "choices"
+    labels: str | None = None  # "labels"
+    seed: int = 0  # choices are shuffled with this seed before scoring, so position cannot leak
+
+
+@dataclass
+class EvalConfig:
+    score: ScoreConfig  # input, model and batching; score.output is the score cache folder
+    output: str  # eval.json (and margins.png) go here
+    task: str = "auto"  # auto | pairs | mc
+    subset_column: str | None = None  # an input column: accuracy per value
+    mc: McColumns = field(default_factory=McColumns)
+    rescore: bool = False  # score again even if the cache matches
+
+    def __post_init__(self):
+        if self.task not in ("auto", "pairs", "mc"):
+            raise ConfigError(f"unknown --task {self.task!r}", "choose auto, pairs or mc")
+
+
+def default_eval_dir(input_path: str, model: str) -> str:
+    """rmscore-eval/<input name>-<model name>: one folder per (data, model), so reruns find the cache."""
+    data = Path(input_path.rstrip("/")).name.split(".")[0] or "input"
+    return str(Path("rmscore-eval") / f"{data}-{Path(model.rstrip('/')).name}")

@@ -7,6 +7,8 @@ exactly one output row, in input order: scored, or with a status saying why not.
 
 from __future__ import annotations
 
+import hashlib
+from array import array
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +46,28 @@ def fit_length(enc: Encoded, max_length: int, policy: str, sample: Sample) -> En
                    records.TRUNCATED, f"dropped the first {drop} of {len(enc)} tokens")
 
 
+def unique_rows(encs: list[Encoded]) -> tuple[list[Encoded], list[int]]:
+    """The distinct token rows of a window, and for each row the index of its distinct copy.
+
+    Sampled completions repeat (low temperature, short answers). Scoring each distinct input once
+    saves the work, and guarantees the same input gets the very same score: two copies in
+    different batches could otherwise differ in the last bits (kernels sum in batch-dependent order).
+    """
+    seen: dict[bytes, int] = {}
+    distinct, which = [], []
+    for enc in encs:
+        digest = hashlib.blake2b(digest_size=16)
+        for part in (enc.ids, enc.positions, enc.token_type_ids or ()):
+            digest.update(array("q", part).tobytes())
+            digest.update(b"|")
+        key = digest.digest()
+        if key not in seen:
+            seen[key] = len(distinct)
+            distinct.append(enc)
+        which.append(seen[key])
+    return distinct, which
+
+
 def check_positions(enc: Encoded) -> None:
     if enc.expected_positions is not None and len(enc.positions) != enc.expected_positions:
         raise RowError(records.STEP_MISMATCH,
@@ -79,17 +103,22 @@ class Scorer:
 
     def run(self, prepared: Prepared) -> list[dict]:
         done = {s.key: self._row(s, enc, {}, problem) for s, enc, problem in prepared.problems}
-        encs = [enc for _, enc in prepared.ready]
+        encs, which = unique_rows([enc for _, enc in prepared.ready])
+        results: list = [None] * len(encs)
         runner = self.runners.choose(encs) if encs else None
         batches = runner.plan(encs, self.budget, self.batch_cfg.max_batch_size) if encs else []
         collated = prefetch(((b, runner.collate([encs[i] for i in b])) for b in batches), depth=2)
         for indices, inputs in collated:
             self.check_stop()
-            for i, (out, problem) in zip(indices, self._forward(runner, [encs[i] for i in indices], inputs)):
-                sample, enc = prepared.ready[i]
-                done[sample.key] = self._row(sample, enc, out, problem)
+            for i, result in zip(indices, self._forward(runner, [encs[i] for i in indices], inputs)):
+                results[i] = result
+        for (sample, enc), u in zip(prepared.ready, which):
+            out, problem = results[u]
+            done[sample.key] = self._row(sample, enc, out, problem)
         if runner is not None:
-            self.summary.paths[runner.name] += len(encs)
+            self.summary.paths[runner.name] += len(prepared.ready)
+            # Repeated completions are scored once; they still count as tokens the user scored.
+            self.summary.tokens += sum(len(enc) for _, enc in prepared.ready) - sum(len(e) for e in encs)
         return [done[s.key] for s in prepared.samples]  # input order, whatever the batch order
 
     def _forward(self, runner, batch: list[Encoded], inputs: dict | None) -> list[tuple[dict, RowError | None]]:

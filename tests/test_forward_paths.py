@@ -123,3 +123,16 @@ def test_prefetch_keeps_order_and_raises():
         for item in prefetch(broken()):
             got.append(item)
     assert got == [1]
+
+
+@pytest.mark.parametrize("path", ["padded", "prompt-reuse"])
+def test_repeated_completions_scored_once_and_identically(tiny_models, write_jsonl, tmp_path, path):
+    rows = [{"prompt": "same question", "completions": ["an answer", "another answer", "an answer", "an answer"]},
+            {"prompt": "other", "completion": "an answer"}]
+    rows = [{"prompt": r["prompt"], "completions": r.get("completions", [r.get("completion")])} for r in rows]
+    summary, out = score(write_jsonl(rows), tiny_models["llama"], tmp_path / "o", 64, forward=path)
+    scores = [r["score"] for r in out]
+    assert scores[0] == scores[2] == scores[3]  # bit-identical, whatever batch each copy fell in
+    assert scores[0] != scores[4]  # same completion, other prompt: a different input
+    assert summary.tokens == sum(r["num_tokens"] for r in out)
+    assert summary.computed_tokens < summary.tokens

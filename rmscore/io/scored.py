@@ -1,167 +1,112 @@
-"""Reading `rmscore score` output back: find and check its part files, then hand out all rows of
-each prompt together, in bounded memory.
+"""Reading scored output back: the folder `rmscore score` writes, or one Parquet file of it.
 
-A prompt's rows can be anywhere: a prompt may repeat across input rows, part files and shards. So
-rows are grouped by hashing: with K buckets, a row goes to bucket stable_bucket(prompt_id, K), all
-rows of a prompt land in the same bucket, and a bucket holds about 1/K of the data.
-  K = 1 (the needed columns fit in BUCKET_BYTES): one read of the needed columns.
-  K > 1: one pass spills the needed columns into K bucket folders (pyarrow's write_dataset, in a
-         temporary folder beside the output), then each bucket is read back alone. I/O is one read,
-         one write and one read of the needed columns whatever K is; peak memory is one bucket.
-Within a bucket, rows are sorted by (prompt_id, input_index, completion_index) and turned into
-Python objects one slice at a time; prompts stay in Arrow until a pair needs one.
+Only the columns asked for are read, so prompts and completions stay on disk. Rows that were not
+scored (status other than ok/truncated, or no finite score) are counted, never silently used.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections import Counter
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
+from rmscore.bestofn import Group
+from rmscore.errors import InputError
+from rmscore.records import SCORED_STATUSES
 
-from rmscore.errors import ConfigError, InputError
-from rmscore.pairs import Completion
-from rmscore.records import stable_bucket
-
-BUCKET_BYTES = 64 * 2**20  # uncompressed bytes of the needed columns per bucket (~6x that in RAM)
-KEY_COLUMNS = ("prompt_id", "input_index", "completion_index", "status", "completion", "prompt", "prompt_is_text")
-SLICE_ROWS = 4096
+KEEP_HINT = "copy input columns into the scored output with `rmscore score --keep-columns NAME`"
 
 
-@dataclass
-class ScoredInput:
-    files: list[Path]
-    columns: list[str]  # what build-pairs reads: KEY_COLUMNS + the score column
-    schema: pa.Schema  # of those columns, from the first file
-    metadata: dict  # the scoring run's provenance (first file that has it)
-    nbytes: int  # uncompressed size of those columns, from the Parquet footers
+def read_columns(path: str | Path, columns: list[str], optional: tuple[str, ...] = ()) -> dict[str, list]:
+    """The named columns of a scored folder or file, as Python lists (missing optional ones left out)."""
+    import pyarrow.dataset as ds
+
+    dataset = ds.dataset([str(f) for f in scored_files(path)], format="parquet")
+    names = dataset.schema.names
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise InputError(f"{path} has no column {', '.join(map(repr, missing))} (it has: {', '.join(names)})",
+                         KEEP_HINT)
+    wanted = list(dict.fromkeys(columns + [c for c in optional if c in names]))
+    return dataset.to_table(columns=wanted).to_pydict()
 
 
-def open_scored(inputs: list[str], score_column: str) -> ScoredInput:
-    files = list(dict.fromkeys(f.resolve() for path in inputs for f in _part_files(Path(path))))
-    columns = [*KEY_COLUMNS, score_column]  # the score column is numeric: never one of KEY_COLUMNS
-    metas, nbytes = [], 0
-    for path in files:
-        metadata = _check_file(path, score_column)
-        if metadata:
-            metas.append(metadata)
-        nbytes += _column_bytes(path, columns)
-    models = sorted({m.get("model") for m in metas if m.get("model")})
-    if len(models) > 1:
-        raise ConfigError(
-            f"the inputs were scored by different reward models ({', '.join(models)}): their scores do not compare",
-            "build pairs from one model's output at a time",
-        )
-    schema = pa.schema([pq.read_schema(files[0]).field(c) for c in columns])
-    return ScoredInput(files, columns, schema, metas[0] if metas else {}, nbytes)
-
-
-def _part_files(path: Path) -> list[Path]:
+def scored_files(path: str | Path) -> list[Path]:
+    """The part files of a scored folder (every part-*.parquet below it, so all shards of a sharded
+    run; hidden folders such as .rmscore/ and an interrupted spill are skipped), or one file."""
+    path = Path(path)
     if path.is_file():
         if not path.name.endswith(".parquet"):
             raise InputError(f"{path} is not a Parquet file", "give the folder written by rmscore score -o")
         return [path]
     if path.is_dir():
-        # Hidden folders hold .rmscore/ stats and the spill of an interrupted build-pairs: skip them.
         parts = sorted(p for p in path.rglob("part-*.parquet")
                        if not any(d.startswith(".") for d in p.relative_to(path).parts))
         if not parts:
             raise InputError(f"{path} holds no part-*.parquet files", "give the folder written by rmscore score -o")
         return parts
-    raise InputError(f"scored input not found: {path}", "give the folder written by rmscore score -o")
+    raise InputError(f"scored input not found: {path}", "give the folder written by rmscore score -o, "
+                                                         "or one of its .parquet files")
 
 
-def _check_file(path: Path, score_column: str) -> dict:
-    """The file's provenance; raises if it is not scored output or lacks a numeric score column."""
-    try:
-        schema = pq.read_schema(path)
-    except Exception as exc:  # pyarrow raises several types for a corrupt file
-        raise InputError(f"cannot read Parquet file {path}: {exc}") from exc
-    missing = [c for c in KEY_COLUMNS if c not in schema.names]
-    if missing:
-        raise InputError(f"{path} is not rmscore score output: it has no {', '.join(missing)} column",
-                         "build-pairs reads the Parquet files written by rmscore score")
-    numeric = [f.name for f in schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)]
-    numeric = [n for n in numeric if n not in ("input_index", "completion_index", "num_tokens")]
-    if score_column not in numeric:
-        what = "is not numeric" if score_column in schema.names else "does not exist"
-        raise InputError(f"score column {score_column!r} {what} in {path}",
-                         f"pick one with --score-column: {', '.join(numeric) or 'none found'}")
-    return json.loads((schema.metadata or {}).get(b"rmscore", b"{}"))
+def usable(cols: dict[str, list], i: int, score_column: str = "score") -> bool:
+    """Row i has a score to use."""
+    status = cols["status"][i] if "status" in cols else None
+    score = cols[score_column][i]
+    return (status is None or status in SCORED_STATUSES) and isinstance(score, (int, float)) and math.isfinite(score)
 
 
-def _column_bytes(path: Path, columns: list[str]) -> int:
-    meta = pq.ParquetFile(path).metadata
-    total = 0
-    for g in range(meta.num_row_groups):
-        group = meta.row_group(g)
-        for c in range(group.num_columns):
-            chunk = group.column(c)
-            if chunk.path_in_schema.split(".")[0] in columns:  # nested leaves: prompt.list.element.role
-                total += chunk.total_uncompressed_size
-    return total
+def cell(cols: dict[str, list], column: str, i: int):
+    """A kept column's value for row i; a list kept from a prompt + completions row is indexed by
+    the row's completion_index, so per-completion labels can travel as one list per prompt."""
+    value = cols[column][i]
+    if isinstance(value, list):
+        position = cols["completion_index"][i] if "completion_index" in cols else None
+        if position is None or not 0 <= position < len(value):
+            raise InputError(f"column {column!r} holds a list of {len(value)} but row {i} is completion "
+                             f"{position}", "a list column must have one item per completion")
+        value = value[position]
+    return value
 
 
-def bucket_count(scored: ScoredInput, requested: int | None) -> int:
-    return requested or max(1, math.ceil(scored.nbytes / BUCKET_BYTES))
+def label(value, column: str) -> float | None:
+    """A correctness label: bool or 0/1. None stays None (the row is counted and left out)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or (isinstance(value, (int, float)) and value in (0, 1)):
+        return float(value)
+    raise InputError(f"label column {column!r} holds {value!r}", "labels must be true/false or 0/1")
 
 
-def dataset(scored: ScoredInput) -> ds.Dataset:
-    return ds.dataset([str(f) for f in scored.files], schema=scored.schema, format="parquet")
+def read_groups(path: str | Path, label_column: str, answer_column: str | None = None,
+                score_column: str = "score") -> tuple[list[Group], Counter]:
+    """One best-of-N Group per prompt_id (sorted, so seeded estimates are reproducible) and the
+    number of rows left out, by reason."""
+    needed = ["prompt_id", score_column, label_column] + ([answer_column] if answer_column else [])
+    cols = read_columns(path, needed, ("status", "input_index", "completion_index"))
+    skipped: Counter = Counter()
+    by_prompt: dict[str, list[tuple]] = {}
+    for i in range(len(cols["prompt_id"])):
+        if not usable(cols, i, score_column):
+            skipped["not scored"] += 1
+            continue
+        value = label(cell(cols, label_column, i), label_column)
+        if value is None:
+            skipped["no label"] += 1
+            continue
+        answer = _answer(cell(cols, answer_column, i), answer_column) if answer_column else None
+        order = tuple(cols[c][i] for c in ("input_index", "completion_index") if c in cols)
+        by_prompt.setdefault(cols["prompt_id"][i], []).append((order, cols[score_column][i], value, answer))
+    groups = []
+    for prompt_id in sorted(by_prompt):
+        rows = sorted(by_prompt[prompt_id], key=lambda r: r[0])
+        answers = [r[3] for r in rows] if answer_column else None
+        groups.append(Group([float(r[1]) for r in rows], [r[2] for r in rows], answers))
+    return groups, skipped
 
 
-def iter_buckets(scored: ScoredInput, buckets: int, spill_dir: Path) -> Iterator[pa.Table]:
-    """Tables that each hold every row of the prompts they contain."""
-    data = dataset(scored)
-    if buckets == 1:
-        yield data.to_table()
-        return
-    part = ds.partitioning(pa.schema([("_bucket", pa.int32())]))
-    ds.write_dataset(_with_buckets(data, buckets), spill_dir, format="parquet", partitioning=part,
-                     schema=scored.schema.append(pa.field("_bucket", pa.int32())), max_partitions=buckets,
-                     existing_data_behavior="overwrite_or_ignore")
-    for b in range(buckets):
-        folder = spill_dir / str(b)
-        if folder.is_dir():
-            yield ds.dataset(folder, format="parquet", schema=scored.schema).to_table()
-
-
-def _with_buckets(data: ds.Dataset, buckets: int) -> Iterator[pa.RecordBatch]:
-    # Little read-ahead: the spill pass must not hold much more than the batch it writes.
-    scanner = data.scanner(batch_size=16384, batch_readahead=1, fragment_readahead=1)
-    for batch in scanner.to_batches():
-        ids = batch.column("prompt_id")
-        unique = pc.unique(ids).drop_null()
-        bucket_of = pa.array([stable_bucket(k, buckets) for k in unique.to_pylist()], pa.int32())
-        found = pc.index_in(ids, value_set=unique)
-        column = pc.fill_null(pc.take(bucket_of, found), 0)  # rows without a prompt id: bucket 0
-        yield pa.RecordBatch.from_arrays([*batch.columns, column], names=[*batch.schema.names, "_bucket"])
-
-
-def sort_by_prompt(table: pa.Table) -> pa.Table:
-    return table.sort_by([("prompt_id", "ascending"), ("input_index", "ascending"), ("completion_index", "ascending")])
-
-
-def iter_groups(table: pa.Table, score_column: str) -> Iterator[tuple[str | None, list[Completion]]]:
-    """(prompt_id, its completions) of a table sorted by sort_by_prompt; rows without an id come
-    last. Completion.row is the row in `table`. Columns are converted a slice at a time (column
-    by column: several times faster than row dicts)."""
-    names = ("prompt_id", "input_index", "completion_index", "completion", score_column, "status")
-    current, group = None, []
-    for start in range(0, table.num_rows, SLICE_ROWS):
-        piece = table.slice(start, SLICE_ROWS)
-        columns = [piece.column(name).to_pylist() for name in names]
-        for row, (prompt_id, index, position, text, score, status) in enumerate(zip(*columns), start):
-            if group and prompt_id != current:
-                yield current, group
-                group = []
-            current = prompt_id
-            group.append(Completion((index, position), text, score, status, row))
-    if group:
-        yield current, group
+def _answer(value, column: str):
+    if isinstance(value, (list, dict)):
+        raise InputError(f"answer column {column!r} holds {type(value).__name__}s",
+                         "an answer must be one string or number per completion")
+    return value.strip() if isinstance(value, str) else value

@@ -1,0 +1,247 @@
+"""Best-of-N accuracy curves: how often a selector picks a correct completion out of N.
+
+For a prompt with M scored completions, a draw is N of them taken uniformly at random without
+replacement; a selector picks one answer from the draw; the accuracy at N is the expected label of
+that pick, averaged over prompts. Expectations are computed exactly over all C(M, N) draws by
+combinatorics, never sampled, with one exception: the reward-weighted vote of a prompt with more
+than `max_cells` / M draws is a seeded Monte-Carlo mean, reported with its standard error.
+
+Selectors:
+  reward_model   the highest-scored completion (tied top scores share the pick evenly)
+  random         any one completion: the mean label, whatever N
+  oracle         right if any completion in the draw is right
+  majority_vote  the most frequent answer (tied answers share the pick evenly)
+  weighted_vote  the answer with the largest sum of weights (exp(score) by default)
+Completions without an answer (None or "") abstain from votes; a draw where every completion
+abstains counts as wrong. An answer's label is the mean label of the completions that gave it
+(they agree whenever labels come from checking the answer).
+
+Pure: no torch, no I/O.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rmscore.errors import ConfigError, InputError
+
+SELECTORS = ("reward_model", "random", "oracle", "majority_vote", "weighted_vote")
+VOTE_WEIGHTS = ("exp", "score")
+MAX_CELLS = 2**22  # votes enumerate every draw while draws x completions stays under this (4 MB)
+
+
+@dataclass
+class Group:
+    """One prompt's scored completions."""
+
+    scores: list[float]
+    labels: list[float]  # 1.0 right, 0.0 wrong
+    answers: list | None = None  # final answers, for the votes; None or "" = no answer
+
+
+@dataclass
+class Curves:
+    ns: list[int]
+    accuracy: dict[str, list[float]]  # selector -> accuracy at each N
+    stderr: dict[str, list[float]]  # Monte-Carlo standard error (0.0 where exact)
+    prompts: int
+    completions: int
+    capped: list[int]  # prompts with fewer than N completions at each N: they use all they have
+    sampled: list[int] = field(default_factory=list)  # prompts whose weighted vote at N was sampled
+
+
+def pick_best(scores: list[float], labels: list[float], n: int) -> float:
+    """Expected label of the top-scored completion of a random n-subset, ties shared evenly.
+
+    A tie group (t completions at one score, b scored strictly below it) holds the subset's top
+    score iff the subset lies within those b + t completions and not all below them:
+    C(b+t, n) - C(b, n) of the C(M, n) subsets. The pick is then uniform over the group by
+    symmetry, so the group contributes its mean label. Integer arithmetic until the last division.
+    """
+    total = math.comb(len(scores), n)
+    expected, below = 0.0, 0
+    for _, tied in itertools.groupby(sorted(zip(scores, labels)), key=lambda pair: pair[0]):
+        group = [label for _, label in tied]
+        wins = math.comb(below + len(group), n) - math.comb(below, n)
+        expected += wins / total * (sum(group) / len(group))
+        below += len(group)
+    return expected
+
+
+def random_pick(labels: list[float]) -> float:
+    return sum(labels) / len(labels)
+
+
+def oracle(labels: list[float], n: int) -> float:
+    """P(a random n-subset holds a right completion) = 1 - C(M - c, n) / C(M, n)."""
+    m, right = len(labels), int(sum(1 for label in labels if label == 1))
+    return 1.0 - math.comb(m - right, n) / math.comb(m, n)
+
+
+def majority_vote(answers: list, labels: list[float], n: int) -> float:
+    """Exact expected label of the most frequent answer in a random n-subset, ties shared evenly.
+
+    For each winning count v, a dynamic programme over answers counts the draws where every answer
+    appears at most v times and T answers exactly v times, accumulating ways x (right among the
+    T) / T. Ways are weighted by binomial probabilities with p = n/M rather than binomial
+    coefficients: every n-draw gets the same factor p^n (1-p)^(M-n), so ratios are unchanged and
+    nothing overflows for large M.
+    """
+    ids, right = _answer_ids(answers, labels)
+    m, p = len(labels), n / len(labels)
+    counts = np.bincount(ids[ids >= 0], minlength=len(right))
+    abstain = int((ids < 0).sum())
+    expected = 0.0
+    for v in range(1, min(n, int(counts.max(initial=0))) + 1):
+        ways = np.zeros((n + 1, n // v + 2))  # (completions drawn so far, answers drawn exactly v times)
+        hits = np.zeros_like(ways)  # the same, weighted by how many of those answers are right
+        ways[0, 0] = 1.0
+        for count, label in zip(counts, right):
+            ways, hits = _add_answer(ways, hits, int(count), label, v, p)
+        ways, hits = _add_answer(ways, hits, abstain, 0.0, None, p)  # any number, never a winner
+        expected += float((hits[n, 1:] / np.arange(1, ways.shape[1])).sum())
+    return expected / _binom_pmf(m, n, p)
+
+
+def _add_answer(ways, hits, count: int, label: float, v: int | None, p: float):
+    """Fold one answer with `count` completions into the tables: draw j <= v of them."""
+    rows, cols = ways.shape
+    new_ways, new_hits = np.zeros_like(ways), np.zeros_like(hits)
+    top = count if v is None else min(count, v)
+    for j in range(min(top, rows - 1) + 1):
+        weight, at_v = _binom_pmf(count, j, p), int(j == v)
+        src_ways, src_hits = ways[: rows - j, : cols - at_v], hits[: rows - j, : cols - at_v]
+        new_ways[j:, at_v:] += weight * src_ways
+        new_hits[j:, at_v:] += weight * (src_hits + label * at_v * src_ways)
+    return new_ways, new_hits
+
+
+def _binom_pmf(m: int, j: int, p: float) -> float:
+    if p >= 1.0:
+        return 1.0 if j == m else 0.0
+    log_comb = math.lgamma(m + 1) - math.lgamma(j + 1) - math.lgamma(m - j + 1)
+    return math.exp(log_comb + j * math.log(p) + (m - j) * math.log1p(-p))
+
+
+def weighted_vote(answers: list, labels: list[float], weights, n: int, seed=0,
+                  max_cells: int = MAX_CELLS, samples: int = 2000) -> tuple[float, float]:
+    """Expected label of the answer with the largest weight sum in a random n-subset, ties shared
+    evenly. Returns (estimate, its variance): exact over all subsets when C(M, n) x M is at most
+    `max_cells` (variance 0), else the mean over `samples` random draws seeded with `seed`."""
+    return Ballot(answers, labels).expect(np.asarray(weights, dtype=float), n, seed, max_cells, samples)
+
+
+class Ballot:
+    """One prompt's answers, set up once for votes at every N."""
+
+    def __init__(self, answers: list, labels: list[float]):
+        ids, self.right = _answer_ids(answers, labels)  # (M,), (K,)
+        # Completions that answer, sorted by answer: per-answer sums are then one reduceat (no BLAS,
+        # whose threads crawl on a busy node).
+        self.columns = np.argsort(np.where(ids < 0, len(self.right), ids), kind="stable")[: (ids >= 0).sum()]
+        self.starts = np.searchsorted(ids[self.columns], np.arange(len(self.right)))
+        self.m = len(ids)
+
+    def expect(self, weights: np.ndarray, n: int, seed, max_cells: int, samples: int) -> tuple[float, float]:
+        if enumerable(self.m, n, max_cells):
+            return float(self.winners(_all_draws(self.m, n), weights).mean()), 0.0
+        keys = np.random.default_rng(seed).random((samples, self.m))  # (S, M); a row's n smallest: a uniform draw
+        draws = keys <= np.partition(keys, n - 1, axis=1)[:, n - 1 : n]
+        values = self.winners(draws, weights)
+        return float(values.mean()), float(values.var(ddof=1) / samples)
+
+    def winners(self, draws: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """The label of each draw's winning answer (ties: mean label of the tied answers)."""
+        if not len(self.right):
+            return np.zeros(len(draws))
+        sums = np.add.reduceat((draws * weights)[:, self.columns], self.starts, axis=1)  # (S, K) per answer
+        present = np.add.reduceat(draws[:, self.columns], self.starts, axis=1) > 0  # (S, K) drawn at least once
+        best = np.where(present, sums, -np.inf).max(axis=1, keepdims=True)  # (S, 1)
+        # Equal sums added in another order may differ in the last bit: compare with a tolerance.
+        tie = present & (np.abs(sums - best) <= 1e-12 * np.abs(best))  # all-abstain rows: nothing ties
+        n_tie = tie.sum(axis=1)
+        return np.where(n_tie > 0, (tie @ self.right) / np.maximum(n_tie, 1), 0.0)
+
+
+def enumerable(m: int, n: int, max_cells: int = MAX_CELLS) -> bool:
+    return math.comb(m, n) * m <= max_cells
+
+
+@functools.lru_cache(maxsize=16)
+def _all_draws(m: int, n: int) -> np.ndarray:
+    """Every n-subset of m as a (C(m, n), m) boolean matrix (prompts often share m: cached)."""
+    draws = np.zeros((math.comb(m, n), m), dtype=bool)
+    for row, subset in enumerate(itertools.combinations(range(m), n)):
+        draws[row, list(subset)] = True
+    draws.flags.writeable = False
+    return draws
+
+
+def _answer_ids(answers: list, labels: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Answers as ids 0..K-1 (-1: no answer) and each answer's label (mean over its completions)."""
+    index: dict = {}
+    ids = np.array([-1 if a is None or a == "" else index.setdefault(a, len(index)) for a in answers])
+    sums, counts = np.zeros(len(index)), np.zeros(len(index))
+    np.add.at(sums, ids[ids >= 0], np.asarray(labels, dtype=float)[ids >= 0])
+    np.add.at(counts, ids[ids >= 0], 1)
+    return ids, sums / np.maximum(counts, 1)
+
+
+def vote_weights(scores: list[float], mode: str) -> np.ndarray:
+    """exp: exp(score), the Bradley-Terry strength of a logit-scale reward (shifted by the prompt's
+    top score, which changes no winner); score: the raw score, for probabilities (PRMs)."""
+    scores = np.asarray(scores, dtype=float)
+    if mode == "exp":
+        return np.exp(scores - scores.max())
+    if mode == "score":
+        if (scores < 0).any():
+            raise InputError(f"--vote-weight score needs scores >= 0, found {scores.min():.4g}",
+                             "use --vote-weight exp (the default) for logit-scale reward models")
+        return scores
+    raise ConfigError(f"unknown --vote-weight {mode!r}", f"choose one of {', '.join(VOTE_WEIGHTS)}")
+
+
+def curves(groups: list[Group], ns: list[int], vote_weight: str = "exp", seed: int = 0,
+           max_cells: int = MAX_CELLS, samples: int = 2000) -> Curves:
+    """Every selector's accuracy at each N, averaged over prompts.
+
+    N is capped at the largest prompt's number of completions; a prompt with fewer completions
+    than N draws all it has (its best-of-M), so every point averages over the same prompts.
+    """
+    if not groups:
+        raise InputError("no prompt has a scored, labelled completion")
+    if not ns or min(ns) < 1:
+        raise ConfigError(f"--n needs positive numbers, got {ns}")
+    ns = sorted({min(n, max(len(g.labels) for g in groups)) for n in ns})
+    votes = all(g.answers is not None for g in groups)
+    names = [s for s in SELECTORS if votes or s not in ("majority_vote", "weighted_vote")]
+    out = Curves(ns, {s: [] for s in names}, {s: [] for s in names}, len(groups),
+                 sum(len(g.labels) for g in groups), [], [])
+    ballots = [(Ballot(g.answers, g.labels), vote_weights(g.scores, vote_weight)) for g in groups] if votes else []
+    for n in ns:
+        sums, variance = dict.fromkeys(names, 0.0), 0.0
+        out.capped.append(sum(len(g.labels) < n for g in groups))
+        out.sampled.append(0)
+        for i, g in enumerate(groups):
+            k = min(n, len(g.labels))
+            sums["reward_model"] += pick_best(g.scores, g.labels, k)
+            sums["random"] += random_pick(g.labels)
+            sums["oracle"] += oracle(g.labels, k)
+            if votes:
+                ballot, weights = ballots[i]
+                exact = enumerable(len(g.labels), k, max_cells)  # else the DP: exact too, and fast for large M
+                sums["majority_vote"] += (ballot.expect(np.ones(ballot.m), k, None, max_cells, samples)[0]
+                                          if exact else majority_vote(g.answers, g.labels, k))
+                mean, var = ballot.expect(weights, k, [seed, i, k], max_cells, samples)
+                sums["weighted_vote"] += mean
+                variance += var
+                out.sampled[-1] += not exact
+        for name in names:
+            out.accuracy[name].append(sums[name] / len(groups))
+            out.stderr[name].append(math.sqrt(variance) / len(groups) if name == "weighted_vote" else 0.0)
+    return out

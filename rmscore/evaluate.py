@@ -1,0 +1,187 @@
+"""Evaluations built on scored output: best-of-N curves, and reward-model accuracy (`rmscore eval`).
+
+`rmscore eval` scores through the normal path (rmscore.scoring.run_score) into a cache folder that
+is an ordinary `rmscore score` output, then computes metrics from it. The folder is reused while the
+data, model and scoring settings stay the same (recorded in CACHE/.rmscore/eval-key.json), so
+computing another metric, or a breakdown by another column, never scores again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from rmscore import bestofn, metrics
+from rmscore.config import BestOfNConfig, EvalConfig, InputConfig, ShardConfig
+from rmscore.errors import InputError, ResumeConflict
+from rmscore.io.layout import detect_layout
+from rmscore.io.output import META_DIR, read_metadata
+from rmscore.io.scored import read_columns, read_groups
+from rmscore.io.sources import open_source
+from rmscore.io.writers import existing_parts
+from rmscore.multiple_choice import McLayout, convert, detect_mc
+
+KEY_FILE = "eval-key.json"
+
+
+def run_best_of_n(cfg: BestOfNConfig) -> dict:
+    groups, skipped = read_groups(cfg.scored, cfg.label_column, cfg.answer_column, cfg.score_column)
+    curves = bestofn.curves(groups, cfg.ns, cfg.vote_weight, cfg.seed, samples=cfg.samples)
+    sizes = [len(g.labels) for g in groups]
+    metadata = read_metadata(Path(cfg.scored))
+    report = {
+        "task": "best-of-n", "scored": cfg.scored, "input": metadata.get("input"), "model": model_name(metadata),
+        "label_column": cfg.label_column, "answer_column": cfg.answer_column, "score_column": cfg.score_column,
+        "vote_weight": cfg.vote_weight if cfg.answer_column else None,
+        "prompts": curves.prompts, "completions": curves.completions,
+        "completions_per_prompt": {"min": min(sizes), "max": max(sizes)}, "skipped_rows": dict(skipped),
+        "n": curves.ns, "accuracy": curves.accuracy, "stderr": curves.stderr,
+        "prompts_with_fewer_than_n": curves.capped, "prompts_sampled": curves.sampled,
+    }
+    if cfg.output:
+        from rmscore import plots
+
+        out = Path(cfg.output)
+        out.mkdir(parents=True, exist_ok=True)
+        data = Path(str(report["input"] or cfg.scored).rstrip("/")).name
+        title = f"Best-of-N: {report['model']} on {data} ({curves.prompts:,} prompts)"
+        plot = plots.best_of_n(curves, out / "bestofn.png", title)
+        report["files"] = {"json": str(out / "bestofn.json"), "plot": str(plot)}
+        write_json(out / "bestofn.json", report)
+    return report
+
+
+def run_eval(cfg: EvalConfig, log=print) -> dict:
+    """Score (or reuse cached scores), then compute pairwise or multiple-choice accuracy."""
+    source = open_source(cfg.score.input.path, cfg.score.input.split, cfg.score.input.config_name)
+    task, mc_layout = detect_task(source, cfg)
+    if cfg.subset_column and cfg.subset_column not in source.columns:
+        raise InputError(f"--subset-column {cfg.subset_column!r} not found",
+                         f"the input has: {', '.join(source.columns)}")
+    cache = Path(cfg.score.output.path)
+    ensure_scores(cfg, task, mc_layout, source, log)
+    cols = read_columns(cache, ["input_index", "score"], ("completion_index", "side", "status", "labels"))
+    values, skipped = metrics.multiple_choice(cols) if task == "mc" else metrics.pairs(cols)
+    subsets = subset_values(source, cfg.subset_column) if cfg.subset_column else None
+    report = {"task": task, "input": cfg.score.input.path, "model": model_name(read_metadata(cache)),
+              "scores": str(cache), "skipped": dict(skipped)}
+    report |= metrics.summarise(task, values, subsets)
+    return write_eval(report, Path(cfg.output), values if task == "pairs" else None)
+
+
+def detect_task(source, cfg: EvalConfig) -> tuple[str, McLayout | None]:
+    """("mc", layout) or ("pairs", None), from the columns and --task."""
+    mc_layout = detect_mc(source.columns, cfg.mc) if cfg.task in ("auto", "mc") else None
+    if mc_layout:
+        return "mc", mc_layout
+    if cfg.task == "mc":
+        raise InputError(f"no multiple-choice columns in {source.description}: {', '.join(source.columns)}",
+                         "name them with --question-col and --targets-col, or --choices-col and --labels-col")
+    try:
+        kind = detect_layout(source.columns, cfg.score.input.columns).kind
+    except InputError:
+        kind = None
+    if kind != "pairs":
+        raise InputError(f"{source.description} is neither preference pairs nor multiple choice "
+                         f"(columns: {', '.join(source.columns)})",
+                         "eval needs prompt + chosen + rejected columns (or --chosen-col/--rejected-col), "
+                         "or a question with mc1_targets, or choices + labels")
+    return "pairs", None
+
+
+def ensure_scores(cfg: EvalConfig, task: str, mc_layout, source, log) -> None:
+    """Reuse the cache when its key matches; otherwise score into it (it must be ours or empty).
+
+    The key and the converted multiple-choice input live in CACHE/.rmscore/, which readers of the
+    folder (pyarrow.dataset, datasets.load_dataset) skip, so the cache stays a plain scored folder.
+    """
+    cache = Path(cfg.score.output.path)
+    key = json.loads(json.dumps(cache_key(cfg, task)))
+    stored = _read_json(cache / META_DIR / KEY_FILE)
+    if stored and stored.get("state") == "done" and stored.get("key") == key and not cfg.rescore:
+        log(f"reusing scores in {cache} (same data, model and settings)")
+        return
+    if existing_parts(cache) and stored is None and not cfg.rescore:
+        raise ResumeConflict(f"{cache} holds scores that rmscore eval did not make",
+                             "pass --rescore to replace them, or choose another --cache-dir")
+    if stored and stored.get("key") != key:
+        changed = [name for name in key if stored.get("key", {}).get(name) != key[name]]
+        log(f"scores in {cache} were made with another {', '.join(changed)}: scoring again")
+    shutil.rmtree(cache, ignore_errors=True)  # the folder is ours (or --rescore): start clean
+    cache.mkdir(parents=True)
+    write_json(cache / META_DIR / KEY_FILE, {"state": "scoring", "key": key})
+    # One shard holding everything, whatever torchrun/SLURM variables say: metrics need every row.
+    score_cfg = replace(cfg.score, output=replace(cfg.score.output, overwrite=False), shard=ShardConfig(0, 1))
+    if task == "mc":
+        converted = cache / META_DIR / "mc-input.jsonl"
+        problems = convert(source, mc_layout, converted, cfg.mc.seed, cfg.score.input.limit)
+        for problem, count in problems.items():
+            log(f"{count} multiple-choice rows not scored: {problem}")
+        score_cfg = replace(score_cfg, input=InputConfig(str(converted), keep_columns=["labels"]))
+    from rmscore.scoring import run_score
+
+    summary = run_score(score_cfg, log)
+    log(f"scored {summary.samples:,} completions in {summary.wall_s:.1f}s into {cache}")
+    write_json(cache / META_DIR / KEY_FILE, {"state": "done", "key": key})  # last: the cache is complete
+
+
+def cache_key(cfg: EvalConfig, task: str) -> dict:
+    """Everything that changes the scores; nothing that only changes speed or the metric."""
+    s = cfg.score
+    model = asdict(s.model) | {"path": _stamp(s.model.path)}
+    for speed_only in ("device", "device_map", "attn_implementation"):
+        model.pop(speed_only)
+    return {
+        "task": task, "input": _stamp(s.input.path), "split": s.input.split, "config": s.input.config_name,
+        "columns": asdict(s.input.columns) if task == "pairs" else asdict(cfg.mc), "limit": s.input.limit,
+        "model": model, "max_length": s.batch.max_length, "on_overflow": s.batch.on_overflow,
+    }
+
+
+def _stamp(path: str):
+    """A file or folder by resolved path, sizes and modification times; anything else by name."""
+    p = Path(path)
+    files = [p] if p.is_file() else sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else []
+    if not files:
+        return path
+    return {"path": str(p.resolve()), "files": {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files}}
+
+
+def subset_values(source, column: str) -> dict[int, str]:
+    """input_index -> the row's value in `column` (read from the input, so no rescoring is needed)."""
+    return {row.index: str((row.data or {}).get(column)) for row in source.rows()}
+
+
+def write_eval(report: dict, out: Path, margins: dict | None) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    report["files"] = {"json": str(out / "eval.json")}
+    if margins:
+        from rmscore import plots
+
+        title = (f"{report['model']} on {Path(report['input'].rstrip('/')).name}: "
+                 f"{100 * report['accuracy']:.1f}% of {report['pairs']:,} pairs")
+        report["files"]["plot"] = str(plots.margins(list(margins.values()), out / "margins.png", title))
+    write_json(out / "eval.json", report)
+    return report
+
+
+def model_name(metadata: dict) -> str:
+    """The model as the user named it: a Hub name whole, a local folder by its last part."""
+    model = metadata.get("model") or "unknown model"
+    return Path(model.rstrip("/")).name if Path(model).exists() else model
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
