@@ -19,7 +19,7 @@ $(BIN)/.installed: pyproject.toml
 
 demo: $(BIN)/.installed
 	$(BIN)/rmscore score data/demo/hh_rlhf_demo.jsonl -o demo-out --overwrite
-	$(BIN)/rmscore build-pairs demo-out -o demo-out/pairs.parquet
+	$(BIN)/rmscore build-pairs demo-out -o demo-out/pairs.parquet --overwrite
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
