@@ -62,7 +62,7 @@ def evaluate(
     allow_pickle: o.PickleOpt = False,
     chat_template: o.TemplateOpt = None,
     system_prompt: o.SystemOpt = None,
-    bos: o.BosOpt = "template",
+    bos: o.BosOpt = None,
     max_length: o.MaxLengthOpt = None,
     on_overflow: o.OverflowOpt = "skip",
     max_tokens_per_batch: o.TokenBudgetOpt = None,
