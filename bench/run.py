@@ -31,12 +31,12 @@ from workload import PRESETS, model_flops  # noqa: E402
 SPEC_PEAK = 989e12  # H100 SXM / H200 dense bf16
 
 
-def run_child(preset: str, scorer: str, out_dir: Path) -> dict:
+def run_child(preset: str, scorer: str, out_dir: Path, repeat: int) -> dict:
     out = out_dir / f"{preset}-{scorer}.json"
     env = {**os.environ, "PYTHONPATH": f"{HERE.parent}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"}
     subprocess.run([sys.executable, str(HERE / "scorers.py"), "--preset", preset, "--scorer", scorer,
-                    "--out", str(out)], check=True, env=env)
+                    "--out", str(out), "--repeat", str(repeat)], check=True, env=env)
     return json.loads(out.read_text())
 
 
@@ -67,6 +67,7 @@ def summarise(preset, results: dict[str, dict], peak: float | None) -> list[dict
         row = {
             "scorer": name,
             "seconds": round(r["seconds"], 2),
+            **({"spread_s": round(r["spread"], 2)} if r["repeat"] > 1 else {}),
             "cpu_s": round(r["cpu_seconds"], 2),
             "useful_tok_s": round(useful / r["seconds"]),
             "rows_s": round(len(r["lengths"]) / r["seconds"], 1),
@@ -95,6 +96,7 @@ def main() -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--out", default=str(HERE / "out"))
     parser.add_argument("--scorers", default=",".join(SCORERS))
+    parser.add_argument("--repeat", type=int, default=1, help="timed runs per scorer; the median is reported")
     args = parser.parse_args()
     preset, out_dir = PRESETS[args.preset], Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +104,7 @@ def main() -> None:
     results = {}
     for name in args.scorers.split(","):
         print(f"[bench] {args.preset}: {name} ...", file=sys.stderr, flush=True)
-        results[name] = run_child(args.preset, name, out_dir)
+        results[name] = run_child(args.preset, name, out_dir, args.repeat)
     peak = gemm_peak() if preset.device == "cuda" else None
     rows = summarise(preset, results, peak)
     device = platform.processor() or platform.machine()
@@ -110,9 +112,10 @@ def main() -> None:
         import torch
 
         device = torch.cuda.get_device_name()
-    header = (f"preset {args.preset}, {len(rows[0]) and len(results['per-example']['lengths'])} rows, "
+    header = (f"preset {args.preset}, {len(results['per-example']['lengths'])} rows, "
               f"{sum(results['per-example']['lengths']):,} tokens, device {device}"
               + (f", measured bf16 GEMM peak {peak / 1e12:.0f} TFLOP/s" if peak else ", 1 torch thread per process")
+              + (f", median of {args.repeat} runs" if args.repeat > 1 else "")
               + f", {time.strftime('%Y-%m-%d')}, total {time.perf_counter() - start:.0f} s")
     table = markdown(rows)
     print(header + "\n\n" + table)

@@ -55,10 +55,16 @@ def pipeline_scorer(model, tokenizer, rows, preset) -> tuple[list[float], int]:
 
     pipe = pipeline("text-classification", model=model, tokenizer=tokenizer, device=model.device)
     texts = tokenizer.apply_chat_template([conversation(r) for r in rows], tokenize=False)
-    # The pipeline's tokenizer adds a BOS: strip the template's, as the Online-RLHF scripts do.
-    texts = [t.removeprefix(tokenizer.bos_token) for t in texts]
+    # Where the tokenizer adds its own BOS (real Llama-3 ones do), strip the template's, as the
+    # Online-RLHF scripts do; otherwise the pipeline would see two.
+    if tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]:
+        texts = [t.removeprefix(tokenizer.bos_token) for t in texts]
     outputs = pipe(texts, batch_size=preset.fixed_batch, function_to_apply="none")
-    return [o["score"] for o in outputs], 0
+    # The pipeline pads each batch of fixed_batch rows, in input order, to its longest row.
+    lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+    padded = sum(len(chunk) * max(chunk) for chunk in (lengths[i:i + preset.fixed_batch]
+                                                       for i in range(0, len(lengths), preset.fixed_batch)))
+    return [o["score"] for o in outputs], padded
 
 
 def rmscore_scorer(path: str):
@@ -95,6 +101,7 @@ def main() -> None:
     parser.add_argument("--preset", required=True)
     parser.add_argument("--scorer", required=True, choices=SCORERS)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
     preset = PRESETS[args.preset]
     if preset.device == "cpu":
@@ -109,11 +116,16 @@ def main() -> None:
         if preset.device == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        start, cpu_start = time.perf_counter(), time.process_time()
-        result = fn(model, tokenizer, rows, preset)
-        if preset.device == "cuda":
-            torch.cuda.synchronize()
-        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+        runs = []
+        for _ in range(args.repeat):
+            start, cpu_start = time.perf_counter(), time.process_time()
+            result = fn(model, tokenizer, rows, preset)
+            if preset.device == "cuda":
+                torch.cuda.synchronize()
+            runs.append((time.perf_counter() - start, time.process_time() - cpu_start))
+        runs.sort()
+        seconds, cpu_seconds = runs[len(runs) // 2]  # the median run
+        spread = runs[-1][0] - runs[0][0]
     lengths = [len(tokenizer.apply_chat_template(conversation(r), tokenize=True, return_dict=False)) for r in rows]
     scores, padded = result[0], result[1] or sum(lengths)
     computed = result[2] if len(result) > 2 else sum(lengths)
@@ -122,7 +134,8 @@ def main() -> None:
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux -> GiB
     Path(args.out).write_text(json.dumps({
-        "scorer": args.scorer, "seconds": seconds, "cpu_seconds": cpu_seconds, "scores": scores, "lengths": lengths,
+        "scorer": args.scorer, "seconds": seconds, "cpu_seconds": cpu_seconds, "spread": spread,
+        "repeat": args.repeat, "scores": scores, "lengths": lengths,
         "padded_tokens": padded, "computed_tokens": computed, "peak_gib": peak,
     }))
 
