@@ -12,60 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rmscore.config import BatchConfig, InputConfig, ModelConfig, OutputConfig, ScoreConfig
+from rmscore.config import BatchConfig, ModelConfig
+from rmscore.golden import GOLDEN, Golden  # noqa: F401  (Golden: for families adding entries)
 from rmscore.records import SCORED_STATUSES, Sample, prompt_hash
 
 # (rtol, atol) for batched vs batch size 1. fp32 should agree to kernel noise; half precision
 # differs with batch shape through different kernels (vLLM tests use rtol 1.5e-2 in fp16).
 TOLERANCE = {"float32": (1e-4, 1e-4), "float16": (1.5e-2, 2e-2), "bfloat16": (2e-2, 5e-2)}
-
-
-@dataclass(frozen=True)
-class Golden:
-    """A model card's example: conversations and the numbers the card prints for them."""
-
-    family: str
-    prompt: str
-    completions: tuple[str, ...]
-    expected: tuple[dict, ...]  # per completion: output column -> number, or list (checked as a prefix)
-    source: str
-    atol: float = 0.1  # the cards run bf16/fp16 with other kernels: agree to about their rounding
-    rtol: float = 2e-2
-
-
-JANE = ("Jane has 12 apples. She gives 4 apples to her friend Mark, then buys 1 more apple, and finally splits "
-        "all her apples equally among herself and her 2 siblings. How many apples does each person get?")
-_JANE_STEPS = ("1. Jane starts with 12 apples and gives 4 to Mark. 12 - 4 = 8. Jane now has 8 apples.\n"
-               "2. Jane buys 1 more apple. 8 + 1 = 9. Jane now has 9 apples.\n")
-JANE_ANSWERS = (
-    _JANE_STEPS + "3. Jane splits the 9 apples equally among herself and her 2 siblings (3 people in total). "
-                  "9 ÷ 3 = 3 apples each. Each person gets 3 apples.",
-    _JANE_STEPS + "3. Jane splits the 9 apples equally among her 2 siblings (2 people in total). "
-                  "9 ÷ 2 = 4.5 apples each. Each person gets 4 apples.",
-)
-INTERNLM_ANSWERS = ("My name is InternLM2! A helpful AI assistant. What can I do for you?", "I have no idea.")
-
-
-def _skywork(a: float, b: float, card: str) -> Golden:
-    return Golden("seq-cls", JANE, JANE_ANSWERS, ({"score": a}, {"score": b}), card)
-
-
-GOLDEN: dict[str, Golden] = {
-    # The card prints HelpSteer-scale predictions rewards[:5] * 5 - 0.5; stored here as rewards[:5].
-    "RLHFlow/ArmoRM-Llama3-8B-v0.1": Golden(
-        "armorm", 'What are some synonyms for the word "beautiful"?',
-        ("Nicely, Beautifully, Handsome, Stunning, Wonderful, Gorgeous, Pretty, Stunning, Elegant",),
-        ({"rewards": [(p + 0.5) / 5 for p in (2.78125, 2.859375, 3.484375, 1.3847656, 1.296875)]},),
-        "ArmoRM model card (RLHFlow/RLHF-Reward-Modeling armo-rm/README.md), bf16", atol=0.02),
-    "Skywork/Skywork-Reward-Llama-3.1-8B-v0.2": _skywork(13.6875, -9.1875, "Skywork-Reward v0.2 card, bf16"),
-    "Skywork/Skywork-Reward-Gemma-2-27B-v0.2": _skywork(
-        4.59375, -18.125, "Skywork-Reward v0.2 card, bf16; the card warns sdpa can misbehave for this model: "
-                          "try --attn-implementation eager"),
-    "Skywork/Skywork-Reward-V2-Llama-3.1-8B": _skywork(23.0, 3.59375, "Skywork-Reward-V2 card, bf16 + flash-attn-2"),
-    "internlm/internlm2-20b-reward": Golden(
-        "internlm2", "Hello! What's your name?", INTERNLM_ANSWERS, ({"score": 0.767578125}, {"score": -2.22265625}),
-        "internlm2-20b-reward card (get_score), fp16", atol=0.05),
-}
 
 
 def golden_for(path: str) -> tuple[str, Golden] | None:

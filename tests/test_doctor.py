@@ -1,5 +1,7 @@
 """`rmscore doctor`: batched vs one-per-forward agreement and the model cards' golden numbers."""
 
+import re
+
 import pytest
 from typer.testing import CliRunner
 
@@ -78,4 +80,24 @@ def test_golden_table_is_keyed_by_checkpoint_name():
     hub_cache = "/root/.cache/huggingface/hub/models--internlm--internlm2-20b-reward/snapshots/abc"
     assert golden_for(hub_cache)[0] == "internlm/internlm2-20b-reward"
     assert golden_for("/data/other-model") is None
-    assert {g.family for g in GOLDEN.values()} == {"armorm", "seq-cls", "internlm2"}
+    assert {g.family for g in GOLDEN.values()} == {"armorm", "seq-cls", "internlm2", "qwen-prm", "step-tag"}
+
+
+@pytest.mark.parametrize("name, family", [("Qwen/Qwen2.5-Math-PRM-7B", "qwen-prm"),
+                                          ("peiyi9979/math-shepherd-mistral-7b-prm", "step-tag")])
+def test_prm_golden_examples_give_one_score_per_card_step(tmp_path, name, family):
+    """The cards' examples go through the family's own step handling: four steps each, so with
+    real weights the comparison is step for step (random tiny weights fail it, as they should)."""
+    from rmscore.config import ModelConfig
+    from rmscore.doctor import Report, check_golden
+    from rmscore.models import load_model
+    from tiny_prm import save_qwen_prm, save_step_tag
+
+    folder = tmp_path / name.split("/")[-1]  # recognised by the folder's name, like a local copy
+    (save_qwen_prm if family == "qwen-prm" else save_step_tag)(folder)
+    model, _ = load_model(ModelConfig(str(folder), model_type=family))
+    report = Report(str(folder), family, "float32", 0)
+    check_golden(model, family, str(folder), report)
+    assert report.golden.startswith(f"FAIL against {name}")
+    compared = re.findall(r"step_scores \[([^\]]*)\] vs card", report.golden)
+    assert compared and all(len(got.split(",")) == 4 for got in compared), report.golden

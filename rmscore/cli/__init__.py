@@ -1,6 +1,7 @@
-"""Command-line interface. One module per command; each registers itself on the shared app."""
+"""Command-line interface. One module per command; each registers itself on the shared app.
+The import order is the order `rmscore --help` lists them: the workflow's order."""
 
 from rmscore.cli.app import app, main
-from rmscore.cli import bestofn, doctor, evaluate, merge, models, pairs, score  # noqa: F401,E402  (registration)
+from rmscore.cli import score, pairs, evaluate, bestofn, doctor, models, merge  # noqa: F401,E402,I001
 
 __all__ = ["app", "main"]
