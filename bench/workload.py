@@ -45,7 +45,7 @@ class Preset:
 
 
 PRESETS = {
-    "cpu": Preset("cpu", CPU_SMALL, [(16, 4), (4, 16)], scale=8.0, budget=1024),
+    "cpu": Preset("cpu", CPU_SMALL, [(16, 4), (4, 16)], scale=8.0, budget=512),
     "gpu-1b": Preset("gpu-1b", LLAMA_1B, [(64, 4), (16, 16)], device="cuda", dtype="bfloat16", budget=65536),
     "gpu-8b": Preset("gpu-8b", LLAMA_8B, [(32, 4), (8, 16)], device="cuda", dtype="bfloat16", budget=65536),
 }

@@ -57,14 +57,16 @@ def reuse_saving(encs: list[Encoded]) -> float:
 def default_token_budget(model, max_length: int) -> int:
     """Padded tokens per forward when the user gives none.
 
-    CPU: about a thousand tokens keep the MLP intermediates in cache. GPU: fill what is
+    CPU: a few hundred tokens keep activations in cache. GPU: fill what is
     free after the weights, at the bytes one token needs mid-forward (residual, normed and attention
     activations 2*d, MLP gate/up/act 3*I, x1.5 for allocator slack) plus the keys and values a
     reused prompt holds. Capped at 64k tokens: GEMMs are long saturated by then, and the OOM
     back-off catches what this estimate misses.
     """
     if model.device.type != "cuda":
-        return 1024  # measured: 512-2048 are within 5% on CPU; bigger batches only add cache misses
+        # Measured (bench/RESULTS.md): on CPU batching buys no GEMM efficiency, and the dense
+        # prompt-reuse mask is quadratic in the row; 512 was the fastest of 256-1024 for both paths.
+        return 512
     config = model.backbone.config
     hidden = getattr(config, "hidden_size", 4096)
     inter = getattr(config, "intermediate_size", None) or 4 * hidden
