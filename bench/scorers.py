@@ -78,6 +78,10 @@ def rmscore_scorer(path: str):
         from rmscore.scorer import Scorer
         from rmscore.scoring import RunSummary
 
+        if model.device.type == "cuda" and path != "padded":
+            # On a GPU, packed rows and prompt masks are cheap only with block-sparse attention
+            # (flex); sdpa would compute the full T x T of each packed row.
+            model.set_attn_implementation("flex_attention")
         adapter = SeqClsModel.from_parts(ModelConfig("bench"), model, tokenizer, {}, model.device)
         summary = RunSummary("bench")
         scorer = Scorer(adapter, Runners(adapter, path), 1 << 20, BatchConfig(max_tokens_per_batch=preset.budget),
