@@ -18,8 +18,8 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/rmscore score data/demo/hh_rlhf_demo.jsonl -o demo-out --overwrite
-	$(BIN)/rmscore build-pairs demo-out -o demo-out/pairs.parquet --overwrite
+	$(BIN)/rmscore score data/demo/hh_rlhf_demo.jsonl -o demo-out/scored --overwrite
+	$(BIN)/rmscore build-pairs demo-out/scored -o demo-out/pairs.parquet --overwrite
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
