@@ -30,7 +30,7 @@ from rmscore.config import PairConfig
 from rmscore.errors import ConfigError
 from rmscore.io import buckets as scored_io
 from rmscore.io.pair_formats import SCHEMAS, pair_row
-from rmscore.pairs import Completion, DropReport, select_pairs
+from rmscore.pairs import DropReport, select_pairs
 
 ORDER = [("_first_input", pa.int64()), ("_first_completion", pa.int32()), ("_rank", pa.int32())]
 ORDER_KEY = ["_first_input", "_first_completion", "prompt_id", "_rank"]

@@ -6,7 +6,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from rmscore.config import default_model
 
 MODEL = "Model"
 INPUT = "Input columns"

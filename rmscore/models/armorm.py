@@ -76,10 +76,7 @@ class ArmoRM(RewardModel):
 
     @classmethod
     def load(cls, cfg, hf_config):
-        self = cls(cfg)
-        self.device = loading.resolve_device(cfg.device)
-        loading.check_weights_policy(cfg)
-        self.tokenizer = loading.load_tokenizer(cfg)
+        self = cls.begin(cfg)
         self.template = chat.require_template(self.tokenizer, cfg)
         config = LlamaConfig.from_pretrained(cfg.path, revision=cfg.revision)
         model, self.device = native.from_checkpoint(ArmoRMWeights, cfg, config, self.device)

@@ -60,6 +60,19 @@ class RewardModel:
     def load(cls, cfg: ModelConfig, hf_config: dict) -> "RewardModel":
         raise NotImplementedError
 
+    @classmethod
+    def begin(cls, cfg: ModelConfig, load_tokenizer=None) -> "RewardModel":
+        """The start of every load(): device and dtype resolved, the weights policy checked (no
+        pickle unless asked) before anything is read, the tokenizer loaded."""
+        from rmscore.models import loading
+
+        self = cls(cfg)
+        self.device = loading.resolve_device(cfg.device)
+        self.dtype = loading.resolve_dtype(cfg.dtype, self.device)
+        loading.check_weights_policy(cfg)
+        self.tokenizer = (load_tokenizer or loading.load_tokenizer)(cfg)
+        return self
+
     def encode(self, samples: list[Sample]) -> list[Encoded | RowError]:
         """Token ids and read positions for each sample, in order. A sample that cannot be
         rendered gives a RowError in its place; the run goes on."""

@@ -49,11 +49,8 @@ class DebertaPair(RewardModel):
         if hf_config.get("model_type") not in ENCODERS:
             raise ModelError(f"{cfg.path} is a {hf_config.get('model_type')!r} model; deberta-pair knows "
                              f"{', '.join(ENCODERS)}", "see `rmscore models`")
-        self = cls(cfg)
-        self.device = loading.resolve_device(cfg.device)
-        dtype = loading.resolve_dtype(cfg.dtype, self.device)
-        loading.check_weights_policy(cfg)
-        self.tokenizer = loading.load_tokenizer(cfg)
+        self = cls.begin(cfg)
+        dtype = self.dtype
         try:
             model = AutoModelForSequenceClassification.from_pretrained(
                 cfg.path, **loading.pretrained_kwargs(cfg, self.device, dtype))

@@ -108,10 +108,7 @@ class InternLM2Reward(RewardModel):
     def load(cls, cfg, hf_config):
         if "reward_token_id" not in hf_config:
             raise ModelError(f"{cfg.path} has no reward_token_id in config.json", "is it an InternLM2 reward model?")
-        self = cls(cfg)
-        self.device = loading.resolve_device(cfg.device)
-        loading.check_weights_policy(cfg)
-        self.tokenizer = _tokenizer(cfg)
+        self = cls.begin(cfg, _tokenizer)
         self.template = chat.require_template(self.tokenizer, cfg)
         config = llama_config(hf_config)
         model, self.device = native.from_checkpoint(InternLM2Weights, cfg, config, self.device,

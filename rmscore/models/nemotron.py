@@ -37,11 +37,8 @@ class Nemotron(RewardModel):
     def load(cls, cfg, hf_config):
         from transformers import AutoModelForCausalLM
 
-        self = cls(cfg)
-        self.device = loading.resolve_device(cfg.device)
-        dtype = loading.resolve_dtype(cfg.dtype, self.device)
-        loading.check_weights_policy(cfg)
-        self.tokenizer = loading.load_tokenizer(cfg)
+        self = cls.begin(cfg)
+        dtype = self.dtype
         self.template = chat.require_template(self.tokenizer, cfg)
         try:
             model = AutoModelForCausalLM.from_pretrained(cfg.path, **loading.pretrained_kwargs(cfg, self.device, dtype))

@@ -73,11 +73,8 @@ class RemoteModel(RewardModel):
     def load(cls, cfg, hf_config):
         if not cfg.trust_remote_code:
             raise ModelError("--model-type remote runs the checkpoint's own Python code", "add --trust-remote-code")
-        self = cls(cfg)
-        self.device = loading.resolve_device(cfg.device)
-        dtype = loading.resolve_dtype(cfg.dtype, self.device)
-        loading.check_weights_policy(cfg)
-        self.tokenizer = loading.load_tokenizer(cfg)
+        self = cls.begin(cfg)
+        dtype = self.dtype
         self.template = chat.require_template(self.tokenizer, cfg)
         auto = _auto_class(hf_config)
         try:

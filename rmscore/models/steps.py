@@ -71,11 +71,7 @@ class ProcessRewardModel(RewardModel):
         if cfg.step_tokens is not None and not cls.takes_step_tokens:
             raise ConfigError(f"--step-tokens does not apply to {cls.name}", "it sets the tag and label tokens of "
                               "--model-type step-tag")
-        self = cls(cfg)
-        self.device = loading.resolve_device(cfg.device)
-        self.dtype = loading.resolve_dtype(cfg.dtype, self.device)
-        loading.check_weights_policy(cfg)
-        self.tokenizer = loading.load_tokenizer(cfg)
+        self = cls.begin(cfg)
         tok = self.tokenizer
         # Causal rows need no mask and never see later pads (rmscore/forward.py): any id will do.
         self.pad_id = next((i for i in (tok.pad_token_id, tok.eos_token_id) if isinstance(i, int)), 0)
