@@ -170,3 +170,33 @@ def test_streaming_memory_is_bounded(tmp_path):
     tracemalloc.stop()
     assert count == 200_000
     assert peak < 30 * 2**20, f"peak {peak / 2**20:.1f} MiB for a {path.stat().st_size / 2**20:.0f} MiB file"
+
+
+def test_hub_dataset_is_streamed_with_split_and_config(monkeypatch):
+    """A Hub name goes to datasets.load_dataset(name, config, split=..., streaming=True); offline,
+    a local IterableDataset stands in for the Hub."""
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name, config=None, split=None, streaming=False):
+        calls.append((name, config, split, streaming))
+        rows = [{"prompt": "p", "completions": ["a", "b"]}, {"prompt": "q", "completions": ["c"]}]
+        return datasets.IterableDataset.from_generator(lambda: iter(rows))
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    samples, layout = samples_of("org/preference-data", split="test", config_name="default")
+    assert calls[0] == ("org/preference-data", "default", "test", True)
+    assert layout.kind == "completions" and [s.completion for s in samples] == ["a", "b", "c"]
+
+
+def test_hub_dataset_that_cannot_load_is_one_clear_error(monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'org/missing' on the Hub (LocalEntryNotFoundError)\nmore")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(InputError) as info:
+        open_source("org/missing")
+    assert "org/missing" in info.value.message and "\n" not in info.value.message and "--split" in info.value.hint
