@@ -18,22 +18,6 @@ STEP_MISMATCH = "step_mismatch"  # PRM: step tags found != steps given; not scor
 OUT_OF_MEMORY = "out_of_memory"  # not scored: the row alone does not fit in device memory
 SCORED_STATUSES = (OK, TRUNCATED)
 
-# Columns every scored file has, in order. Adapters add their own output columns after `score`.
-BASE_COLUMNS = (
-    "input_index",  # position of the source row in the input (stable across reruns)
-    "completion_index",  # position of the completion within its row (0 for single completions)
-    "prompt_id",
-    "side",  # "chosen" / "rejected" for preference-pair inputs, else null
-    "prompt",  # list of {role, content} messages
-    "prompt_is_text",  # the input gave the prompt as a plain string
-    "completion",  # the assistant's text
-    "score",
-    "num_tokens",
-    "status",
-    "status_detail",
-)
-
-
 @dataclass(slots=True)
 class Sample:
     """One completion to score. `error` set by the reader means the row is malformed."""

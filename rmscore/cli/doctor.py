@@ -6,7 +6,7 @@ import typer
 
 from rmscore.cli import options as o
 from rmscore.cli.app import command, echo
-from rmscore.config import ModelConfig, default_model
+from rmscore.config import default_model
 
 
 @command("doctor")
@@ -34,8 +34,7 @@ def doctor(
     """
     from rmscore.doctor import run_doctor
 
-    cfg = ModelConfig(model, model_type, revision, dtype, device, None, attn_implementation, trust_remote_code,
-                      allow_pickle, chat_template, system_prompt, bos)
+    cfg = o.model_config(locals())
     report = run_doctor(cfg, log=lambda text: echo(f"[rmscore] {text}"))
     rtol, atol = report.tolerance
     verdict = "PASS" if report.batching_ok else "FAIL"

@@ -9,7 +9,7 @@ import typer
 from rmscore.cli import options as o
 from rmscore.cli.app import command, echo
 from rmscore.config import (
-    BatchConfig, ColumnMap, EvalConfig, InputConfig, McColumns, ModelConfig, OutputConfig, ScoreConfig,
+    BatchConfig, ColumnMap, EvalConfig, InputConfig, McColumns, OutputConfig, ScoreConfig,
     default_eval_dir, default_model,
 )
 
@@ -88,6 +88,7 @@ def evaluate(
 
       rmscore eval allenai/reward-bench --split filtered -m MODEL --subset-column subset
     """
+    params = dict(locals())  # the options as given, before anything else is defined
     from rmscore.evaluate import run_eval
 
     output = output or default_eval_dir(input, model)
@@ -95,8 +96,7 @@ def evaluate(
         input=InputConfig(input, split, config, ColumnMap(prompt=prompt_col, chosen=chosen_col, rejected=rejected_col,
                                                           id=id_col), limit=limit),
         output=OutputConfig(cache_dir or f"{output}/scores"),
-        model=ModelConfig(model, model_type, revision, dtype, device, device_map, attn_implementation,
-                          trust_remote_code, allow_pickle, chat_template, system_prompt, bos),
+        model=o.model_config(params),
         batch=BatchConfig(max_length, on_overflow, max_tokens_per_batch, max_batch_size, window),
         progress=progress,
     )

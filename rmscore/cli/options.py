@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Annotated, Optional
 
 import typer
+
+from rmscore.config import ModelConfig
 
 
 MODEL = "Model"
@@ -80,6 +83,13 @@ ProgressOpt = Annotated[Optional[bool], typer.Option("--progress/--no-progress",
 def unescape(text: str | None) -> str | None:
     """'\\n' and '\\t' typed on a command line mean a newline and a tab."""
     return text.replace("\\n", "\n").replace("\\t", "\t") if text is not None else None
+
+
+def model_config(params: dict) -> ModelConfig:
+    """A command's ModelConfig from its parameters (pass locals()): every model option is named like
+    its field, except --model, which is `path`. Options a command lacks keep their defaults."""
+    names = {f.name for f in fields(ModelConfig)} - {"path"}
+    return ModelConfig(path=params["model"], **{k: v for k, v in params.items() if k in names})
 
 
 def split_list(text: str | None) -> list[str]:

@@ -9,7 +9,7 @@ import typer
 from rmscore.cli import options as o
 from rmscore.cli.app import command, echo
 from rmscore.config import (
-    BatchConfig, ColumnMap, InputConfig, ModelConfig, OutputConfig, ScoreConfig, ShardConfig, default_model,
+    BatchConfig, ColumnMap, InputConfig, OutputConfig, ScoreConfig, ShardConfig, default_model,
 )
 
 Col = Annotated[Optional[str], typer.Option(rich_help_panel=o.INPUT, show_default=False)]
@@ -91,6 +91,7 @@ def score(
 
       rmscore score steps.jsonl -m Qwen/Qwen2.5-Math-PRM-7B --aggregate min -o prm/
     """
+    params = dict(locals())  # the options as given, before anything else is defined
     from rmscore.scoring import run_score
 
     cfg = ScoreConfig(
@@ -101,9 +102,7 @@ def score(
             o.split_list(keep_columns), limit,
         ),
         output=OutputConfig(output, overwrite, rows_per_part),
-        model=ModelConfig(model, model_type, revision, dtype, device, device_map, attn_implementation,
-                          trust_remote_code, allow_pickle, chat_template, system_prompt, bos,
-                          o.unescape(step_separator), aggregate, step_tokens=step_tokens),
+        model=o.model_config({**params, "step_separator": o.unescape(step_separator)}),
         batch=BatchConfig(max_length, on_overflow, max_tokens_per_batch, max_batch_size, window, forward),
         shard=ShardConfig.parse(shard),
         progress=progress,
