@@ -14,6 +14,7 @@ from torch import nn
 
 from tiny_prm import ReferenceQwenPrm, qwen_config
 
+CARD_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
 def step_tag_reference(model_dir: Path):
@@ -44,9 +45,9 @@ def qwen_prm_reference(model_dir: Path):
     model = ReferenceQwenPrm(qwen_config(len(tokenizer))).eval()
     model.load_state_dict(load_file(str(model_dir / "model.safetensors")))
 
-    def score(query: str, response: list[str]) -> list[float]:
+    def score(query: str, response: list[str], system: str = CARD_SYSTEM) -> list[float]:
         messages = [
-            {"role": "system", "content": "Please reason step by step, and put your final answer within \\boxed{}."},
+            {"role": "system", "content": system},
             {"role": "user", "content": query},
             {"role": "assistant", "content": "<extra_0>".join(response) + "<extra_0>"},
         ]

@@ -55,3 +55,29 @@ def test_longer_than_512_is_skipped_not_cut(encoders, write_jsonl, tmp_path):
     rows = [{"prompt": "short", "completion": "fine"}, {"prompt": "q", "completion": "word " * 600}]
     _, out = score_rows(write_jsonl(rows), encoders["deberta-v2"], tmp_path / "o", 5000)
     assert [r["status"] for r in out] == ["ok", "too_long"] and "512" in out[1]["status_detail"]
+
+
+def test_empty_answer_is_the_cards_single_text(encoders, write_jsonl, tmp_path):
+    """The card's tokenizer(q, "") has no second text: [CLS] q [SEP], not [CLS] q [SEP] [SEP];
+    batched beside non-empty answers, each row is still the card's own call."""
+    model_dir = encoders["deberta-v2"]
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    answers = ["", "two", "", "it is two"]
+    _, out = score_rows(write_jsonl([{"prompt": "what is two", "completions": answers}]), model_dir, tmp_path / "o", 5000)
+    assert [r["status"] for r in out] == ["ok"] * 4
+    for row, answer in zip(out, answers):
+        assert abs(row["score"] - pair_reference(model, tokenizer, "what is two", answer)) < TOL
+
+
+def test_system_prompt_is_refused_not_dropped(encoders, write_jsonl, tmp_path):
+    from typer.testing import CliRunner
+
+    from rmscore.cli import app
+
+    path = write_jsonl([{"prompt": "q", "completion": "a"}])
+    result = CliRunner().invoke(app, ["score", str(path), "-m", str(encoders["bert"]), "-o", str(tmp_path / "o"),
+                                      "--system-prompt", "Be terse."])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "deberta-pair takes no system prompt" in result.output and "drop --system-prompt" in result.output
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").rglob("*.parquet"))

@@ -66,6 +66,38 @@ def test_completion_already_marked_is_the_cards_assistant_turn(model_dir, refere
     assert_close(out[0]["step_scores"], reference("q", ["a b", "c\n\nd"]))
 
 
+def test_crlf_blank_lines_split_as_blank_lines(model_dir, reference, tmp_path):
+    rows = [{"prompt": "q", "completion": text} for text in ("A = 1\r\n\r\nB = 2", "A = 1\r\rB = 2\r\n \r\n")]
+    out = score_cli(write_rows(tmp_path / "in.jsonl", rows), model_dir, tmp_path / "out")
+    for row in out:
+        assert_close(row["step_scores"], reference("q", ["A = 1", "B = 2"]))
+
+
+def test_marked_completion_that_does_not_fit_is_flagged(model_dir, tmp_path):
+    """The card's assistant turn ends every step with <extra_0>: text after the last one, or an
+    empty step between two, would be scored wrong; the row says so."""
+    rows = [{"prompt": "q", "completion": "a b<extra_0>and a tail"}, {"prompt": "q", "completion": "a<extra_0> <extra_0>"}]
+    out = score_cli(write_rows(tmp_path / "in.jsonl", rows), model_dir, tmp_path / "out")
+    assert [r["status"] for r in out] == ["invalid_row", "invalid_row"]
+    assert "after the last one" in out[0]["status_detail"] and "step 2 of 2" in out[1]["status_detail"]
+
+
+def test_system_turn_from_data_or_option_is_the_same_turn_and_one_question_only(model_dir, reference, tmp_path):
+    """The card's system turn is a default: a system turn in the data and --system-prompt replace
+    it alike. A conversation of several user turns is no single question: flagged."""
+    steps = ["2 + 2 = 4", "The answer is 4"]
+    rows = [{"prompt": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "2 + 2?"}],
+             "steps": steps},
+            {"prompt": [{"role": "user", "content": "1 + 1?"}, {"role": "assistant", "content": "2"},
+                        {"role": "user", "content": "2 + 2?"}], "steps": steps}]
+    out = score_cli(write_rows(tmp_path / "in.jsonl", rows), model_dir, tmp_path / "out")
+    assert_close(out[0]["step_scores"], reference("2 + 2?", steps, system="Be terse."))
+    assert out[1]["status"] == "invalid_row" and "one user question" in out[1]["status_detail"]
+    option = score_cli(write_rows(tmp_path / "o.jsonl", [{"prompt": "2 + 2?", "steps": steps}]), model_dir,
+                       tmp_path / "o", "--system-prompt", "Be terse.")
+    assert option[0]["step_scores"] == out[0]["step_scores"]
+
+
 def test_step_markers_in_user_text_are_removed(model_dir, reference, tmp_path):
     rows = [{"prompt": "add <extra_0>2 and 2", "steps": ["2 + 2<extra_0>", "= 4"]}]
     out = score_cli(write_rows(tmp_path / "in.jsonl", rows), model_dir, tmp_path / "out")

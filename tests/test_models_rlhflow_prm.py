@@ -4,6 +4,9 @@ per step (re-scoring the growing conversation and reading logits[:, -3])."""
 import random
 
 import pytest
+from typer.testing import CliRunner
+
+from rmscore.cli import app
 
 from rmscore.models.rlhflow_prm import RlhflowPrmModel
 from prm_cards import rlhflow_reference, rlhflow_split
@@ -55,3 +58,22 @@ def test_completion_split_as_the_evaluation_script(model_dir, reference, tmp_pat
     assert len(steps) == 3
     assert_close(out[0]["step_scores"], reference("What is 3 + 4?", steps))
     assert abs(out[0]["score"] - sum(out[0]["step_scores"]) / 3) < 1e-12
+
+
+def test_crlf_blank_lines_split_as_blank_lines(model_dir, reference, tmp_path):
+    rows = [{"prompt": "q", "completion": "A = 1\r\n\r\nB = 2"}]
+    out = score_cli(write_rows(tmp_path / "in.jsonl", rows), model_dir, tmp_path / "out", "--model-type", "rlhflow-prm")
+    assert_close(out[0]["step_scores"], reference("q", ["A = 1", "B = 2"]))
+
+
+def test_no_system_turn_from_data_or_option(model_dir, tmp_path):
+    """The reference's conversation has no system turn: one in the data is flagged, and
+    --system-prompt, which would add one to every row, stops the run."""
+    rows = [{"prompt": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "q"}], "steps": ["a"]}]
+    path = write_rows(tmp_path / "in.jsonl", rows)
+    out = score_cli(path, model_dir, tmp_path / "out", "--model-type", "rlhflow-prm")
+    assert out[0]["status"] == "invalid_row" and "no system turn" in out[0]["status_detail"]
+    result = CliRunner().invoke(app, ["score", str(path), "-m", str(model_dir), "-o", str(tmp_path / "o"),
+                                      "--model-type", "rlhflow-prm", "--system-prompt", "Be terse."])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "rlhflow-prm takes no system prompt" in result.output and "drop --system-prompt" in result.output

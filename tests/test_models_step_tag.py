@@ -59,13 +59,45 @@ def test_tagged_completion_is_scored_as_the_card_scores_it(model_dir, reference,
         assert len(row["step_scores"]) == given["completion"].count("ки")
 
 
-def test_tagged_completion_in_any_layout_is_used_as_it_stands(model_dir, reference, tmp_path):
-    """Tags not followed by newlines, text after the last tag: exactly the card's reading of it."""
-    given = "Step 1: add ки Step 2: 12 + 7 = 19 ки\n\nso the answer is 19 ки and a tail"
-    out = score_cli(write_rows(tmp_path / "in.jsonl", [{"prompt": "q", "completion": given}]), model_dir,
-                    tmp_path / "out", "--model-type", "step-tag")
-    assert out[0]["status"] == "ok" and len(out[0]["step_scores"]) == 3
-    assert_close(out[0]["step_scores"], reference("q", given))
+def test_tags_that_do_not_fit_the_cards_format_are_flagged(model_dir, tmp_path):
+    """The card's format: one step per line, each ending with " ки". Text after the last tag, a
+    line without one, or a tag inside a line would be scored wrong or not at all: the row says so."""
+    given = ["Step 1: add ки Step 2: 12 + 7 = 19 ки\n\nso the answer is 19 ки and a tail",  # tail after the tag
+             "Step 1: 12 + 7 = 19 ки\nStep 2: so the answer is 19",  # the last line never scored
+             "Step 1: add ки Step 2: 12 + 7 = 19 ки"]  # two steps on one line
+    rows = [{"prompt": "q", "completion": text} for text in given]
+    out = score_cli(write_rows(tmp_path / "in.jsonl", rows), model_dir, tmp_path / "out", "--model-type", "step-tag")
+    assert [r["status"] for r in out] == ["invalid_row"] * 3 and out[0]["score"] is None
+    assert "not line 3" in out[0]["status_detail"] and "not line 2" in out[1]["status_detail"]
+    assert "line 1 holds the step tag" in out[2]["status_detail"]
+
+
+@pytest.fixture(scope="module")
+def word_tag_dir(tmp_path_factory):
+    return save_step_tag(tmp_path_factory.mktemp("prm") / "word-tag", tag_in_words=False)
+
+
+def test_russian_text_holding_the_tags_letters_is_not_tagged(model_dir, word_tag_dir, tmp_path):
+    """ "русский" holds the letters of "ки": still one step per line, scored as the card scores
+    those lines tagged, the text unchanged. With a tokenizer that reads the tag inside the word (as
+    the card's code then would), the row is flagged, never read mid-word."""
+    question = "Сколько будет 2 + 2? Ответь по-русски."
+    lines = ["Это русский текст: 2 + 2 = 4", "значит ответ 4", "Ответ: 4"]
+    rows = [{"prompt": question, "completion": "\n".join(lines)}]
+    path = write_rows(tmp_path / "in.jsonl", rows)
+    out = score_cli(path, word_tag_dir, tmp_path / "out", "--model-type", "step-tag")
+    assert out[0]["status"] == "ok", out[0]["status_detail"]
+    assert_close(out[0]["step_scores"], step_tag_reference(word_tag_dir)(question, card_output(lines)))
+    flagged = score_cli(path, model_dir, tmp_path / "flagged", "--model-type", "step-tag")
+    assert flagged[0]["status"] == "step_mismatch" and "for 3 steps" in flagged[0]["status_detail"]
+
+
+def test_blank_lines_and_crlf_make_no_steps(model_dir, reference, tmp_path):
+    rows = [{"prompt": "q", "completion": text} for text in ("A = 1\n  \nB = 2", "A = 1\r\n\r\nB = 2", "A = 1\rB = 2\n")]
+    out = score_cli(write_rows(tmp_path / "in.jsonl", rows), model_dir, tmp_path / "out", "--model-type", "step-tag")
+    want = reference("q", card_output(["A = 1", "B = 2"]))
+    for row in out:
+        assert_close(row["step_scores"], want)
 
 
 def test_tags_in_user_text_are_removed_so_counts_match(model_dir, reference, tmp_path):

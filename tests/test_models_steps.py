@@ -10,12 +10,36 @@ from typer.testing import CliRunner
 from rmscore.cli import app
 from rmscore.io.output import read_metadata
 from rmscore.models.steps import aggregates, split_steps
-from tiny_prm import save_qwen_prm, save_step_tag, score_cli, step_rows, write_rows
+from prm_cards import qwen_prm_reference
+from tiny_prm import (
+    save_qwen_prm, save_rlhflow, save_skywork_prm, save_step_tag, score_cli, step_rows, write_rows,
+)
+
+TOL = 1e-5
+# What each card's reference takes as the prompt: one question, and a system turn only in Qwen's.
+CARD_TAKES_SYSTEM = {"qwen-prm": True, "step-tag": False, "skywork-prm": False, "rlhflow-prm": False}
 
 
 @pytest.fixture(scope="module")
 def prm(tmp_path_factory):
     return save_qwen_prm(tmp_path_factory.mktemp("prm") / "qwen-prm")
+
+
+@pytest.fixture(scope="module")
+def reference(prm):
+    return qwen_prm_reference(prm)
+
+
+@pytest.fixture(scope="module")
+def families(prm, tmp_path_factory):
+    root = tmp_path_factory.mktemp("families")
+    saves = {"step-tag": save_step_tag, "skywork-prm": save_skywork_prm, "rlhflow-prm": save_rlhflow}
+    return {"qwen-prm": prm, **{name: save(root / name) for name, save in saves.items()}}
+
+
+def assert_close(got, want):
+    assert len(got) == len(want), (got, want)
+    assert max(abs(a - b) for a, b in zip(got, want)) < TOL, (got, want)
 
 
 def invoke(*args):
@@ -32,7 +56,9 @@ def one_line_error(result, *needles):
 def test_split_rule():
     assert split_steps("a\n\nb \n\n\n\n c\n\n", "\n\n") == ["a", "b", "c"]
     assert split_steps("one line", "\n") == ["one line"]
-    assert split_steps("x\n\n \n\ny", "\n\n") == ["x", "", "y"]  # the reference keeps a blank step
+    assert split_steps("x\n\n \n\ny", "\n\n") == ["x", "y"]  # a whitespace-only piece is no step
+    assert split_steps("A = 1\r\n\r\nB = 2\rC", "\n\n") == ["A = 1", "B = 2\nC"]  # CRLF and CR are newlines
+    assert split_steps("A = 1\n  \nB = 2", "\n") == ["A = 1", "B = 2"]
 
 
 def test_aggregates_by_hand():
@@ -75,11 +101,51 @@ def test_steps_only_rows_keep_their_text_in_the_output(prm, tmp_path):
     assert out[1]["status"] == "invalid_row" and "steps is null" in out[1]["status_detail"]
 
 
-def test_one_question_families_flag_multi_turn_prompts(tmp_path):
-    model = save_step_tag(tmp_path / "step-tag")
-    rows = [{"prompt": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "q"}], "completion": "a"}]
-    out = score_cli(write_rows(tmp_path / "in.jsonl", rows), model, tmp_path / "out", "--model-type", "step-tag")
-    assert out[0]["status"] == "invalid_row" and "one user question" in out[0]["status_detail"]
+@pytest.mark.parametrize("family", list(CARD_TAKES_SYSTEM))
+def test_one_prompt_rule_for_every_family(families, family, tmp_path):
+    """Every PRM card scores one user question. A system turn only where the card has one, and
+    the same whether it comes from the data or from --system-prompt."""
+    user, system = {"role": "user", "content": "2 + 2?"}, {"role": "system", "content": "Be terse."}
+    rows = [{"prompt": [system, user], "steps": ["2 + 2 = 4", "4"]},
+            {"prompt": [user, {"role": "assistant", "content": "4"}, user], "steps": ["4"]},
+            {"prompt": [{"role": "assistant", "content": "Hi"}, user], "steps": ["4"]}]
+    model, kind = families[family], ("--model-type", family)
+    out = score_cli(write_rows(tmp_path / "in.jsonl", rows), model, tmp_path / "out", *kind)
+    takes_system = CARD_TAKES_SYSTEM[family]
+    assert [r["status"] for r in out] == ["ok" if takes_system else "invalid_row", "invalid_row", "invalid_row"]
+    assert all(family in r["status_detail"] and "one user question" in r["status_detail"] for r in out[1:])
+    plain = write_rows(tmp_path / "plain.jsonl", [{"prompt": "2 + 2?", "steps": ["2 + 2 = 4", "4"]}])
+    if takes_system:
+        option = score_cli(plain, model, tmp_path / "option", *kind, "--system-prompt", "Be terse.")
+        assert_close(option[0]["step_scores"], out[0]["step_scores"])
+    else:
+        one_line_error(invoke("score", plain, "-m", model, "-o", tmp_path / "o", *kind, "--system-prompt", "Be terse."),
+                       f"{family} takes no system prompt", "drop --system-prompt")
+
+
+def test_steps_beside_completions_are_one_list_per_completion(prm, reference, tmp_path):
+    """A flat list beside completions would give every completion the same steps: refused per row,
+    with what to do. Nested, each completion is scored on its own steps (null: split its text)."""
+    rows = [{"prompt": "q", "completions": ["a\n\nb", "c"], "steps": ["s1", "s2", "s3"]},
+            {"prompt": "q", "completions": ["a\n\nb", "c", "d\n\ne"], "steps": [["s1", "s2"], ["t1"], None]},
+            {"prompt": "q", "completions": ["a", "c"], "steps": [["s1"]]},
+            {"prompt": "q", "completions": ["a"], "steps": [["s1", 2]]}]
+    out = score_cli(write_rows(tmp_path / "in.jsonl", rows), prm, tmp_path / "out")
+    flat, nested, short, mixed = out[:2], out[2:5], out[5:7], out[7]
+    assert [r["status"] for r in flat + short + [mixed]] == ["invalid_row"] * 5
+    assert "one list of steps per completion" in flat[0]["status_detail"]
+    assert "every completion the same steps" in flat[1]["status_detail"] and "--steps-col ''" in flat[1]["status_detail"]
+    assert "has 1 list of steps for 2 completions" in short[0]["status_detail"]
+    assert "'steps[0]' must be a list of strings, got a list of int and str" in mixed["status_detail"]
+    for row, steps in zip(nested, (["s1", "s2"], ["t1"], ["d", "e"])):
+        assert row["status"] == "ok"
+        assert_close(row["step_scores"], reference("q", steps))
+
+
+def test_an_empty_step_given_is_flagged_not_scored(prm, tmp_path):
+    rows = [{"prompt": "q", "steps": ["a", " \n", "b"]}]
+    out = score_cli(write_rows(tmp_path / "in.jsonl", rows), prm, tmp_path / "out")
+    assert out[0]["status"] == "invalid_row" and "step 2 of 3 in the steps list is empty" in out[0]["status_detail"]
 
 
 def test_outcome_model_given_steps_stops_and_says_what_to_pass(tiny_models, tmp_path):
@@ -113,8 +179,17 @@ def test_bad_step_options_are_one_line_errors(prm, tmp_path):
     one_line_error(invoke("score", path, "-m", prm, "-o", tmp_path / "o", "--bos", "double"), "--bos")
 
 
-def test_models_lists_the_process_reward_models():
+def test_models_lists_the_process_reward_models_and_their_prompt_rule():
     result = invoke("models")
     assert result.exit_code == 0
-    for name in ("step-tag", "qwen-prm", "skywork-prm", "rlhflow-prm"):
-        assert f"{name}\n" in result.output
+    blocks, name = {}, None
+    for line in result.output.splitlines():
+        if line and not line.startswith(" "):
+            name, blocks[line] = line, ""
+        elif name:
+            blocks[name] += line + "\n"
+    for family, takes_system in CARD_TAKES_SYSTEM.items():
+        rule = "after an optional system turn (from the data or --system-prompt" if takes_system else "no system turn"
+        assert f"prompt:  one user question, {rule}" in blocks[family], blocks[family]
+    assert "prompt:  any: the question is the last user turn" in blocks["deberta-pair"]
+    assert "--step-separator changes the cut, never the newline read" in blocks["skywork-prm"]

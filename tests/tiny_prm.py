@@ -43,11 +43,16 @@ def _set_architecture(directory: Path, **fields) -> None:
     path.write_text(json.dumps(config, indent=2))
 
 
-def save_step_tag(directory: Path) -> Path:
-    """Math-Shepherd: a Mistral causal LM; its tokenizer adds BOS and has no pad token."""
+def save_step_tag(directory: Path, tag_in_words: bool = True) -> Path:
+    """Math-Shepherd: a Mistral causal LM; its tokenizer adds BOS and has no pad token.
+    tag_in_words=False: the tag token is found only as a word of its own, so a Russian word
+    holding the letters "ки" ("русский") tokenizes without it."""
+    from tokenizers import AddedToken
     from transformers import MistralConfig, MistralForCausalLM
 
-    tok = build_tokenizer("llama3", extra_tokens=STEP_TAG_TOKENS)
+    tag, minus = STEP_TAG_TOKENS
+    tokens = STEP_TAG_TOKENS if tag_in_words else (AddedToken(tag, single_word=True), minus)
+    tok = build_tokenizer("llama3", extra_tokens=tokens)
     torch.manual_seed(0)
     model = MistralForCausalLM(MistralConfig(**COMMON, vocab_size=len(tok), sliding_window=None)).eval()
     _spread(model.lm_head, 1)

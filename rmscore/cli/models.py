@@ -15,6 +15,8 @@ def models():
     for name in ADAPTERS:
         adapter = get_adapter(name)
         typer.echo(f"{name}\n  {adapter.summary}\n  reads:   {adapter.reads}\n  outputs: {adapter.outputs}")
+        if adapter.prompts:
+            typer.echo(f"  prompt:  {adapter.prompts}")
         if adapter.examples:
             typer.echo(f"  e.g.     {adapter.examples}")
     echo("\n--model-type auto (the default) picks the family from the checkpoint's config.json.")

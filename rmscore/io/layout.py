@@ -7,6 +7,8 @@ Shapes, detected from the column names (each name overridable):
   [prompt +] chosen + rejected   both sides scored (side = chosen / rejected)
   prompt + steps            process reward models: a list of step strings, no completion column
                             (the output's `completion` is the steps joined by blank lines)
+A steps column beside a completion is that completion's steps (a list of strings); beside
+completions, it must hold one such list per completion (a flat list would give all the same steps).
 A malformed row never raises: it becomes a Sample with `error` set, which is written and counted.
 """
 
@@ -114,11 +116,11 @@ def _expand(index: int, data: dict, layout: Layout) -> list[Sample]:
             completions = [raw]
         sides = [None] * len(completions)
     prompt_id = str(data[layout.id]) if layout.id and data.get(layout.id) is not None else prompt_hash(prompt)
-    samples = []
+    samples, per_completion = [], len(completions) if layout.kind == "completions" else None
     for position, (raw_completion, side) in enumerate(zip(completions, sides)):
         sample = Sample(index, position, prompt_id, prompt, is_text, None, side, None, extra)
         try:
-            sample.steps = _steps(steps, position, layout.kind)
+            sample.steps = _steps(steps, layout.steps, position, per_completion)
             sample.completion = _steps_text(sample.steps) if layout.kind == "steps" else _completion(raw_completion)
         except _RowProblem as problem:
             sample.error = str(problem)
@@ -177,14 +179,35 @@ def _completion(value) -> str:
     raise _RowProblem(f"completion is {_kind(value)}, expected text or an assistant message")
 
 
-def _steps(steps, position: int, kind: str) -> list[str] | None:
+def _steps(steps, column: str, position: int, completions: int | None) -> list[str] | None:
+    """The steps of one completion; `completions` is the row's count when it has a list of them."""
     if steps is None:
         return None
-    if kind == "completions" and isinstance(steps, list) and steps and isinstance(steps[0], list):
-        steps = steps[position] if position < len(steps) else None
+    if completions is not None:
+        if not isinstance(steps, list) or not all(s is None or isinstance(s, list) for s in steps):
+            raise _RowProblem(f"{column!r} beside completions must be one list of steps per completion, got "
+                              f"{_described(steps)}: a flat list would give every completion the same "
+                              "steps; nest it, or pass --steps-col '' to split each completion")
+        if len(steps) != completions:
+            raise _RowProblem(f"{column!r} has {_count(len(steps), 'list')} of steps for "
+                              f"{_count(completions, 'completion')}: give one per completion (null: split that one)")
+        steps, column = steps[position], f"{column}[{position}]"
+        if steps is None:
+            return None
     if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
-        raise _RowProblem("steps must be a list of strings")
+        raise _RowProblem(f"{column!r} must be a list of strings, got {_described(steps)}")
     return list(steps)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _described(value) -> str:
+    if isinstance(value, list):
+        kinds = sorted({_kind(v) for v in value})
+        return f"a list of {' and '.join(kinds)}" if kinds else "an empty list"
+    return _kind(value)
 
 
 def _steps_text(steps: list[str] | None) -> str:

@@ -26,6 +26,7 @@ class RewardModel:
     reads: ClassVar[str]  # which positions the head reads
     outputs: ClassVar[str]  # which output columns it adds
     examples: ClassVar[str] = ""
+    prompts: ClassVar[str] = ""  # which prompt shapes the family's reference takes, for `rmscore models`
     # Causal decoders never look right, so right padding needs no attention mask and packing is
     # exact. Encoders (DeBERTa) attend both ways: they need a mask and cannot be packed.
     is_causal: ClassVar[bool] = True

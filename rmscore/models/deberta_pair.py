@@ -7,8 +7,9 @@ classifier to it, so padding never reaches the head; the shared forward gives en
 attention mask built from true lengths.
 
 The question is the last user turn of the prompt: these models were trained on single
-(question, answer) pairs, and the answer responds to that turn. Earlier turns and system
-prompts are not seen by the model (the output metadata says so).
+(question, answer) pairs, and the answer responds to that turn. Earlier turns and system turns
+of the data are not seen by the model (the output metadata says so); --system-prompt, which
+could only be dropped, is refused.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from rmscore.errors import ModelError, RowError
+from rmscore.errors import ConfigError, ModelError, RowError
 from rmscore.models import loading
 from rmscore.models.base import RewardModel
 from rmscore.records import Encoded, Sample
@@ -34,6 +35,7 @@ class DebertaPair(RewardModel):
     reads = "[CLS] (position 0) of [CLS] question [SEP] answer [SEP]; question = the last user turn"
     outputs = "score (raw logit); scores (vector) when num_labels > 1"
     examples = "OpenAssistant/reward-model-deberta-v3-large-v2"
+    prompts = "any: the question is the last user turn; earlier and system turns are not seen (no --system-prompt)"
     is_causal = False
     backbone_kwargs = {}
 
@@ -46,6 +48,9 @@ class DebertaPair(RewardModel):
     def load(cls, cfg, hf_config):
         from transformers import AutoModelForSequenceClassification
 
+        if cfg.system_prompt is not None:
+            raise ConfigError("deberta-pair takes no system prompt: the card's input is (question, answer) text",
+                              "drop --system-prompt")
         if hf_config.get("model_type") not in ENCODERS:
             raise ModelError(f"{cfg.path} is a {hf_config.get('model_type')!r} model; deberta-pair knows "
                              f"{', '.join(ENCODERS)}", "see `rmscore models`")
@@ -67,8 +72,10 @@ class DebertaPair(RewardModel):
     def encode(self, samples: list[Sample]) -> list[Encoded | RowError]:
         if not samples:
             return []
-        questions = [_question(s.prompt) for s in samples]
-        enc = self.tokenizer(questions, [s.completion for s in samples])
+        # As the card's tokenizer(q, a): an empty answer is no second text, so tokenizer(q, "") is
+        # [CLS] q [SEP]; a batched (q, "") pair would add a second [SEP].
+        inputs = [(_question(s.prompt), s.completion) if s.completion else _question(s.prompt) for s in samples]
+        enc = self.tokenizer(inputs)
         types = enc.get("token_type_ids") or [None] * len(samples)
         return [Encoded(ids, [0], token_type_ids=t) for ids, t in zip(enc["input_ids"], types)]
 

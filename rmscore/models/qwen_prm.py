@@ -8,6 +8,9 @@ user = query, assistant = "<extra_0>".join(steps) + "<extra_0>", rendered with t
 then encoded (Qwen adds no BOS); softmax over the two classes at each <extra_0> -> [:, 1].
 The card's make_step_rewards drops probabilities equal to 0 (`sample[sample != 0]`), which
 misaligns steps if one underflows; we gather by position instead.
+A completion is already tagged when it holds <extra_0>: by the card's format, each step then ends
+with the tag, so it must end with one (text after the last tag would go unscored: flagged).
+The card's system turn is a default: a system turn from the data or --system-prompt replaces it.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import torch
 from torch import nn
 from transformers import Qwen2Config, Qwen2Model, Qwen2PreTrainedModel
 
-from rmscore.errors import ModelError
+from rmscore import records
+from rmscore.errors import ModelError, RowError
 from rmscore.models import chat, loading
 from rmscore.models.native import from_checkpoint
 from rmscore.models.steps import ProcessRewardModel, tag_positions
@@ -41,11 +45,12 @@ class QwenPrmModel(ProcessRewardModel):
     name = "qwen-prm"
     summary = "Qwen2.5-Math-PRM: Qwen2 + two-class MLP head, native (no remote code)"
     reads = ("every <extra_0> after a step in the ChatML conversation (system, question, steps); steps: the "
-             "steps column, else split on blank lines")
+             "steps column; a completion holding <extra_0> (it must end with one); else split on blank lines")
     outputs = "step_scores = softmax(head) -> positive class; score_min/prod/mean/last"
     examples = "Qwen/Qwen2.5-Math-PRM-7B, Qwen/Qwen2.5-Math-PRM-72B"
     separator = "\n\n"  # the card's recommendation for Qwen2.5-Math-Instruct responses
     tag = "<extra_0>"
+    system_turn = True  # the card's input has one
 
     @classmethod
     def matches(cls, hf_config: dict) -> bool:
@@ -66,10 +71,20 @@ class QwenPrmModel(ProcessRewardModel):
         self.score_head = network.score.float()  # tiny: fp32 keeps bf16 rounding out of the head
         return self
 
+    def tagged_steps(self, text: str) -> list[str] | None:
+        if self.tag not in text:
+            return None
+        *steps, tail = text.split(self.tag)
+        if tail.strip():
+            raise RowError(records.INVALID_ROW, f"the completion holds {self.tag} but does not end with it: the text "
+                           f"after the last one would not be scored; end every step with {self.tag}, as the card does")
+        return [step.strip() for step in steps]
+
     def prepare(self, sample: Sample, steps: list[str]) -> list[dict]:
-        prompt = [{"role": m["role"], "content": self.untag(m["content"])} for m in sample.prompt]
-        answer = self.completion_as_given(sample) or self.tag.join(steps) + self.tag
-        return [*chat.with_system(prompt, self.cfg.system_prompt or SYSTEM), {"role": "assistant", "content": answer}]
+        system, query = self.question(sample)
+        return [{"role": "system", "content": self.untag(SYSTEM if system is None else system)},
+                {"role": "user", "content": self.untag(query)},
+                {"role": "assistant", "content": self.tag.join(steps) + self.tag}]
 
     def encode_prepared(self, prepared: list[list[dict]]) -> list[Encoded]:
         texts = chat.render(self.tokenizer, prepared)

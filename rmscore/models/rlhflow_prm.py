@@ -19,7 +19,7 @@ from rmscore import records
 from rmscore.errors import ModelError, RowError
 from rmscore.models import chat, loading
 from rmscore.models.step_tag import label_probability, load_label_head
-from rmscore.models.steps import ProcessRewardModel, question
+from rmscore.models.steps import ProcessRewardModel
 from rmscore.records import Encoded, Sample
 
 # Stands in for each assistant "+" while rendering, so its place in the text is known exactly;
@@ -49,10 +49,10 @@ class RlhflowPrmModel(ProcessRewardModel):
         return self
 
     def prepare(self, sample: Sample, steps: list[str]) -> list[dict]:
-        text = question(sample)
+        _, text = self.question(sample)
         if MARK in text or any(MARK in s for s in steps):
             raise RowError(records.INVALID_ROW, "the text contains U+E000, which rmscore uses as a marker")
-        turns = chat.with_system([], self.cfg.system_prompt)
+        turns = []  # the reference's conversation has no system turn (the template adds its date header)
         for k, step in enumerate(steps):
             turns += [{"role": "user", "content": f"{text} {step}" if k == 0 else step},
                       {"role": "assistant", "content": MARK}]

@@ -6,8 +6,11 @@ reference (SkyworkAI/skywork-o1-prm-inference) wraps the LM in a trl-style PRM_M
 same names (model.*, v_head.summary.*) and skips the unused lm_head. Input, as prepare_input():
 encode(bos_token + problem + "\\n"), then for each piece of response.split("\\n"): encode(piece)
 (nothing for an empty piece) + the newline id, flagged; value = sigmoid(v_head) at the flags.
-So every line is a step, blank lines included, exactly as the reference scores them.
-Given a `steps` column, each step is one piece (a step spanning lines is read at its end).
+The input keeps every piece exactly as the reference builds it (line endings normalised), but a
+piece that is only whitespace (a blank line) is no step: its newline is in the input, not read.
+--step-separator only changes how text is cut into pieces; the token read after each piece is
+always the newline the model was trained on (`read_token`). Given a `steps` column, each step is
+one piece (a step spanning lines is read at its end).
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import torch
 from torch import nn
 from transformers import Qwen2Config, Qwen2Model, Qwen2PreTrainedModel
 
-from rmscore.errors import ModelError
+from rmscore import records
+from rmscore.errors import ModelError, RowError
 from rmscore.models.native import from_checkpoint
-from rmscore.models.steps import ProcessRewardModel, question
+from rmscore.models.steps import ProcessRewardModel, normalize_newlines
 from rmscore.records import Encoded, Sample
 
 ARCHITECTURE = "Qwen2ForPrmModel"
@@ -45,10 +49,12 @@ class SkyworkPrmModel(ProcessRewardModel):
     name = "skywork-prm"
     summary = "Skywork-o1-Open-PRM: Qwen2.5 LM + value head, native (no remote code)"
     reads = ("the newline token appended after each step (bos + problem + newline first); steps: the steps "
-             "column, else every line, blank lines included")
+             "column, else every non-blank line (blank lines stay in the input, unread); --step-separator changes "
+             "the cut, never the newline read")
     outputs = "step_scores = sigmoid(value head); score_min/prod/mean/last"
     examples = "Skywork/Skywork-o1-Open-PRM-Qwen-2.5-1.5B, Skywork/Skywork-o1-Open-PRM-Qwen-2.5-7B"
-    separator = "\n"  # the reference's step_token
+    separator = "\n"  # how the reference cuts a response into pieces (its step_token)
+    read_token = "\n"  # what follows each piece and is read: the model was trained on it, whatever cuts
 
     @classmethod
     def matches(cls, hf_config: dict) -> bool:
@@ -57,26 +63,24 @@ class SkyworkPrmModel(ProcessRewardModel):
     @classmethod
     def load(cls, cfg, hf_config):
         self = cls.start(cfg, hf_config)
-        if cfg.system_prompt is not None:
-            raise ModelError("skywork-prm has no system prompt", "drop --system-prompt")
         if self.tokenizer.bos_token is None:
             raise ModelError(f"the tokenizer of {cfg.path} has no bos_token, which the Skywork PRM input starts with",
                              "use the tokenizer shipped with the checkpoint")
-        self.step_id = self.tokenizer.encode(self.step_token, add_special_tokens=False)[-1]  # 198 for "\n"
+        self.step_id = self.tokenizer.encode(self.read_token, add_special_tokens=False)[-1]  # 198 for "\n"
         network, self.device = from_checkpoint(SkyworkPrmNetwork, cfg, None, self.device, allow_unexpected=True)
         self.backbone = network.model
         self.v_head = network.v_head.summary.float()
         return self
 
-    @property
-    def step_token(self) -> str:
-        return self.cfg.step_separator or self.separator
-
     def split(self, text: str) -> list[str]:
-        return text.split(self.step_token)  # the reference keeps empty pieces: each is a step
+        """The reference's pieces, unstripped, blank ones included: they stay in the input unread."""
+        pieces = text.split(normalize_newlines(self.cfg.step_separator or self.separator))
+        if not any(piece.strip() for piece in pieces):
+            raise RowError(records.INVALID_ROW, "no steps to score: the completion has only separators")
+        return pieces
 
     def prepare(self, sample: Sample, steps: list[str]) -> tuple[str, list[str]]:
-        return self.tokenizer.bos_token + question(sample) + "\n", steps
+        return self.tokenizer.bos_token + self.question(sample)[1] + "\n", steps
 
     def encode_prepared(self, prepared: list[tuple[str, list[str]]]) -> list[Encoded]:
         texts = [t for prompt, pieces in prepared for t in (prompt, *[p for p in pieces if p])]
@@ -86,8 +90,9 @@ class SkyworkPrmModel(ProcessRewardModel):
             ids, positions = list(next(tokens)), []
             for piece in pieces:
                 ids += (next(tokens) if piece else []) + [self.step_id]
-                positions.append(len(ids) - 1)
-            out.append(Encoded(ids, positions, expected_positions=len(pieces)))
+                if piece.strip():
+                    positions.append(len(ids) - 1)
+            out.append(Encoded(ids, positions, expected_positions=sum(1 for p in pieces if p.strip())))
         return out
 
     def step_scores(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -95,4 +100,4 @@ class SkyworkPrmModel(ProcessRewardModel):
         return values.squeeze(-1).sigmoid()  # (N,)
 
     def metadata(self) -> dict:
-        return {**super().metadata(), "step_token_id": self.step_id}
+        return {**super().metadata(), "read_token": self.read_token, "step_token_id": self.step_id}

@@ -5,9 +5,12 @@ card: the input is f"{question} {output}", where every step ends with " ки" an
 by "\\n"; tokenizer.encode adds BOS; every position holding the tag id is read and
 P(good) = softmax over the [good, bad] token logits -> [0]. Tag and label tokens are data
 (--step-tokens "ки + -"), and their ids are derived from the tokenizer as the card does.
-A completion that already carries the tags is the card's own input and is scored as it stands,
-one step per tag; otherwise it is split one step per line. Tags inside the question or the given
-steps are removed first (the card's advice), so the tags in the input are exactly one per step.
+The tag is a word: "ки" inside "русский" is no tag. A completion is already tagged, by the card's
+rule, when the tag ends every (non-blank) line: each line is then one step. One with the tag
+ending some lines but not others, or inside a tagged line, does not fit the card's format and
+is flagged (invalid_row); one with no line ending in the tag is split one step per line. Tags
+inside the question or the given steps are removed first (the card's advice), so the tags in the
+input are exactly one per step. Steps are always rendered in the card's format.
 
 Only the two label rows of the LM head are kept (fp32, applied to the gathered hidden states):
 the (tokens x vocabulary) logits are never computed.
@@ -18,9 +21,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rmscore.errors import ModelError
+from rmscore import records
+from rmscore.errors import ModelError, RowError
 from rmscore.models import loading
-from rmscore.models.steps import ProcessRewardModel, question, tag_positions
+from rmscore.models.steps import ProcessRewardModel, tag_positions
 from rmscore.records import Encoded, Sample
 
 
@@ -53,18 +57,17 @@ class StepTagModel(ProcessRewardModel):
     name = "step-tag"
     summary = "causal LMs that predict a good/bad token at a tag after each step (Math-Shepherd)"
     reads = ("every step tag in f'{question} {step 1} ки\\n{step 2} ки...' (BOS, no chat template); steps: "
-             "the steps column, else one per line")
+             "the steps column; a completion whose every line ends with ' ки' (one step per line); else one per line")
     outputs = "step_scores = softmax over the [good, bad] token logits -> P(good); score_min/prod/mean/last"
     examples = "peiyi9979/math-shepherd-mistral-7b-prm (--step-tokens 'ки + -' is the default)"
     separator = "\n"  # the card's solutions have one step per line
     tag, good, bad = "ки", "+", "-"
+    tag_is_word = True  # the card writes " ки"; Russian words may hold the letters "ки"
     takes_step_tokens = True
 
     @classmethod
     def load(cls, cfg, hf_config):
         self = cls.start(cfg, hf_config)
-        if cfg.system_prompt is not None:
-            raise ModelError("step-tag models have no system prompt", "drop --system-prompt")
         if cfg.step_tokens:
             self.tag, self.good, self.bad = cfg.step_tokens.split()
         tok = self.tokenizer
@@ -77,9 +80,29 @@ class StepTagModel(ProcessRewardModel):
         self.label_head = load_label_head(self, cfg, labels)
         return self
 
+    def tagged_steps(self, text: str) -> list[str] | None:
+        """By the card's format: tagged when the tag ends a line; then it must end every line
+        that is not blank, each line is one step, and no tag stands inside a line."""
+        lines = {k + 1: line.rstrip() for k, line in enumerate(text.split("\n")) if line.strip()}
+        pattern = self.tag_pattern()
+        ends = {k: pattern.search(line, len(line) - len(self.tag)) is not None for k, line in lines.items()}
+        if not any(ends.values()):
+            return None
+        untagged = [str(k) for k, end in ends.items() if not end]
+        if untagged:
+            raise RowError(records.INVALID_ROW, f"the step tag {self.tag!r} ends some lines but not line "
+                           f"{', '.join(untagged)}: the card's format is one step per line, each ending with "
+                           f"' {self.tag}'; tag every line, or give the steps in a steps column")
+        steps = {k: line[:-len(self.tag)].strip() for k, line in lines.items()}
+        inside = [str(k) for k, step in steps.items() if pattern.search(step)]
+        if inside:
+            raise RowError(records.INVALID_ROW, f"line {', '.join(inside)} holds the step tag {self.tag!r} before its "
+                           "end: the card's tags end lines, one step per line")
+        return list(steps.values())
+
     def prepare(self, sample: Sample, steps: list[str]) -> tuple[str, int]:
-        output = self.completion_as_given(sample) or "\n".join(f"{step} {self.tag}" for step in steps)
-        return f"{self.untag(question(sample))} {output}", len(steps)
+        output = "\n".join(f"{step} {self.tag}" for step in steps)
+        return f"{self.untag(self.question(sample)[1])} {output}", len(steps)
 
     def encode_prepared(self, prepared: list[tuple[str, int]]) -> list[Encoded]:
         if not prepared:

@@ -1,15 +1,20 @@
 """Process reward models: the steps of a completion in, one score per step out, then aggregates.
 
-Every PRM adapter subclasses ProcessRewardModel. Steps come from the input's `steps` column, or
+Every PRM adapter subclasses ProcessRewardModel. Steps come from the input's `steps` column, from
+a completion already in the family's tagged format (the family's own rule, `tagged_steps`), or
 are split from the completion by the family's rule (`separator`, overridden by --step-separator).
-The adapter renders them the way its reference code does, with one read position per step, so the
-whole completion is scored in one forward pass; its head turns the hidden state at each position
-into a step score. Aggregation lives here, so `score_min` etc. mean the same in every family.
+A step is never empty: split text drops whitespace-only pieces, and an empty step given in a steps
+list or between tags makes the row invalid. The prompt rule is here too, once for every family:
+one user question, after a system turn only where the family's reference takes one.
+The adapter renders the steps the way its reference code does, with one read position per step,
+so the whole completion is scored in one forward pass; its head turns the hidden state at each
+position into a step score. Aggregation lives here, so `score_min` etc. mean the same in every family.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import ClassVar
 
 import pyarrow as pa
@@ -17,17 +22,23 @@ import pyarrow as pa
 from rmscore import records
 from rmscore.config import ModelConfig
 from rmscore.errors import ConfigError, RowError
-from rmscore.models import loading
+from rmscore.models import chat, loading
 from rmscore.models.base import RewardModel
 from rmscore.records import Encoded, Sample
 
 AGGREGATE_FIELDS = ("score_min", "score_prod", "score_mean", "score_last")
 
 
+def normalize_newlines(text: str) -> str:
+    """CRLF and CR line endings as "\n": every family's separator and tags are written with "\n"."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def split_steps(text: str, separator: str) -> list[str]:
-    """RLHFlow's reference rule: the pieces between separators, stripped; a run of separators
-    gives no empty step."""
-    return [piece.strip() for piece in text.split(separator) if piece != ""]
+    """The pieces between separators, stripped, line endings normalised first; a piece that is
+    only whitespace (a run of separators, a blank line) is no step."""
+    pieces = normalize_newlines(text).split(normalize_newlines(separator))
+    return [piece.strip() for piece in pieces if piece.strip()]
 
 
 def aggregates(scores: list[float]) -> dict[str, float]:
@@ -39,13 +50,11 @@ def aggregates(scores: list[float]) -> dict[str, float]:
     }
 
 
-def question(sample: Sample) -> str:
-    """The question of a family whose reference input is one question string."""
-    roles = [m["role"] for m in sample.prompt]
-    if roles != ["user"]:
-        raise RowError(records.INVALID_ROW, f"this process reward model reads one user question; the prompt has "
-                                            f"turns {roles}")
-    return sample.prompt[0]["content"]
+def prompt_rule(system_turn: bool) -> str:
+    """The prompt shapes a family takes, in words (`rmscore models`, row errors)."""
+    if system_turn:
+        return "one user question, after an optional system turn (from the data or --system-prompt, the same turn)"
+    return "one user question, no system turn (none in the data, no --system-prompt)"
 
 
 def tag_positions(ids_list: list[list[int]], step_counts: list[int], tag_id: int) -> list[Encoded]:
@@ -61,7 +70,16 @@ class ProcessRewardModel(RewardModel):
     # A marker the family writes after each step. Removed from the question and given steps first
     # (as the Math-Shepherd card advises), so the markers in the input are one per step.
     tag: ClassVar[str | None] = None
+    tag_is_word: ClassVar[bool] = False  # the tag counts only as a word of its own (not inside one)
     takes_step_tokens: ClassVar[bool] = False  # whether --step-tokens (tag, good, bad) applies
+    # Every PRM reference scores one problem: the prompt is one user question. A family whose
+    # reference has a system turn takes one, from the data or --system-prompt alike; the others
+    # take none, so a system turn is never silently dropped or added.
+    system_turn: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.prompts = prompt_rule(cls.system_turn)
 
     @classmethod
     def start(cls, cfg: ModelConfig, hf_config: dict) -> "ProcessRewardModel":
@@ -71,6 +89,9 @@ class ProcessRewardModel(RewardModel):
         if cfg.step_tokens is not None and not cls.takes_step_tokens:
             raise ConfigError(f"--step-tokens does not apply to {cls.name}", "it sets the tag and label tokens of "
                               "--model-type step-tag")
+        if cfg.system_prompt is not None and not cls.system_turn:
+            raise ConfigError(f"{cls.name} takes no system prompt: its reference input has none",
+                              "drop --system-prompt")
         self = cls.begin(cfg)
         tok = self.tokenizer
         # Causal rows need no mask and never see later pads (rmscore/forward.py): any id will do.
@@ -78,32 +99,60 @@ class ProcessRewardModel(RewardModel):
         self.max_length = loading.model_max_length(hf_config, tok)
         return self
 
-    def split(self, text: str) -> list[str]:
-        if self.tagged(text):
-            return [piece.strip() for piece in text.split(self.tag)[:-1]]  # text after the last tag: no step
-        return split_steps(text, self.cfg.step_separator or self.separator)
-
-    def tagged(self, text: str) -> bool:
-        """A completion already in the family's own format (a tag after each step) is the reference's
-        input as it stands: the tags mark the steps and the text is scored unchanged."""
-        return bool(self.tag) and self.tag in text
-
-    def completion_as_given(self, sample: Sample) -> str | None:
-        return sample.completion if sample.steps is None and self.tagged(sample.completion) else None
+    def question(self, sample: Sample) -> tuple[str | None, str]:
+        """(system turn or None, question) by the rule every family shares; RowError otherwise."""
+        turns = chat.with_system(sample.prompt, self.cfg.system_prompt)
+        roles = [m["role"] for m in turns]
+        if roles == ["user"] or (self.system_turn and roles == ["system", "user"]):
+            return (turns[0]["content"] if len(turns) == 2 else None), turns[-1]["content"]
+        raise RowError(records.INVALID_ROW, f"{self.name} reads {self.prompts}; the prompt has turns {roles}")
 
     def steps_of(self, sample: Sample) -> list[str]:
         if sample.steps is not None:
-            steps = sample.steps
-        elif not sample.completion.strip():
+            return self.checked([self.untag(s) for s in sample.steps], "the steps list")
+        text = normalize_newlines(sample.completion)
+        if not text.strip():
             raise RowError(records.INVALID_ROW, "no steps to score: the completion is empty")
-        else:
-            steps = self.split(sample.completion)
+        tagged = self.tagged_steps(text)
+        if tagged is not None:
+            return self.checked(tagged, "the tagged completion")
+        return self.split(self.untag(text))
+
+    def checked(self, steps: list[str], where: str) -> list[str]:
+        """Steps someone wrote down: an empty one is a mistake to report, not a step to score."""
         if not steps:
-            raise RowError(records.INVALID_ROW, "no steps to score: the steps list is empty")
-        return [self.untag(s).strip() if self.tagged(s) else s for s in steps]
+            raise RowError(records.INVALID_ROW, f"no steps to score: {where} is empty")
+        empty = [str(k + 1) for k, step in enumerate(steps) if not step.strip()]
+        if empty:
+            raise RowError(records.INVALID_ROW, f"step {', '.join(empty)} of {len(steps)} in {where} is empty: "
+                                                "remove it, or it is scored as a step of its own")
+        return steps
+
+    def split(self, text: str) -> list[str]:
+        """The steps of an untagged completion (line endings already normalised)."""
+        steps = split_steps(text, self.cfg.step_separator or self.separator)
+        if not steps:
+            raise RowError(records.INVALID_ROW, "no steps to score: the completion has only separators")
+        return steps
+
+    def tagged_steps(self, text: str) -> list[str] | None:
+        """The steps of a completion already in the family's tagged format, by the rule its card
+        implies; None when it is not tagged; RowError when it carries tags that do not fit."""
+        return None
+
+    def tag_pattern(self) -> re.Pattern:
+        """Where the family's tag counts as a tag: a special token anywhere; a word tag (step-tag's
+        "ки") only as a word of its own, so "русский" holds no tag."""
+        escaped = re.escape(self.tag)
+        return re.compile(rf"(?<!\S){escaped}(?!\S)" if self.tag_is_word else escaped)
 
     def untag(self, text: str) -> str:
-        return text.replace(self.tag, "") if self.tag else text
+        """Remove tags from user text (as the Math-Shepherd card advises), so the tags in the input
+        are exactly one per step."""
+        if not self.tag:
+            return text
+        cleaned = self.tag_pattern().sub("", text)
+        return cleaned.strip() if cleaned != text else text
 
     def encode(self, samples: list[Sample]) -> list[Encoded | RowError]:
         prepared = [self._prepare(s) for s in samples]
