@@ -176,6 +176,7 @@ class PairConfig:
     seed: int = 0  # max-random draws from Random(f"{seed}:{prompt_id}"): independent of order and sharding
     buckets: int | None = None  # prompt-hash buckets processed one at a time; None: from the input size
     overwrite: bool = False
+    max_length_ratio: float | None = None  # drop a candidate whose chosen text is over R x the rejected's
 
     def __post_init__(self):
         if self.rule not in PAIR_RULES:
@@ -188,6 +189,9 @@ class PairConfig:
             raise ConfigError(f"--min-margin must be a finite number >= 0, got {self.min_margin}")
         if self.min_completions < 2:
             raise ConfigError(f"--min-completions must be at least 2, got {self.min_completions}")
+        if self.max_length_ratio is not None and not (1 <= self.max_length_ratio < math.inf):
+            raise ConfigError(f"--max-length-ratio must be a number >= 1, got {self.max_length_ratio}",
+                              "e.g. 1.5 keeps pairs whose chosen is at most 1.5 times as long as the rejected")
         for name in ("pairs_per_prompt", "buckets"):
             value = getattr(self, name)
             if value is not None and value <= 0:
