@@ -211,6 +211,30 @@ class PairConfig:
 
 
 @dataclass
+class InspectConfig:
+    """`rmscore inspect`: a look at scored output or a pairs file before training on it."""
+
+    inputs: list[str]  # scored folders / part files, or one pairs file from build-pairs
+    output: str | None = None  # folder for inspect.json and the PNGs; None: default_inspect_dir()
+    score_column: str = "score"  # scored output only: the numeric column to look at
+    texts: bool = True  # False (--no-text): no completion or prompt text printed or written
+    sample_rows: int = 100_000  # rows drawn for the scatter and the wide columns (objectives, steps)
+
+    def __post_init__(self):
+        if not self.inputs:
+            raise ConfigError("nothing to inspect", "name a folder written by rmscore score, or a pairs file")
+        if self.sample_rows < 1:
+            raise ConfigError(f"--sample-rows must be positive, got {self.sample_rows}")
+
+
+def default_inspect_dir(input_path: str) -> str:
+    """NAME-inspect beside the input: demo-out/scored -> demo-out/scored-inspect."""
+    path = Path(input_path.rstrip("/") or "/")
+    path = path if path.name else path.resolve()  # "." names no folder: use where it points
+    return str(path.with_name(f"{path.name.split('.')[0] or 'input'}-inspect"))
+
+
+@dataclass
 class BestOfNConfig:
     scored: str  # a folder written by `rmscore score`, or one Parquet file of it
     label_column: str  # bool or 0/1 per completion (or a list aligned with completion_index)
