@@ -157,6 +157,8 @@ def test_process_reward_model_steps(tmp_path):
     assert steps["min_is_last"] == 0.75  # all but [0.9, 0.95]
     assert steps["aggregate"] == "min" and "weakest step is the last one in 75.0%" in "\n".join(lines)
     assert (tmp_path / "out" / report["figures"]["steps"]).exists()
+    last, _ = inspect(tmp_path / "s", output=str(tmp_path / "last"), score_column="score_last")
+    assert last["score_column"] == "score_last" and last["score"]["mean"] == pytest.approx((0.2 + 0.95 + 0.5 + 0.1) / 4)
 
 
 def pairs_file(path: Path, pairs: list[tuple[str, str, float, float]], fmt: str = "standard") -> Path:
@@ -279,3 +281,18 @@ def test_real_outputs_of_armorm_and_a_process_reward_model(tmp_path, write_jsonl
     assert steps["step_scores"]["count"] == sum(len(r["step_scores"]) for r in rows)
     assert set(steps["aggregates"]) == {"score_min", "score_prod", "score_mean", "score_last"}
     assert steps["aggregate"] == "min" and (tmp_path / "p-inspect" / "steps.png").exists()
+
+
+def test_nothing_scored_and_no_pairs_still_report(tmp_path):
+    rows = sd.rows("a", [None, None], statuses=["too_long", "invalid_row"],
+                   status_detail=[LONG_DETAIL.format(5000), "null completion"])
+    write(tmp_path / "s" / "part-0.parquet", rows)
+    report, lines = inspect(tmp_path / "s", output=str(tmp_path / "out"))
+    assert report["scored_rows"] == 0 and report["score"]["count"] == 0 and report["examples"]["highest"] == []
+    assert report["length_bias"]["characters"]["all_rows"] is None and "score: no values" in "\n".join(lines)
+    out = tmp_path / "pairs.parquet"
+    result = runner.invoke(app, ["build-pairs", str(tmp_path / "s"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    report, lines = inspect(out, output=str(tmp_path / "pairs-out"))
+    assert report["pairs"] == 0 and report["margin"]["count"] == 0
+    assert "0 pairs from 0 prompts" in lines[0] and set(report["figures"]) == {"margins", "length_ratio"}

@@ -16,7 +16,7 @@ REASONS = {
     "identical": "too few distinct texts after whitespace normalisation",
     "ties": "every candidate pair had equal scores",
     "below_margin": "no candidate pair reached --min-margin",
-    "length_ratio": "every candidate's chosen was over --max-length-ratio times as long as its rejected",
+    "length_ratio": "every candidate's chosen over --max-length-ratio x its rejected's length",
 }
 
 

@@ -171,7 +171,8 @@ class _Accumulator:
                        text[:CUT_CHARS] if self.texts else "", self.path, start + i - self.file_start)
 
     def finish(self, files: list[Path], metadata: dict, total: int) -> ScoredColumns:
-        joined = {k: _join(v, self.sizes) for k, v in self.parts.items() if k != "sample"}
+        kinds = {"score": np.float64, "usable": bool, "chars": np.int32, "tokens": np.int32, "steps": np.int32}
+        joined = {k: _join(self.parts[k], self.sizes, kind, k in ("tokens", "steps")) for k, kind in kinds.items()}
         joined["sample"] = np.concatenate(self.parts["sample"]) if self.sizes else np.zeros(0, np.int64)
         wide = {k: np.concatenate(v) for k, v in self.wide.items()}
         prompt_ids = pa.chunked_array(self.prompt_ids, pa.string()).combine_chunks()
@@ -182,10 +183,10 @@ class _Accumulator:
                              joined["sample"], len(self.drawn), wide, self.highest, self.lowest)
 
 
-def _join(parts: list, sizes: list[int]) -> np.ndarray | None:
-    """One array from per-batch arrays; None if no batch had the column, -1 for batches without it."""
-    if all(p is None for p in parts):
-        return None if parts else np.zeros(0)
+def _join(parts: list, sizes: list[int], kind, optional: bool) -> np.ndarray | None:
+    """One array from per-batch arrays. An optional column: None if no batch had it, -1 in batches without it."""
+    if all(p is None for p in parts):  # no batch had it, or no batch at all
+        return None if optional else np.zeros(0, kind)
     return np.concatenate([np.full(n, -1, np.int32) if p is None else p for p, n in zip(parts, sizes)])
 
 

@@ -28,6 +28,8 @@ def scored_lines(r: dict) -> list[str]:
     if "steps" in r:
         out += _step_lines(r["steps"], r["sample"])
     for side in ("highest", "lowest"):
+        if not r["examples"][side]:
+            continue
         out.append(f"  {side} {r['score_column']}:")
         out += [line for e in r["examples"][side] for line in _example_lines(e)]
     return out
@@ -53,7 +55,8 @@ def pairs_lines(r: dict) -> list[str]:
 
 
 def _status_lines(status: dict, rows: int) -> list[str]:
-    out = ["  status: " + ", ".join(f"{s} {v['rows']:,} ({_pct(v['rows'], rows)})" for s, v in status.items())]
+    counts = ", ".join(f"{s} {v['rows']:,} ({_pct(v['rows'], rows)})" for s, v in status.items())
+    out = [f"  status: {counts or 'no rows'}"]
     for name, value in status.items():
         for reason, count in list(value["reasons"].items())[:2]:  # numbers in reasons read N: grouped
             out.append(_cut(f"    {name}: {count:,} x {reason}"))
