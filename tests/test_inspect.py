@@ -251,6 +251,7 @@ def test_cli_default_folder_errors_and_help(tmp_path):
         one_line_error(runner.invoke(app, ["inspect", *map(str, args)], env={"RMSCORE_DEBUG": ""}), *needles)
 
     err(tmp_path / "nope", needles=["not found"])
+    assert not (tmp_path / "nope-inspect").exists()
     err(tmp_path / "scored", "--score-column", "reward", needles=["'reward' does not exist"])
     pairs = pairs_file(tmp_path / "p.parquet", [("aa", "b", 1.0, 0.0)])
     err(pairs, "--score-column", "score_min", needles=["--score-column applies to scored output"])

@@ -34,9 +34,15 @@ def run_inspect(cfg: InspectConfig) -> InspectResult:
     out = Path(cfg.output or default_inspect_dir(cfg.inputs[0]))
     if out.is_file():
         raise ConfigError(f"-o {out} is a file", "-o names a folder for inspect.json and the PNGs")
-    out.mkdir(parents=True, exist_ok=True)
+    if pairs:
+        cols = read_pairs(cfg.inputs[0])
+        content = report.pairs_report(cols)
+    else:
+        cols = read_scored(cfg.inputs, cfg.score_column, cfg.sample_rows, cfg.texts)
+        content = report.scored_report(cols, cfg.inputs, cfg.texts)
+    out.mkdir(parents=True, exist_ok=True)  # only now: a bad input leaves no empty folder behind
     plot = figures.available()
-    content, files = _pairs(cfg, out, plot) if pairs else _scored(cfg, out, plot)
+    files = _figures(content, cols, out) if plot else {}
     content["figures"] = {name: path.name for name, path in files.items()}
     files["report"] = out / "inspect.json"
     files["report"].write_text(json.dumps(content, indent=2, default=str))
@@ -54,13 +60,8 @@ def _is_pairs(cfg: InspectConfig) -> bool:
     return True
 
 
-def _scored(cfg: InspectConfig, out: Path, plot: bool) -> tuple[dict, dict[str, Path]]:
-    cols = read_scored(cfg.inputs, cfg.score_column, cfg.sample_rows, cfg.texts)
-    content = report.scored_report(cols, cfg.inputs, cfg.texts)
+def _figures(content: dict, cols, out: Path) -> dict[str, Path]:
+    if content["kind"] == "pairs":
+        return figures.pairs_figures(content, out)
     sample = cols.sample  # (k,) the sampled scored rows: the scatter's points
-    return content, figures.scored_figures(content, cols.chars[sample], cols.score[sample], out) if plot else {}
-
-
-def _pairs(cfg: InspectConfig, out: Path, plot: bool) -> tuple[dict, dict[str, Path]]:
-    content = report.pairs_report(read_pairs(cfg.inputs[0]))
-    return content, figures.pairs_figures(content, out) if plot else {}
+    return figures.scored_figures(content, cols.chars[sample], cols.score[sample], out)

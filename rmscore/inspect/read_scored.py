@@ -24,7 +24,7 @@ from rmscore.io.buckets import open_scored
 from rmscore.records import SCORED_STATUSES
 
 BATCH_ROWS = 8192
-VECTORS = {"rewards": "objectives", "gating_output": "objectives"}  # list column -> metadata key naming items
+VECTORS = ("rewards", "gating_output")  # ArmoRM: one value per objective (metadata "objectives" names them)
 AGGREGATES = ("score_min", "score_prod", "score_mean", "score_last")
 EXTREMES = 3
 CUT_CHARS = 600  # of an example's text kept in memory: the report shows less
