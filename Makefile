@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   creates .venv, installs rmscore, scores the shipped demo data with the shipped model
+#   make demo   creates .venv, installs rmscore, scores the shipped demo data with the shipped model,
+#               builds pairs and shows what the scores and pairs look like (rmscore inspect)
 #   make test   creates .venv, installs rmscore with its test extras, runs the test suite
 # TORCH_SPEC picks the torch build: the default is the CPU wheel CI uses. On a GPU node, use your
 # cluster's torch instead, e.g. `make test TORCH_SPEC="torch>=2.4"`, or pip install -e . into your env.
@@ -20,6 +21,8 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/rmscore score data/demo/hh_rlhf_demo.jsonl -o demo-out/scored --overwrite
 	$(BIN)/rmscore build-pairs demo-out/scored -o demo-out/pairs.parquet --overwrite
+	$(BIN)/rmscore inspect demo-out/scored
+	$(BIN)/rmscore inspect demo-out/pairs.parquet
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q

@@ -176,6 +176,7 @@ class PairConfig:
     seed: int = 0  # max-random draws from Random(f"{seed}:{prompt_id}"): independent of order and sharding
     buckets: int | None = None  # prompt-hash buckets processed one at a time; None: from the input size
     overwrite: bool = False
+    max_length_ratio: float | None = None  # drop a candidate whose chosen text is over R x the rejected's
 
     def __post_init__(self):
         if self.rule not in PAIR_RULES:
@@ -188,6 +189,9 @@ class PairConfig:
             raise ConfigError(f"--min-margin must be a finite number >= 0, got {self.min_margin}")
         if self.min_completions < 2:
             raise ConfigError(f"--min-completions must be at least 2, got {self.min_completions}")
+        if self.max_length_ratio is not None and not (1 <= self.max_length_ratio < math.inf):
+            raise ConfigError(f"--max-length-ratio must be a number >= 1, got {self.max_length_ratio}",
+                              "e.g. 1.5 keeps pairs whose chosen is at most 1.5 times as long as the rejected")
         for name in ("pairs_per_prompt", "buckets"):
             value = getattr(self, name)
             if value is not None and value <= 0:
@@ -204,6 +208,30 @@ class PairConfig:
         if self.rule == "max-min":
             return 1
         return self.pairs_per_prompt or (1 if self.rule == "max-random" else None)
+
+
+@dataclass
+class InspectConfig:
+    """`rmscore inspect`: a look at scored output or a pairs file before training on it."""
+
+    inputs: list[str]  # scored folders / part files, or one pairs file from build-pairs
+    output: str | None = None  # folder for inspect.json and the PNGs; None: default_inspect_dir()
+    score_column: str = "score"  # scored output only: the numeric column to look at
+    texts: bool = True  # False (--no-text): no completion or prompt text printed or written
+    sample_rows: int = 100_000  # rows drawn for the scatter and the wide columns (objectives, steps)
+
+    def __post_init__(self):
+        if not self.inputs:
+            raise ConfigError("nothing to inspect", "name a folder written by rmscore score, or a pairs file")
+        if self.sample_rows < 1:
+            raise ConfigError(f"--sample-rows must be positive, got {self.sample_rows}")
+
+
+def default_inspect_dir(input_path: str) -> str:
+    """NAME-inspect beside the input: demo-out/scored -> demo-out/scored-inspect."""
+    path = Path(input_path.rstrip("/") or "/")
+    path = path if path.name else path.resolve()  # "." names no folder: use where it points
+    return str(path.with_name(f"{path.name.split('.')[0] or 'input'}-inspect"))
 
 
 @dataclass

@@ -15,8 +15,10 @@ prompt is dropped for that reason (the first that applies):
   identical            the same text, after whitespace normalisation, as a completion with a
                        smaller key (that first one is kept)
 The rule then proposes candidate pairs. Each is a tie (margin 0: never a pair), below --min-margin,
-kept, or not selected (past the --pairs-per-prompt cap, or not drawn by max-random). A prompt whose
-candidates all fail is dropped as `ties` (all were ties) or `below_margin`.
+over --max-length-ratio (chosen more than R times as long as rejected, in characters), kept, or not
+selected (past the --pairs-per-prompt cap, or not drawn by max-random). A prompt whose candidates
+all fail is dropped for the last filter any of them reached: `length_ratio` if one cleared the
+margin, else `below_margin` if one was not a tie, else `ties`.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from itertools import combinations
 from rmscore.config import PairConfig
 from rmscore.records import SCORED_STATUSES
 
-PROMPT_REASONS = ("too_few_completions", "bad_status", "identical", "ties", "below_margin")
-CANDIDATE_OUTCOMES = ("ties", "below_margin", "not_selected", "kept")
+PROMPT_REASONS = ("too_few_completions", "bad_status", "identical", "ties", "below_margin", "length_ratio")
+CANDIDATE_OUTCOMES = ("ties", "below_margin", "length_ratio", "not_selected", "kept")
 
 
 @dataclass(slots=True)
@@ -109,21 +111,24 @@ def select_pairs(prompt_id: str, completions: list[Completion], cfg: PairConfig)
             sel.dropped = reason
             return sel
     ranked = sorted(distinct, key=lambda c: (-c.score, c.order))
-    eligible = [p for p in CANDIDATES[cfg.rule](ranked) if _clears(p, cfg.min_margin, sel.candidates)]
+    eligible = [p for p in CANDIDATES[cfg.rule](ranked) if _clears(p, cfg, sel.candidates)]
     sel.pairs = _choose(eligible, cfg, prompt_id)
     sel.candidates["kept"], sel.candidates["not_selected"] = len(sel.pairs), len(eligible) - len(sel.pairs)
     sel.candidates["considered"] = sum(sel.candidates[k] for k in CANDIDATE_OUTCOMES)
     if not sel.pairs:
-        sel.dropped = "below_margin" if sel.candidates["below_margin"] else "ties"
+        sel.dropped = next((r for r in ("length_ratio", "below_margin") if sel.candidates[r]), "ties")
     return sel
 
 
-def _clears(pair: Pair, min_margin: float, counts: dict) -> bool:
+def _clears(pair: Pair, cfg: PairConfig, counts: dict) -> bool:
     if pair.margin <= 0:  # ranked order makes margins >= 0; 0 is a tie
         counts["ties"] += 1
         return False
-    if pair.margin < min_margin:
+    if pair.margin < cfg.min_margin:
         counts["below_margin"] += 1
+        return False
+    if cfg.max_length_ratio is not None and len(pair.chosen.text) > cfg.max_length_ratio * len(pair.rejected.text):
+        counts["length_ratio"] += 1
         return False
     return True
 

@@ -20,7 +20,7 @@ LABELS = {
 STYLES = {"random": ":", "oracle": "--"}
 
 
-def _figure(width: float = 6.4, height: float = 4.4):
+def figure(width: float = 6.4, height: float = 4.4):
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -34,7 +34,7 @@ def _figure(width: float = 6.4, height: float = 4.4):
 
 def best_of_n(curves, path: Path, title: str) -> Path:
     """Accuracy against N (log2 axis), one line per selector."""
-    fig = _figure()
+    fig = figure()
     ax = fig.add_subplot()
     for name, values in curves.accuracy.items():
         ax.plot(curves.ns, [100 * v for v in values], STYLES.get(name, "-"), marker="o", markersize=4,
@@ -53,7 +53,7 @@ def best_of_n(curves, path: Path, title: str) -> Path:
 
 def margins(values: list[float], path: Path, title: str, bins: int = 40) -> Path:
     """Histogram of chosen - rejected score margins, with the zero line."""
-    fig = _figure()
+    fig = figure()
     ax = fig.add_subplot()
     ax.hist(values, bins=bins, color="tab:blue", alpha=0.8)
     ax.axvline(0.0, color="black", linewidth=1)

@@ -60,6 +60,26 @@ def test_min_margin():
     assert picked(sel) == [(1, 0)] and sel.pairs[0].margin >= 1.5
 
 
+def test_max_length_ratio_drops_pairs_whose_chosen_is_too_long():
+    texts = ["x" * 10, "x" * 16, "y" * 15, "z" * 30]  # lengths 10, 16, 15, 30
+    scores = [1.0, 4.0, 3.0, 2.0]
+    # max-min: best (16 chars) vs worst (10 chars), ratio 1.6.
+    assert picked(select_pairs("p", group(scores, texts), cfg(max_length_ratio=1.6))) == [(1, 0)]  # not more than R
+    sel = select_pairs("p", group(scores, texts), cfg(max_length_ratio=1.5))
+    assert sel.pairs == [] and sel.dropped == "length_ratio" and sel.candidates["length_ratio"] == 1
+    # best-vs-rest capped at 1: the largest margin within the ratio (16 vs 30 is shorter; 16 vs 15 is 1.07).
+    rest = select_pairs("p", group(scores, texts), cfg(rule="best-vs-rest", pairs_per_prompt=1, max_length_ratio=1.5))
+    assert picked(rest) == [(1, 3)] and rest.candidates["length_ratio"] == 1 and rest.candidates["not_selected"] == 1
+    # A prompt is dropped for the last filter any candidate reached: a tie and a too-long pair -> length_ratio.
+    mixed = select_pairs("p", group([2.0, 2.0, 1.0], ["aa", "bb", "a"]), cfg(rule="best-vs-rest", max_length_ratio=1.5))
+    assert mixed.dropped == "length_ratio" and mixed.candidates["ties"] == 1
+    below = select_pairs("p", group([2.0, 1.9, 1.0], ["aa", "b", "a"]),
+                         cfg(rule="best-vs-rest", min_margin=0.5, max_length_ratio=1.5))
+    assert below.dropped == "length_ratio" and below.candidates["below_margin"] == 1
+    with pytest.raises(ConfigError, match="max-length-ratio"):
+        cfg(max_length_ratio=0.5)
+
+
 def test_bad_status_and_missing_scores_never_pair():
     scores = [None, 1.0, 2.0, 50.0, None, math.nan]
     statuses = ["too_long", "ok", "truncated", "step_mismatch", "ok", "ok"]
@@ -83,7 +103,8 @@ def test_best_vs_rest_largest_margin_first_and_capped():
     scores = [4.0, 3.0, 2.0, 1.0, 4.0]
     sel = select_pairs("p", group(scores), cfg(rule="best-vs-rest"))
     assert picked(sel) == [(0, 3), (0, 2), (0, 1)]  # index 4 ties with the best: no pair
-    assert sel.candidates == {"ties": 1, "below_margin": 0, "kept": 3, "not_selected": 0, "considered": 4}
+    assert sel.candidates == {"ties": 1, "below_margin": 0, "length_ratio": 0, "kept": 3, "not_selected": 0,
+                              "considered": 4}
     capped = select_pairs("p", group(scores), cfg(rule="best-vs-rest", pairs_per_prompt=2))
     assert picked(capped) == [(0, 3), (0, 2)] and capped.candidates["not_selected"] == 1
 
@@ -122,7 +143,8 @@ def test_max_random_is_seeded_per_prompt():
 def test_max_random_draws_only_pairs_that_clear_the_margin():
     sel = select_pairs("p", group([5.0, 5.0, 4.9, 1.0]), cfg(rule="max-random", min_margin=1.0))
     assert picked(sel) == [(0, 3)]
-    assert sel.candidates == {"ties": 1, "below_margin": 1, "kept": 1, "not_selected": 0, "considered": 3}
+    assert sel.candidates == {"ties": 1, "below_margin": 1, "length_ratio": 0, "kept": 1, "not_selected": 0,
+                              "considered": 3}
 
 
 def test_drop_report_adds_up():
@@ -134,12 +156,13 @@ def test_drop_report_adds_up():
     report.add_without_prompt(["invalid_row", "ok"])
     out = report.as_dict()
     assert out["prompts"] == {"in": 6, "paired": 1, "dropped": {
-        "too_few_completions": 1, "bad_status": 1, "identical": 1, "ties": 1, "below_margin": 1}}
+        "too_few_completions": 1, "bad_status": 1, "identical": 1, "ties": 1, "below_margin": 1, "length_ratio": 0}}
     comp = out["completions"]
     assert comp["in"] == 13 == comp["distinct"] + comp["bad_status"] + comp["identical"]
     assert comp["bad_status_by_status"] == {"invalid_row": 1, "no_prompt_id": 1, "too_long": 1}
     cand = out["candidate_pairs"]
-    assert cand["considered"] == cand["ties"] + cand["below_margin"] + cand["not_selected"] + cand["kept"] == 3
+    assert cand["considered"] == sum(cand[k] for k in ("ties", "below_margin", "length_ratio", "not_selected",
+                                                       "kept")) == 3
     assert out["pairs"] == 1
 
 

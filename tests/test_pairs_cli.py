@@ -38,7 +38,7 @@ def assert_adds_up(report):
     assert prompts["in"] == prompts["paired"] + sum(prompts["dropped"].values())
     assert comp["in"] == comp["distinct"] + comp["bad_status"] + comp["identical"]
     assert comp["bad_status"] == sum(comp["bad_status_by_status"].values())
-    assert cand["considered"] == cand["ties"] + cand["below_margin"] + cand["not_selected"] + cand["kept"]
+    assert cand["considered"] == sum(cand[k] for k in ("ties", "below_margin", "length_ratio", "not_selected", "kept"))
     assert cand["kept"] == report["pairs"]
 
 
@@ -66,7 +66,8 @@ def test_prompts_split_across_shards_are_grouped(scored, tmp_path):
     assert pairs[1]["prompt"][0] == {"role": "system", "content": "Be brief."}
     report = report_of(tmp_path / "pairs.parquet")
     assert report["prompts"]["dropped"] | {"paired": report["prompts"]["paired"]} == {
-        "too_few_completions": 0, "bad_status": 1, "identical": 0, "ties": 1, "below_margin": 0, "paired": 2}
+        "too_few_completions": 0, "bad_status": 1, "identical": 0, "ties": 1, "below_margin": 0, "length_ratio": 0,
+        "paired": 2}
     assert_adds_up(report)
     assert "Built 2 pairs from 2 of 4 prompts" in result.output and "too_long 1" in result.output
     # Leftovers of an interrupted run in a hidden folder are not inputs.
@@ -107,7 +108,8 @@ def test_metadata_names_the_model_and_settings(scored, tmp_path):
     meta = json.loads(pq.read_schema(tmp_path / "p.parquet").metadata[b"rmscore"])
     assert meta["kind"] == "pairs" and meta["model"] == "tiny-rm" and meta["scoring"]["model_type"] == "seq-cls"
     assert meta["build_pairs"] | {} == {"rule": "best-vs-rest", "format": "conversational", "score_column": "score",
-                                        "min_margin": 0.5, "min_completions": 2, "pairs_per_prompt": 2, "seed": 0}
+                                        "min_margin": 0.5, "min_completions": 2, "pairs_per_prompt": 2, "seed": 0,
+                                        "max_length_ratio": None}
     assert report_of(tmp_path / "p.parquet")["settings"] == meta["build_pairs"]
 
 
@@ -153,6 +155,27 @@ def test_bucket_count_does_not_change_the_output(tmp_path, rule):
     assert firsts == sorted(firsts, key=lambda pid: int(pid[1:])), "pairs follow the input order of prompts"
 
 
+def test_max_length_ratio(tmp_path):
+    mixed_input(tmp_path / "scored")
+    plain, capped = tmp_path / "plain.parquet", tmp_path / "capped.parquet"
+    build(tmp_path / "scored", "-o", plain, "--rule", "all-pairs")
+    result = build(tmp_path / "scored", "-o", capped, "--rule", "all-pairs", "--max-length-ratio", 1.2, "--buckets", 4)
+    report = report_of(capped)
+    assert_adds_up(report)
+    assert report["settings"]["max_length_ratio"] == 1.2
+
+    def length(pair, side):  # mixed_input's prompts are text: --format standard, plain strings
+        return len(pair[side])
+
+    over = [p for p in pairs_of(plain) if length(p, "chosen") > 1.2 * length(p, "rejected")]
+    kept = pairs_of(capped)
+    assert over and all(length(p, "chosen") <= 1.2 * length(p, "rejected") for p in kept)
+    assert len(kept) == len(pairs_of(plain)) - len(over) == report["pairs"]
+    assert report["candidate_pairs"]["length_ratio"] == len(over)
+    assert report["prompts"]["dropped"]["length_ratio"] > 0
+    assert "length_ratio" in result.output and f"length ratio {len(over)}," in result.output
+
+
 def test_seed(tmp_path):
     mixed_input(tmp_path / "scored", seed=1)
     runs = {}
@@ -178,6 +201,7 @@ def test_errors(scored, tmp_path):
     err(scored, "-o", out, "--score-column", "status", needles=["not numeric"])
     err(scored, "-o", out, "--rule", "best", needles=["--rule", "max-random"])
     err(scored, "-o", out, "--format", "jsonl", needles=["--format"])
+    err(scored, "-o", out, "--max-length-ratio", 0.9, needles=["--max-length-ratio", ">= 1"])
     err(scored, "-o", tmp_path, needles=["is a folder"])
     build(scored, "-o", out)
     err(scored, "-o", out, needles=["already exists", "--overwrite"])

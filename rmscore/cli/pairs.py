@@ -16,6 +16,7 @@ REASONS = {
     "identical": "too few distinct texts after whitespace normalisation",
     "ties": "every candidate pair had equal scores",
     "below_margin": "no candidate pair reached --min-margin",
+    "length_ratio": "every candidate's chosen over --max-length-ratio x its rejected's length",
 }
 
 
@@ -41,6 +42,10 @@ def build_pairs(
     score_column: Annotated[str, typer.Option(help="Numeric column to rank by, e.g. score_min (a process reward "
                                                    "model's aggregate) or one objective's column.",
                                               rich_help_panel=SELECT)] = "score",
+    max_length_ratio: Annotated[Optional[float], typer.Option(
+        help="Length control: drop a candidate pair whose chosen is more than R times as long (in characters) as "
+             "its rejected. With max-min the prompt then has no pair; best-vs-rest --pairs-per-prompt 1 falls back "
+             "to the largest margin within the ratio.", metavar="R", rich_help_panel=SELECT, show_default=False)] = None,
     format: Annotated[str, typer.Option("--format", help="auto (conversational, or standard when every prompt was "
                                                          "text), conversational, standard, simpo.")] = "auto",
     buckets: Annotated[Optional[int], typer.Option(help="Group prompts in N hash buckets, one in memory at a time. "
@@ -63,11 +68,13 @@ def build_pairs(
       rmscore build-pairs run1/ run2/ -o simpo.parquet --format simpo
 
       rmscore build-pairs prm-scored/ -o pairs.parquet --score-column score_min
+
+      rmscore build-pairs scored/ -o pairs.parquet --max-length-ratio 1.5
     """
     from rmscore.build_pairs import run_build_pairs
 
     cfg = PairConfig(inputs, output, rule, format, score_column, min_margin, min_completions, pairs_per_prompt,
-                     seed, buckets, overwrite)
+                     seed, buckets, overwrite, max_length_ratio=max_length_ratio)
     summary = run_build_pairs(cfg, log=lambda text: echo(f"[rmscore] {text}"))
     for line in report_lines(summary.report, summary.wall_s):
         echo(line)
@@ -89,5 +96,6 @@ def report_lines(report: dict, wall_s: float) -> list[str]:
                  f"not usable: bad status {comp['bad_status']:,}{f' ({by_status})' if by_status else ''}, "
                  f"identical {comp['identical']:,}")
     lines.append(f"  candidate pairs: {cand['considered']:,} considered, {cand['kept']:,} kept; dropped: "
-                 f"ties {cand['ties']:,}, below margin {cand['below_margin']:,}, not selected {cand['not_selected']:,}")
+                 f"ties {cand['ties']:,}, below margin {cand['below_margin']:,}, length ratio {cand['length_ratio']:,}, "
+                 f"not selected {cand['not_selected']:,}")
     return lines

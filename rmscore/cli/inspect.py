@@ -1,0 +1,55 @@
+"""`rmscore inspect`: distributions, length bias and examples of scored output or a pairs file."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from rmscore.cli.app import command, echo
+from rmscore.config import InspectConfig
+
+
+@command("inspect")
+def inspect(
+    inputs: Annotated[list[str], typer.Argument(help="A folder written by rmscore score (every part-*.parquet below "
+                                                     "it, so all shards), several shard folders, or one pairs file "
+                                                     "written by rmscore build-pairs.",
+                                                metavar="PATH", show_default=False)],
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Folder for inspect.json and the PNGs. "
+                                                                         "Default: NAME-inspect beside PATH.",
+                                                  show_default=False)] = None,
+    score_column: Annotated[str, typer.Option(help="Scored output: the numeric column to look at, e.g. score_min "
+                                                   "(a process reward model's aggregate).")] = "score",
+    no_text: Annotated[bool, typer.Option("--no-text", help="Print and write no prompt or completion text (e.g. "
+                                                            "red-team data): examples show scores and ids only.")]
+    = False,
+    sample_rows: Annotated[int, typer.Option(help="Rows drawn at random for the score-vs-length plot and the wide "
+                                                  "columns (objectives, step scores); every other number uses every "
+                                                  "row.")] = 100_000,
+):
+    """Look at the scores before training on them: do they look sane, and do they prefer longer answers?
+
+    For scored output: rows by status with the reasons, the score distribution, ArmoRM objectives
+    or process-reward step scores, length bias (Spearman rank correlation of score with length over
+    all rows and within prompts), and the 3 highest- and lowest-scored completions. For a pairs
+    file: margins, how often and by how much the chosen answer is longer, and the within-prompt
+    correlation. Prints one screen; writes inspect.json and PNGs (with the plot extra).
+
+    Examples:
+
+      rmscore inspect demo-out/scored
+
+      rmscore inspect demo-out/pairs.parquet -o demo-out/pairs-inspect
+
+      rmscore inspect prm-scored/ --score-column score_min --no-text
+    """
+    from rmscore.inspect import run_inspect
+
+    result = run_inspect(InspectConfig(inputs, output, score_column, not no_text, sample_rows))
+    for line in result.lines:
+        echo(line)
+    written = ", ".join(path.name for name, path in result.files.items() if name != "report")
+    echo(f"  wrote {result.files['report']}" + (f" and {written}" if written else ""))
+    if result.missing_plots:
+        echo(f"  no PNGs: {result.missing_plots}")

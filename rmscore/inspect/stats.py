@@ -1,0 +1,147 @@
+"""The statistics of `rmscore inspect`: pure functions of numpy arrays (no I/O, no plotting).
+
+Rank correlation is Spearman's: Pearson's correlation of the ranks, tied values sharing their
+average rank (what scipy.stats.spearmanr computes). Within groups (prompts), each group's
+correlation is computed on ranks taken inside that group, then the groups are averaged with equal
+weight: the length bias one prompt's pairs inherit. A group where either variable is constant has
+no correlation and is counted as skipped, never as 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+BINS = 40
+
+
+def summary(values: np.ndarray) -> dict:
+    """count, mean, std (population), min, quantiles (linear interpolation) and max."""
+    values = np.asarray(values, dtype=np.float64)
+    if not len(values):
+        return {"count": 0}
+    qs = np.quantile(values, QUANTILES)
+    return {"count": int(len(values)), "mean": float(values.mean()), "std": float(values.std()),
+            "min": float(values.min()), **{f"p{round(q * 100)}": float(v) for q, v in zip(QUANTILES, qs)},
+            "max": float(values.max())}
+
+
+def histogram(values: np.ndarray, bins: int = BINS, log2: bool = False) -> dict:
+    """Counts over equal-width bins from min to max (of log2(values) when log2 is set)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return {"edges": [], "counts": []}
+    counts, edges = np.histogram(values, bins=bins)
+    return {"edges": edges.tolist(), "counts": counts.tolist(), "log2": log2}
+
+
+def integer_histogram(values: np.ndarray) -> dict:
+    """How many values equal each integer (steps per completion: 1, 2, 3, ...)."""
+    found, counts = np.unique(np.asarray(values, dtype=np.int64), return_counts=True)
+    return {str(int(v)): int(c) for v, c in zip(found, counts)}
+
+
+def ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks; tied values get the average of the ranks they span."""
+    x = np.asarray(x)
+    order = np.argsort(x)  # any order among ties: they all get the run's average
+    return _average_ranks(order, x[order], np.zeros(len(x), dtype=bool))
+
+
+def group_ranks(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """1-based ranks of x within each group (ties averaged), in the input order."""
+    x, groups = np.asarray(x), np.asarray(groups, dtype=np.int64)
+    if not len(x):
+        return np.zeros(0)
+    # One integer sort key (group, then x's dense rank): much faster than np.lexsort on two keys.
+    dense = _codes(x)  # (n,) 0..distinct-1 (or integers offset to 0)
+    key = (groups - groups.min()) * (int(dense.max()) + 1) + dense  # (n,) int64
+    order = np.argsort(key)
+    gs = groups[order]
+    return _average_ranks(order, key[order], np.r_[True, gs[1:] != gs[:-1]])
+
+
+def _average_ranks(order: np.ndarray, sorted_key: np.ndarray, new_group: np.ndarray) -> np.ndarray:
+    """Ranks from a sort: `sorted_key` equal within a tie run, `new_group` True where a group starts."""
+    n = len(order)
+    if not n:
+        return np.zeros(0)
+    new_group = new_group.copy()
+    new_group[0] = True
+    new_run = new_group | np.r_[True, sorted_key[1:] != sorted_key[:-1]]
+    run_first = np.flatnonzero(new_run)
+    run_size = np.diff(np.r_[run_first, n])
+    run_of = np.cumsum(new_run) - 1  # (n,) which tie run each sorted position is in
+    group_first = np.flatnonzero(new_group)[np.cumsum(new_group) - 1]  # (n,) first position of its group
+    average = run_first[run_of] + (run_size[run_of] - 1) / 2.0  # (n,) 0-based average position of the run
+    out = np.empty(n, dtype=np.float64)
+    out[order] = average - group_first + 1
+    return out
+
+
+def _codes(values: np.ndarray) -> np.ndarray:
+    """Non-negative integers in the order of the values: integers shifted to start at 0 when their
+    range is small (no sort needed), else dense codes from np.unique."""
+    values = np.asarray(values)
+    if values.dtype.kind in "iu" and len(values):
+        low, high = int(values.min()), int(values.max())
+        if high - low < 4 * len(values) + 1024:
+            return values.astype(np.int64) - low
+    return np.unique(values, return_inverse=True)[1].ravel()
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float | None:
+    """Rank correlation over all rows; None when fewer than 2 rows or one variable is constant."""
+    if len(x) < 2:
+        return None
+    dx, dy = ranks(x), ranks(y)  # (n,) each
+    dx -= dx.mean()
+    dy -= dy.mean()
+    sxx, syy = float(dx @ dx), float(dy @ dy)
+    if sxx <= 1e-9 or syy <= 1e-9:
+        return None
+    return float(np.clip(dx @ dy / np.sqrt(sxx * syy), -1.0, 1.0))
+
+
+def within_groups(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> dict:
+    """Spearman's correlation inside each group, averaged over the groups that have one.
+
+    Returns mean (None if no group has one), groups (how many were averaged), skipped (groups of
+    one row or with a constant variable), and the share of those groups with a positive correlation.
+    """
+    groups = _codes(groups)  # (n,) 0..G-1, some codes possibly unused
+    rx, ry = group_ranks(x, groups), group_ranks(y, groups)  # (n,) each
+    count = np.bincount(groups)  # (G,)
+    dx = rx - (np.bincount(groups, rx) / np.maximum(count, 1))[groups]
+    dy = ry - (np.bincount(groups, ry) / np.maximum(count, 1))[groups]
+    sxx, syy, sxy = (np.bincount(groups, a * b, minlength=len(count)) for a, b in ((dx, dx), (dy, dy), (dx, dy)))
+    defined = (count >= 2) & (sxx > 1e-9) & (syy > 1e-9)
+    rho = np.clip(sxy[defined] / np.sqrt(sxx[defined] * syy[defined]), -1.0, 1.0)  # (groups with one,)
+    return {"mean": float(rho.mean()) if len(rho) else None, "groups": int(defined.sum()),
+            "skipped": int(((count > 0) & ~defined).sum()), "positive": float((rho > 0).mean()) if len(rho) else None}
+
+
+def length_ratios(chosen: np.ndarray, rejected: np.ndarray) -> dict:
+    """How much longer the chosen texts are than the rejected ones, pair by pair."""
+    chosen, rejected = np.asarray(chosen, np.float64), np.asarray(rejected, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = chosen / rejected  # (pairs,) inf when the rejected text is empty
+    finite = ratio[np.isfinite(ratio) & (ratio > 0)]
+    n = max(len(chosen), 1)
+    return {
+        "pairs": int(len(chosen)),
+        "chosen_longer": float((chosen > rejected).sum() / n),
+        "same_length": float((chosen == rejected).sum() / n),
+        "chosen_shorter": float((chosen < rejected).sum() / n),
+        "ratio": summary(finite) | {"over_1.5": float((ratio > 1.5).sum() / n), "over_2": float((ratio > 2).sum() / n)},
+        "histogram": histogram(np.log2(finite), log2=True),
+        "chars_chosen": summary(chosen),
+        "chars_rejected": summary(rejected),
+    }
+
+
+def pairwise_spearman(columns: dict[str, np.ndarray]) -> dict:
+    """Rank correlation of every pair of columns (how PRM aggregates relate)."""
+    names = list(columns)
+    return {f"{a}~{b}": spearman(columns[a], columns[b]) for i, a in enumerate(names) for b in names[i + 1:]}
