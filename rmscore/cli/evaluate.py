@@ -35,6 +35,10 @@ def evaluate(
     rescore: Annotated[bool, typer.Option(help="Score again even if the cache matches.", rich_help_panel=o.OUT)]
     = False,
     task: Annotated[str, typer.Option(help="auto (from the columns), pairs or mc.")] = "auto",
+    score_column: Annotated[str, typer.Option(help="Score to compare: score, or one objective of a multi-objective "
+                                                   "model (an ArmoRM objective name such as helpsteer-correctness, "
+                                                   "or rewards[i]). Read from the cache: never rescores.")]
+    = "score",
     subset_column: Annotated[Optional[str], typer.Option(help="Input column to break accuracy down by (read from "
                                                               "the input: changing it never rescores).",
                                                          rich_help_panel=o.INPUT)] = None,
@@ -101,7 +105,7 @@ def evaluate(
         progress=progress,
     )
     cfg = EvalConfig(score_cfg, output, task, subset_column,
-                     McColumns(question_col, targets_col, choices_col, labels_col, shuffle_seed), rescore)
+                     McColumns(question_col, targets_col, choices_col, labels_col, shuffle_seed), rescore, score_column)
     report = run_eval(cfg, log=lambda text: echo(f"[rmscore] {text}"))
     for line in summary(report):
         typer.echo(line)
