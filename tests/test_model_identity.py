@@ -39,11 +39,11 @@ def test_the_same_model_named_two_ways_is_one_model(tiny_models, tmp_path, monke
     monkeypatch.chdir(tmp_path)
     run("score", in1, "-m", "rm", "-o", "s1")
     run("score", in2, "-m", tmp_path / "rm", "-o", "s2")
+    result = run("build-pairs", "s1", "s2", "-o", "pairs.parquet")
+    assert "Built 4 pairs" in result.output
     first, second = read_metadata(tmp_path / "s1"), read_metadata(tmp_path / "s2")
     assert first["model"] != second["model"] and first["model_path"] == second["model_path"] == str(tmp_path / "rm")
     assert first["model_digest"] == second["model_digest"]
-    result = run("build-pairs", "s1", "s2", "-o", "pairs.parquet")
-    assert "Built 4 pairs" in result.output
 
 
 def test_two_checkpoints_called_rm_do_not_mix(tiny_models, tmp_path, monkeypatch):
