@@ -156,10 +156,10 @@ class Ballot:
     def winners(self, draws: np.ndarray, log_weights: np.ndarray) -> np.ndarray:
         """The label of each draw's winning answer (ties: mean label of the tied answers).
 
-        Each answer's total is a logsumexp of its drawn completions' log weights, so a weight
-        exp(-30) next to exp(0), or exp(-801) next to exp(-800), still counts, where plain sums
-        underflow or round it away. Completions are summed largest first, in an order fixed by
-        their values: answers holding the same scores get bit-identical totals, an exact tie.
+        Answers are compared by the log of their weight sum (a logsumexp), so a weight exp(-30)
+        next to exp(0), or exp(-801) next to exp(-800), still counts where plain sums round it
+        away or underflow. Completions are summed largest first, so answers holding the same
+        scores get the same totals: an exact tie.
         """
         if not len(self.right):
             return np.zeros(len(draws))
@@ -168,14 +168,9 @@ class Ballot:
         # threads crawl on a busy node; reduceat per answer instead).
         columns = np.lexsort((-log_weights, np.where(answering, self.ids, len(self.right))))[: answering.sum()]
         starts = np.searchsorted(self.ids[columns], np.arange(len(self.right)))
-        sizes = np.diff(np.append(starts, len(columns)))
         drawn = draws[:, columns]  # (S, M') bool
-        logs = np.where(drawn, log_weights[columns], -np.inf)  # (S, M')
-        top = np.maximum.reduceat(logs, starts, axis=1)  # (S, K) largest drawn log weight per answer
-        with np.errstate(invalid="ignore", divide="ignore"):
-            terms = np.where(np.isfinite(logs), np.exp(logs - np.repeat(top, sizes, axis=1)), 0.0)  # (S, M')
-            totals = top + np.log(np.add.reduceat(terms, starts, axis=1))  # (S, K) log of the weight sum
         present = np.add.reduceat(drawn, starts, axis=1) > 0  # (S, K) drawn at least once
+        totals = _log_totals(drawn, log_weights[columns], starts, present)  # (S, K)
         best = np.where(present, totals, -np.inf).max(axis=1, keepdims=True)  # (S, 1)
         # Bit-level noise only (a few ulps of a log total); -inf (zero weights) ties with -inf.
         tol = np.where(np.isfinite(best), 16 * np.finfo(float).eps * np.maximum(1.0, np.abs(best)), 0.0)
@@ -183,6 +178,30 @@ class Ballot:
             tie = present & ((totals == best) | (np.abs(totals - best) <= tol))  # all-abstain rows: nothing ties
         n_tie = tie.sum(axis=1)
         return np.where(n_tie > 0, (tie @ self.right) / np.maximum(n_tie, 1), 0.0)
+
+
+def _log_totals(drawn: np.ndarray, logs: np.ndarray, starts: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """log of each answer's summed weight over its drawn completions, (S, K); -inf if none weighs.
+
+    Each answer is shifted by its own largest log weight, so the common case is one product and
+    one sum, as plain weights would be. A draw where an answer's drawn weights all lie so far below
+    that (about e^-690) that the sum would lose precision is redone shifted by its drawn maximum.
+    """
+    sizes = np.diff(np.append(starts, len(logs)))
+    finite = np.isfinite(logs)  # (M',) -inf: a zero weight
+    peak = np.maximum.reduceat(logs, starts)  # (K,)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scaled = np.where(finite, np.exp(logs - np.repeat(peak, sizes)), 0.0)  # (M',) in [0, 1]
+        sums = np.add.reduceat(drawn * scaled, starts, axis=1)  # (S, K)
+        totals = peak + np.log(sums)
+    weighed = present if finite.all() else np.add.reduceat(drawn & finite, starts, axis=1) > 0  # (S, K)
+    deep = (weighed & (sums < 1e-300)).any(axis=1)  # (S,)
+    if deep.any():
+        tops = np.maximum.reduceat(np.where(drawn[deep], logs, -np.inf), starts, axis=1)  # (D, K)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            terms = np.where(drawn[deep] & finite, np.exp(logs - np.repeat(tops, sizes, axis=1)), 0.0)
+            totals[deep] = tops + np.log(np.add.reduceat(terms, starts, axis=1))
+    return totals
 
 
 def enumerable(m: int, n: int, max_cells: int = MAX_CELLS) -> bool:
