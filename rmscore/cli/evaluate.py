@@ -29,8 +29,10 @@ def evaluate(
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Folder for eval.json and margins.png. "
                                                   "Default: rmscore-eval/<input>-<model>.", rich_help_panel=o.OUT,
                                                   show_default=False)] = None,
-    cache_dir: Annotated[Optional[str], typer.Option(help="Score cache (an ordinary `rmscore score` output). "
-                                                          "Default: OUTPUT/scores.", rich_help_panel=o.OUT,
+    cache_dir: Annotated[Optional[str], typer.Option(help="Score cache (an ordinary `rmscore score` output): a new "
+                                                          "or empty folder, or an earlier eval cache; a folder "
+                                                          "holding anything else is refused. Default: "
+                                                          "OUTPUT/scores.", rich_help_panel=o.OUT,
                                                      show_default=False)] = None,
     rescore: Annotated[bool, typer.Option(help="Score again even if the cache matches.", rich_help_panel=o.OUT)]
     = False,
@@ -82,7 +84,8 @@ def evaluate(
     evenly) against the chance level.
 
     Scores are cached in an ordinary `rmscore score` folder and reused while the data, model and
-    scoring settings stay the same.
+    scoring settings stay the same, compared by content (every input file, the model's files, a
+    --chat-template file), never by the names as typed.
 
     Examples:
 
