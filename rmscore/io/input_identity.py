@@ -125,6 +125,25 @@ class PartDigests:
         return ResumeConflict(f"{what}: the input changed since they were scored{since}", FIX)
 
 
+def recheck(manifest: dict, path: str, samples, log) -> bool:
+    """Compare the input with the stamp in a shard's manifest, then record the new stamp. Returns
+    whether rows are left to score although the shard may have finished; raises ResumeConflict if
+    the finished rows are not the input's any more. `samples()` streams the shard's samples."""
+    now = stamp(path)
+    changed = change(manifest.get("input_stamp"), now)
+    new_rows = False
+    if changed:
+        parts = manifest["parts"]
+        new_rows = verify(parts, samples(), changed) if parts else True
+        if new_rows:
+            log(f"the input changed since the last run ({changed}); the {sum(rec['rows'] for rec in parts):,} "
+                "rows scored before are unchanged: scoring the new rows")
+        else:
+            log(f"the input changed since the last run ({changed}) but holds the same rows")
+    manifest["input_stamp"] = now  # only once the finished rows are known to still be the input's
+    return new_rows
+
+
 def verify(parts: list[dict], samples: Iterator[Sample], what_changed: str) -> bool:
     """Check every finished part against the input (one read, up to the first new row after them).
     Returns whether rows are left to score; raises ResumeConflict naming the change otherwise."""

@@ -202,18 +202,9 @@ class ShardState:
     def check_input(self, path: str, samples) -> None:
         """Before the model loads: refuse an input that changed under the finished parts; a shard
         whose input gained rows is not finished any more (rmscore/io/input_identity.py)."""
-        now = input_identity.stamp(path)
-        changed = input_identity.change(self.manifest.get("input_stamp"), now)
-        if changed:
-            parts = self.manifest["parts"]
-            if input_identity.verify(parts, samples(), changed) if parts else True:
-                self.log(f"the input changed since the last run ({changed}); the {self.rows:,} rows scored "
-                         "before are unchanged: scoring the new rows")
-                completion.undo(self.out_dir, self.stem)
-                self.complete = False
-            else:
-                self.log(f"the input changed since the last run ({changed}) but holds the same rows")
-        self.manifest["input_stamp"] = now  # only once the finished rows are known to still be the input's
+        if input_identity.recheck(self.manifest, path, samples, self.log):
+            completion.undo(self.out_dir, self.stem)
+            self.complete = False
         self.save()
 
     def pending(self, samples: Iterator[Sample]) -> Iterator[Sample]:
