@@ -37,7 +37,8 @@ def objective(schema, metadata: dict, name: str):
     if column not in schema.names:
         return None
     kind = schema.field(column).type
-    if not pa.types.is_list(kind) or not (pa.types.is_floating(kind.value_type) or pa.types.is_integer(kind.value_type)):
+    numeric = pa.types.is_list(kind) and (pa.types.is_floating(kind.value_type) or pa.types.is_integer(kind.value_type))
+    if not numeric:
         return None
     if column == "rewards" and names and index >= len(names):
         return None
