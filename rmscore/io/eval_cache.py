@@ -23,7 +23,7 @@ def key_path(cache: Path) -> Path:
 
 
 def _ours(name: str) -> bool:
-    return name == META_DIR or name.startswith(("part-", ".tmp-part-")) and name.endswith(".parquet")
+    return name == META_DIR or (name.startswith(("part-", ".tmp-part-")) and name.endswith(".parquet"))
 
 
 def claim(cache: Path) -> list[Path]:
@@ -40,7 +40,7 @@ def claim(cache: Path) -> list[Path]:
         raise ResumeConflict(f"{cache} is not an rmscore eval cache: it holds {_list(names)}", HINT)
     foreign = [n for n in names if not _ours(n)]
     if foreign:
-        raise ResumeConflict(f"the eval cache {cache} also holds files rmscore did not write: {_list(foreign)}",
+        raise ResumeConflict(f"the eval cache {cache} also holds {_list(foreign)}, which no eval cache holds",
                              f"move them out, or {HINT}")
     clear(cache)
     return created
