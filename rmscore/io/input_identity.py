@@ -160,8 +160,8 @@ def verify(parts: list[dict], samples: Iterator[Sample], what_changed: str) -> b
             check.skipped(sample, parts[at])
         else:
             new_rows = True
-        if sample.key > end and new_rows:
-            break  # every finished part is behind: the rest of the input is new
+            if sample.key > end:
+                break  # every finished part is behind: the rest of the input is new
     check.finish(parts)
     return new_rows
 
