@@ -11,7 +11,8 @@ Selectors:
   random         any one completion: the mean label, whatever N
   oracle         right if any completion in the draw is right
   majority_vote  the most frequent answer (tied answers share the pick evenly)
-  weighted_vote  the answer with the largest sum of weights (exp(score) by default)
+  weighted_vote  the answer with the largest sum of weights (exp(score) by default), compared as
+                 logsumexp per answer so that no weight underflows
 Completions without an answer (None or "") abstain from votes; a draw where every completion
 abstains counts as wrong. An answer's label is the mean label of the completions that gave it
 (they agree whenever labels come from checking the answer).
@@ -128,44 +129,79 @@ def _binom_pmf(m: int, j: int, p: float) -> float:
     return math.exp(log_comb + j * math.log(p) + (m - j) * math.log1p(-p))
 
 
-def weighted_vote(answers: list, labels: list[float], weights, n: int, seed=0,
+def weighted_vote(answers: list, labels: list[float], log_weights, n: int, seed=0,
                   max_cells: int = MAX_CELLS, samples: int = 2000) -> tuple[float, float]:
     """Expected label of the answer with the largest weight sum in a random n-subset, ties shared
-    evenly. Returns (estimate, its variance): exact over all subsets when C(M, n) x M is at most
-    `max_cells` (variance 0), else the mean over `samples` random draws seeded with `seed`."""
-    return Ballot(answers, labels).expect(np.asarray(weights, dtype=float), n, seed, max_cells, samples)
+    evenly; weights are given as logs (see log_weights). Returns (estimate, its variance): exact
+    over all subsets when C(M, n) x M is at most `max_cells` (variance 0), else the mean over
+    `samples` random draws seeded with `seed`."""
+    return Ballot(answers, labels).expect(np.asarray(log_weights, dtype=float), n, seed, max_cells, samples)
 
 
 class Ballot:
     """One prompt's answers, set up once for votes at every N."""
 
     def __init__(self, answers: list, labels: list[float]):
-        ids, self.right = _answer_ids(answers, labels)  # (M,), (K,)
-        # Completions that answer, sorted by answer: per-answer sums are then one reduceat (no BLAS,
-        # whose threads crawl on a busy node).
-        self.columns = np.argsort(np.where(ids < 0, len(self.right), ids), kind="stable")[: (ids >= 0).sum()]
-        self.starts = np.searchsorted(ids[self.columns], np.arange(len(self.right)))
-        self.m = len(ids)
+        self.ids, self.right = _answer_ids(answers, labels)  # (M,), (K,)
+        self.m = len(self.ids)
 
-    def expect(self, weights: np.ndarray, n: int, seed, max_cells: int, samples: int) -> tuple[float, float]:
+    def expect(self, log_weights: np.ndarray, n: int, seed, max_cells: int, samples: int) -> tuple[float, float]:
         if enumerable(self.m, n, max_cells):
-            return float(self.winners(_all_draws(self.m, n), weights).mean()), 0.0
+            return float(self.winners(_all_draws(self.m, n), log_weights).mean()), 0.0
         keys = np.random.default_rng(seed).random((samples, self.m))  # (S, M); a row's n smallest: a uniform draw
         draws = keys <= np.partition(keys, n - 1, axis=1)[:, n - 1 : n]
-        values = self.winners(draws, weights)
+        values = self.winners(draws, log_weights)
         return float(values.mean()), float(values.var(ddof=1) / samples)
 
-    def winners(self, draws: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """The label of each draw's winning answer (ties: mean label of the tied answers)."""
+    def winners(self, draws: np.ndarray, log_weights: np.ndarray) -> np.ndarray:
+        """The label of each draw's winning answer (ties: mean label of the tied answers).
+
+        Answers are compared by the log of their weight sum (a logsumexp), so a weight exp(-30)
+        next to exp(0), or exp(-801) next to exp(-800), still counts where plain sums round it
+        away or underflow. Completions are summed largest first, so answers holding the same
+        scores get the same totals: an exact tie.
+        """
         if not len(self.right):
             return np.zeros(len(draws))
-        sums = np.add.reduceat((draws * weights)[:, self.columns], self.starts, axis=1)  # (S, K) per answer
-        present = np.add.reduceat(draws[:, self.columns], self.starts, axis=1) > 0  # (S, K) drawn at least once
-        best = np.where(present, sums, -np.inf).max(axis=1, keepdims=True)  # (S, 1)
-        # Equal sums added in another order may differ in the last bit: compare with a tolerance.
-        tie = present & (np.abs(sums - best) <= 1e-12 * np.abs(best))  # all-abstain rows: nothing ties
+        answering = self.ids >= 0
+        # Completions that answer, sorted by answer, then by weight, largest first (no BLAS: its
+        # threads crawl on a busy node; reduceat per answer instead).
+        columns = np.lexsort((-log_weights, np.where(answering, self.ids, len(self.right))))[: answering.sum()]
+        starts = np.searchsorted(self.ids[columns], np.arange(len(self.right)))
+        drawn = draws[:, columns]  # (S, M') bool
+        present = np.add.reduceat(drawn, starts, axis=1) > 0  # (S, K) drawn at least once
+        totals = _log_totals(drawn, log_weights[columns], starts, present)  # (S, K)
+        best = np.where(present, totals, -np.inf).max(axis=1, keepdims=True)  # (S, 1)
+        # Bit-level noise only (a few ulps of a log total); -inf (zero weights) ties with -inf.
+        tol = np.where(np.isfinite(best), 16 * np.finfo(float).eps * np.maximum(1.0, np.abs(best)), 0.0)
+        with np.errstate(invalid="ignore"):
+            tie = present & ((totals == best) | (np.abs(totals - best) <= tol))  # all-abstain rows: nothing ties
         n_tie = tie.sum(axis=1)
         return np.where(n_tie > 0, (tie @ self.right) / np.maximum(n_tie, 1), 0.0)
+
+
+def _log_totals(drawn: np.ndarray, logs: np.ndarray, starts: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """log of each answer's summed weight over its drawn completions, (S, K); -inf if none weighs.
+
+    Each answer is shifted by its own largest log weight, so the common case is one product and
+    one sum, as plain weights would be. A draw where an answer's drawn weights all lie so far below
+    that (about e^-690) that the sum would lose precision is redone shifted by its drawn maximum.
+    """
+    sizes = np.diff(np.append(starts, len(logs)))
+    finite = np.isfinite(logs)  # (M',) -inf: a zero weight
+    peak = np.maximum.reduceat(logs, starts)  # (K,)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scaled = np.where(finite, np.exp(logs - np.repeat(peak, sizes)), 0.0)  # (M',) in [0, 1]
+        sums = np.add.reduceat(drawn * scaled, starts, axis=1)  # (S, K)
+        totals = peak + np.log(sums)
+    weighed = present if finite.all() else np.add.reduceat(drawn & finite, starts, axis=1) > 0  # (S, K)
+    deep = (weighed & (sums < 1e-300)).any(axis=1)  # (S,)
+    if deep.any():
+        tops = np.maximum.reduceat(np.where(drawn[deep], logs, -np.inf), starts, axis=1)  # (D, K)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            terms = np.where(drawn[deep] & finite, np.exp(logs - np.repeat(tops, sizes, axis=1)), 0.0)
+            totals[deep] = tops + np.log(np.add.reduceat(terms, starts, axis=1))
+    return totals
 
 
 def enumerable(m: int, n: int, max_cells: int = MAX_CELLS) -> bool:
@@ -192,17 +228,19 @@ def _answer_ids(answers: list, labels: list[float]) -> tuple[np.ndarray, np.ndar
     return ids, sums / np.maximum(counts, 1)
 
 
-def vote_weights(scores: list[float], mode: str) -> np.ndarray:
-    """exp: exp(score), the Bradley-Terry strength of a logit-scale reward (shifted by the prompt's
-    top score, which changes no winner); score: the raw score, for probabilities (PRMs)."""
+def log_weights(scores: list[float], mode: str) -> np.ndarray:
+    """Each completion's vote weight, as a log (so nothing underflows). exp: the weight is exp(score),
+    the Bradley-Terry strength of a logit-scale reward, so its log is the score (shifted by the
+    prompt's top score, which changes no winner); score: the raw score, for probabilities (PRMs)."""
     scores = np.asarray(scores, dtype=float)
     if mode == "exp":
-        return np.exp(scores - scores.max())
+        return scores - scores.max()
     if mode == "score":
         if (scores < 0).any():
             raise InputError(f"--vote-weight score needs scores >= 0, found {scores.min():.4g}",
                              "use --vote-weight exp (the default) for logit-scale reward models")
-        return scores
+        with np.errstate(divide="ignore"):
+            return np.log(scores)  # a zero score: weight 0, log -inf
     raise ConfigError(f"unknown --vote-weight {mode!r}", f"choose one of {', '.join(VOTE_WEIGHTS)}")
 
 
@@ -222,7 +260,7 @@ def curves(groups: list[Group], ns: list[int], vote_weight: str = "exp", seed: i
     names = [s for s in SELECTORS if votes or s not in ("majority_vote", "weighted_vote")]
     out = Curves(ns, {s: [] for s in names}, {s: [] for s in names}, len(groups),
                  sum(len(g.labels) for g in groups), [], [])
-    ballots = [(Ballot(g.answers, g.labels), vote_weights(g.scores, vote_weight)) for g in groups] if votes else []
+    ballots = [(Ballot(g.answers, g.labels), log_weights(g.scores, vote_weight)) for g in groups] if votes else []
     for n in ns:
         sums, variance = dict.fromkeys(names, 0.0), 0.0
         out.capped.append(sum(len(g.labels) < n for g in groups))
@@ -235,7 +273,7 @@ def curves(groups: list[Group], ns: list[int], vote_weight: str = "exp", seed: i
             if votes:
                 ballot, weights = ballots[i]
                 exact = enumerable(len(g.labels), k, max_cells)  # else the DP: exact too, and fast for large M
-                sums["majority_vote"] += (ballot.expect(np.ones(ballot.m), k, None, max_cells, samples)[0]
+                sums["majority_vote"] += (ballot.expect(np.zeros(ballot.m), k, None, max_cells, samples)[0]
                                           if exact else majority_vote(g.answers, g.labels, k))
                 mean, var = ballot.expect(weights, k, [seed, i, k], max_cells, samples)
                 sums["weighted_vote"] += mean

@@ -54,7 +54,10 @@ def report_path(output: Path) -> Path:
 def run_build_pairs(cfg: PairConfig, log=print) -> BuildSummary:
     start = time.perf_counter()
     out = _check_output(cfg)
-    scored = scored_io.open_scored(cfg.inputs, cfg.score_column)
+    scored = scored_io.open_scored(cfg.inputs, cfg.score_column, cfg.allow_mixed_models)
+    if scored.models:
+        log(f"pairing the scores of {len(scored.models)} reward models (--allow-mixed-models): "
+            f"{'; '.join(scored.models)}")
     if out.resolve() in scored.files:
         raise ConfigError(f"-o {out} is one of the inputs", "write the pairs to another file")
     fmt = cfg.format if cfg.format != "auto" else _detect_format(scored)
@@ -89,8 +92,9 @@ def _check_output(cfg: PairConfig) -> Path:
     out = Path(cfg.output)
     if out.is_dir():
         raise ConfigError(f"-o {out} is a folder", "-o names the pairs Parquet file, e.g. pairs.parquet")
-    if out.exists() and not cfg.overwrite:
-        raise ConfigError(f"{out} already exists", "pass --overwrite to replace it, or choose another -o")
+    for path in (out, report_path(out)):  # the drop report goes beside the pairs: never over a user's file
+        if path.exists() and not cfg.overwrite:
+            raise ConfigError(f"{path} already exists", "pass --overwrite to replace it, or choose another -o")
     out.parent.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -154,7 +158,7 @@ def _merged(parts: list[Path], schema: pa.Schema) -> Iterator[pa.Table]:
 
 def _settings(cfg: PairConfig, fmt: str) -> dict:
     settings = asdict(cfg) | {"format": fmt}
-    for name in ("inputs", "output", "overwrite", "buckets"):  # where, not how: the pairs do not depend on them
+    for name in ("inputs", "output", "overwrite", "buckets", "allow_mixed_models"):  # the pairs do not depend on them
         settings.pop(name)
     return settings
 

@@ -169,7 +169,7 @@ class PairConfig:
     output: str  # the pairs Parquet file; its drop report goes next to it (.report.json)
     rule: str = "max-min"
     format: str = "auto"  # auto: conversational, or standard when every prompt was plain text
-    score_column: str = "score"  # any numeric column: score_min (PRM), one ArmoRM objective, ...
+    score_column: str = "score"  # any numeric column (score_min of a PRM), an ArmoRM objective or rewards[i]
     min_margin: float = 0.0  # a pair needs chosen - rejected >= min_margin (and > 0: ties never pair)
     min_completions: int = 2  # distinct scored completions a prompt needs to give any pair
     pairs_per_prompt: int | None = None  # cap; None: 1 for max-random, no cap for best-vs-rest/all-pairs
@@ -177,6 +177,7 @@ class PairConfig:
     buckets: int | None = None  # prompt-hash buckets processed one at a time; None: from the input size
     overwrite: bool = False
     max_length_ratio: float | None = None  # drop a candidate whose chosen text is over R x the rejected's
+    allow_mixed_models: bool = False  # pair scores of inputs whose recorded models differ
 
     def __post_init__(self):
         if self.rule not in PAIR_RULES:
@@ -275,6 +276,7 @@ class EvalConfig:
     subset_column: str | None = None  # an input column: accuracy per value
     mc: McColumns = field(default_factory=McColumns)
     rescore: bool = False  # score again even if the cache matches
+    score_column: str = "score"  # or one objective of a multi-objective model (read from the cache: no rescoring)
 
     def __post_init__(self):
         if self.task not in ("auto", "pairs", "mc"):

@@ -9,21 +9,18 @@ computing another metric, or a breakdown by another column, never scores again.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
 
 from rmscore import bestofn, metrics
 from rmscore.config import BestOfNConfig, EvalConfig, InputConfig, ShardConfig
-from rmscore.errors import InputError, ResumeConflict
+from rmscore.errors import ConfigError, InputError
+from rmscore.io import eval_cache, fingerprint
 from rmscore.io.layout import detect_layout
 from rmscore.io.output import META_DIR, read_metadata
 from rmscore.io.scored import read_columns, read_groups
 from rmscore.io.sources import open_source
-from rmscore.io.writers import existing_parts
 from rmscore.multiple_choice import McLayout, convert, detect_mc
-
-KEY_FILE = "eval-key.json"
 
 
 def run_best_of_n(cfg: BestOfNConfig) -> dict:
@@ -44,6 +41,7 @@ def run_best_of_n(cfg: BestOfNConfig) -> dict:
         from rmscore import plots
 
         out = Path(cfg.output)
+        check_reports(out, "bestofn.json", "bestofn.png", ("best-of-n",))
         out.mkdir(parents=True, exist_ok=True)
         data = Path(str(report["input"] or cfg.scored).rstrip("/")).name
         title = f"Best-of-N: {report['model']} on {data} ({curves.prompts:,} prompts)"
@@ -61,12 +59,14 @@ def run_eval(cfg: EvalConfig, log=print) -> dict:
         raise InputError(f"--subset-column {cfg.subset_column!r} not found",
                          f"the input has: {', '.join(source.columns)}")
     cache = Path(cfg.score.output.path)
+    check_reports(Path(cfg.output), "eval.json", "margins.png", ("pairs", "mc"))
     ensure_scores(cfg, task, mc_layout, source, log)
-    cols = read_columns(cache, ["input_index", "score"], ("completion_index", "side", "status", "labels"))
+    cols = read_columns(cache, ["input_index", cfg.score_column], ("completion_index", "side", "status", "labels"))
+    cols["score"] = cols.pop(cfg.score_column)  # --score-column: one objective of a multi-objective model
     values, skipped = metrics.multiple_choice(cols) if task == "mc" else metrics.pairs(cols)
     subsets = subset_values(source, cfg.subset_column) if cfg.subset_column else None
     report = {"task": task, "input": cfg.score.input.path, "model": model_name(read_metadata(cache)),
-              "scores": str(cache), "skipped": dict(skipped)}
+              "scores": str(cache), "score_column": cfg.score_column, "skipped": dict(skipped)}
     report |= metrics.summarise(task, values, subsets)
     return write_eval(report, Path(cfg.output), values if task == "pairs" else None)
 
@@ -92,26 +92,31 @@ def detect_task(source, cfg: EvalConfig) -> tuple[str, McLayout | None]:
 
 
 def ensure_scores(cfg: EvalConfig, task: str, mc_layout, source, log) -> None:
-    """Reuse the cache when its key matches; otherwise score into it (it must be ours or empty).
+    """Reuse the cache when its key matches; otherwise score into it. The folder must be new, empty
+    or an eval cache (rmscore/io/eval_cache.py): nothing rmscore did not write is ever removed.
 
     The key and the converted multiple-choice input live in CACHE/.rmscore/, which readers of the
     folder (pyarrow.dataset, datasets.load_dataset) skip, so the cache stays a plain scored folder.
     """
     cache = Path(cfg.score.output.path)
     key = json.loads(json.dumps(cache_key(cfg, task)))
-    stored = _read_json(cache / META_DIR / KEY_FILE)
+    stored = _read_json(eval_cache.key_path(cache))
     if stored and stored.get("state") == "done" and stored.get("key") == key and not cfg.rescore:
         log(f"reusing scores in {cache} (same data, model and settings)")
         return
-    if existing_parts(cache) and stored is None and not cfg.rescore:
-        raise ResumeConflict(f"{cache} holds scores that rmscore eval did not make",
-                             "pass --rescore to replace them, or choose another --cache-dir")
+    created = eval_cache.claim(cache)  # refuses a folder holding anything eval did not write
     if stored and stored.get("key") != key:
         changed = [name for name in key if stored.get("key", {}).get(name) != key[name]]
         log(f"scores in {cache} were made with another {', '.join(changed)}: scoring again")
-    shutil.rmtree(cache, ignore_errors=True)  # the folder is ours (or --rescore): start clean
-    cache.mkdir(parents=True)
-    write_json(cache / META_DIR / KEY_FILE, {"state": "scoring", "key": key})
+    try:
+        _score_into(cache, cfg, task, mc_layout, source, key, log)
+    except BaseException:
+        eval_cache.release(cache, created)  # a failed eval leaves no half cache or empty folder
+        raise
+
+
+def _score_into(cache: Path, cfg: EvalConfig, task: str, mc_layout, source, key: dict, log) -> None:
+    write_json(eval_cache.key_path(cache), {"state": "scoring", "key": key})
     # One shard holding everything, whatever torchrun/SLURM variables say: metrics need every row.
     score_cfg = replace(cfg.score, output=replace(cfg.score.output, overwrite=False), shard=ShardConfig(0, 1))
     if task == "mc":
@@ -124,34 +129,41 @@ def ensure_scores(cfg: EvalConfig, task: str, mc_layout, source, log) -> None:
 
     summary = run_score(score_cfg, log)
     log(f"scored {summary.samples:,} completions in {summary.wall_s:.1f}s into {cache}")
-    write_json(cache / META_DIR / KEY_FILE, {"state": "done", "key": key})  # last: the cache is complete
+    write_json(eval_cache.key_path(cache), {"state": "done", "key": key})  # last: the cache is complete
 
 
 def cache_key(cfg: EvalConfig, task: str) -> dict:
-    """Everything that changes the scores; nothing that only changes speed or the metric."""
+    """Everything that changes the scores; nothing that only changes speed or the metric. Files
+    enter by resolved path and content (rmscore/io/fingerprint.py), never by the name as typed."""
     s = cfg.score
-    model = asdict(s.model) | {"path": _stamp(s.model.path)}
+    model = asdict(s.model) | {"path": fingerprint.model_key(s.model.path, s.model.revision),
+                               "chat_template": fingerprint.template_key(s.model.chat_template)}
     for speed_only in ("device", "device_map", "attn_implementation"):
         model.pop(speed_only)
     return {
-        "task": task, "input": _stamp(s.input.path), "split": s.input.split, "config": s.input.config_name,
-        "columns": asdict(s.input.columns) if task == "pairs" else asdict(cfg.mc), "limit": s.input.limit,
-        "model": model, "max_length": s.batch.max_length, "on_overflow": s.batch.on_overflow,
+        "task": task, "input": fingerprint.input_key(s.input.path), "split": s.input.split,
+        "config": s.input.config_name, "columns": asdict(s.input.columns) if task == "pairs" else asdict(cfg.mc),
+        "limit": s.input.limit, "model": model, "max_length": s.batch.max_length, "on_overflow": s.batch.on_overflow,
     }
-
-
-def _stamp(path: str):
-    """A file or folder by resolved path, sizes and modification times; anything else by name."""
-    p = Path(path)
-    files = [p] if p.is_file() else sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else []
-    if not files:
-        return path
-    return {"path": str(p.resolve()), "files": {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files}}
 
 
 def subset_values(source, column: str) -> dict[int, str]:
     """input_index -> the row's value in `column` (read from the input, so no rescoring is needed)."""
     return {row.index: str((row.data or {}).get(column)) for row in source.rows()}
+
+
+def check_reports(out: Path, report: str, plot: str, tasks: tuple[str, ...]) -> None:
+    """Before any work: the report and plot may replace only what an earlier run of the same
+    command wrote there (its report names its plot); a file of those names that rmscore did not
+    write is refused, never overwritten."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"-o {out} is a file", "-o names a folder for the report and plot")
+    old = _read_json(out / report) if (out / report).exists() else None
+    ours = isinstance(old, dict) and old.get("task") in tasks and isinstance(old.get("files"), dict)
+    plot_ours = ours and Path(str(old["files"].get("plot", ""))).name == plot
+    for name, mine in ((report, ours), (plot, plot_ours)):
+        if (out / name).exists() and not mine:
+            raise ConfigError(f"{out / name} exists and rmscore did not write it", "choose another -o folder")
 
 
 def write_eval(report: dict, out: Path, margins: dict | None) -> dict:

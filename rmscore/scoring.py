@@ -132,6 +132,7 @@ def run_score(cfg: ScoreConfig, log=print) -> RunSummary:
     dist = dist_info(cfg.shard.index, cfg.shard.count)
     log = log if dist.is_main else _silent
     state = resume.open_output(cfg, dist, log)
+    state.check_input(cfg.input.path, lambda: iter_samples(source, layout, dist, cfg.input.limit, RunSummary("")))
     summary = RunSummary(cfg.output.path, shard=f"{dist.shard_index}/{dist.shard_count} ({dist.source})")
     with group.joined(dist), GracefulStop() as stop:
         summary.complete = state.complete

@@ -78,7 +78,7 @@ def test_closed_forms_equal_enumeration(seed):
     if seed % 10 == 1:
         labels = [0.0] * m  # all wrong
     answers = [rng.choice(["7", "8", "9", None]) for _ in range(m)]
-    weights = bestofn.vote_weights(scores, "exp")
+    weights = [math.exp(s - max(scores)) for s in scores]
     for n in range(1, m + 1):
         assert bestofn.pick_best(scores, labels, n) == pytest.approx(brute_pick(scores, labels, n), abs=1e-12)
         any_right = brute(lambda s: float(any(labels[i] for i in s)), m, n)
@@ -86,7 +86,7 @@ def test_closed_forms_equal_enumeration(seed):
         ones = [1.0] * m
         assert bestofn.majority_vote(answers, labels, n) == pytest.approx(
             brute_vote(answers, labels, ones, n), abs=1e-12)
-        got, var = bestofn.weighted_vote(answers, labels, weights, n, 0, 10_000, 100)
+        got, var = bestofn.weighted_vote(answers, labels, bestofn.log_weights(scores, "exp"), n, 0, 10_000, 100)
         assert var == 0.0 and got == pytest.approx(brute_vote(answers, labels, weights, n), abs=1e-12)
 
 
@@ -102,14 +102,13 @@ def test_majority_vote_by_hand():
 def test_weighted_vote_by_hand():
     # Two wrong "5"s against one right "6" with a much higher score: exp weights let "6" win.
     answers, labels, scores = ["5", "5", "6"], [0, 0, 1], [0.0, 0.0, 3.0]
-    weights = bestofn.vote_weights(scores, "exp")
-    exact, _ = bestofn.weighted_vote(answers, labels, weights, 3, 0, 10, 10)
+    exact, _ = bestofn.weighted_vote(answers, labels, bestofn.log_weights(scores, "exp"), 3, 0, 10, 10)
     assert exact == 1.0
     assert bestofn.majority_vote(answers, labels, 3) == 0.0
-    raw, _ = bestofn.weighted_vote(answers, labels, [0.2, 0.2, 0.3], 3, 0, 10, 10)
+    raw, _ = bestofn.weighted_vote(answers, labels, bestofn.log_weights([0.2, 0.2, 0.3], "score"), 3, 0, 10, 10)
     assert raw == 0.0  # 0.4 > 0.3 with raw probability weights
     with pytest.raises(InputError, match="vote-weight exp"):
-        bestofn.vote_weights([-1.0, 2.0], "score")
+        bestofn.log_weights([-1.0, 2.0], "score")
 
 
 def test_large_prompt_majority_is_exact_and_weighted_is_sampled():
@@ -124,7 +123,7 @@ def test_large_prompt_majority_is_exact_and_weighted_is_sampled():
     winners = [a for a in counts if counts[a] == top]
     assert bestofn.majority_vote(answers, labels, m) == pytest.approx(sum(a == "a" for a in winners) / len(winners))
     assert bestofn.majority_vote(answers, labels, 1) == pytest.approx(sum(labels) / m)
-    weights = bestofn.vote_weights(scores, "exp")
+    weights = bestofn.log_weights(scores, "exp")
     est, var = bestofn.weighted_vote(answers, labels, weights, 1, 0, 10, 4000)
     assert var > 0 and abs(est - sum(labels) / m) < 4 * math.sqrt(var)  # N=1: any vote is a random pick
     again, _ = bestofn.weighted_vote(answers, labels, weights, 1, 0, 10, 4000)
@@ -162,3 +161,21 @@ def test_sampled_weighted_vote_agrees_with_exact_and_dp_with_enumeration():
     for got, want, se in zip(sampled.accuracy["weighted_vote"], exact.accuracy["weighted_vote"],
                              sampled.stderr["weighted_vote"]):
         assert 0 < se < 0.01 and abs(got - want) < 4 * se
+
+
+def test_weighted_vote_compares_log_totals_exactly():
+    """exp weights summed plainly round exp(-30) away next to exp(0), and underflow to 0 next to
+    exp(800): both votes reported ties. Per-answer logsumexp keeps the strict order."""
+    # A = exp(0) + exp(-30) > B = exp(0): A (right) wins the only N=3 draw.
+    got, _ = bestofn.weighted_vote(["A", "A", "B"], [1, 1, 0], bestofn.log_weights([0, -30, 0], "exp"), 3)
+    assert got == 1.0
+    # N=2 draws of X Y Z Z (scores 800, 0, -1, -1), only Y right: X wins its 3 draws, Y beats one
+    # Z (exp(0) > exp(-1)) in 2, Z wins {Z, Z}: exactly 2/6.
+    got, _ = bestofn.weighted_vote(["X", "Y", "Z", "Z"], [0, 1, 0, 0], bestofn.log_weights([800, 0, -1, -1], "exp"), 2)
+    assert got == 1 / 3
+    curve = bestofn.curves([Group([0, -30, 0], [1, 1, 0], ["A", "A", "B"])], [3])
+    assert curve.accuracy["weighted_vote"] == [1.0]
+    # The same scores under two answers, listed in another order, are still an exact tie.
+    got, _ = bestofn.weighted_vote(["A", "B", "A", "B", "A", "B"], [1, 0, 1, 0, 1, 0],
+                                   bestofn.log_weights([0.1, 0.7, 0.7, 0.2, 0.2, 0.1], "exp"), 6)
+    assert got == 0.5

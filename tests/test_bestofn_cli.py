@@ -129,3 +129,15 @@ def test_missing_label_column_says_how_to_keep_it(gsm8k_rows, tmp_path):
     assert bad_n.exit_code == 2 and "--n" in bad_n.output
     missing = invoke("best-of-n", tmp_path / "nowhere", "--label-column", "is_correct")
     assert missing.exit_code == 2 and "not found" in missing.output
+
+
+def test_a_null_prompt_id_is_one_line_error(tmp_path):
+    """Hand-written input: which completions compete for a row without a prompt_id is unknown."""
+    rows = [{"input_index": i, "completion_index": 0, "prompt_id": pid, "score": float(i), "status": "ok",
+             "right": i % 2} for i, pid in enumerate(["a", "a", None, "b", None])]
+    (tmp_path / "s").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "s" / "part-0.parquet")
+    result = invoke("best-of-n", tmp_path / "s", "--label-column", "right")
+    assert result.exit_code == 2, result.output
+    assert "2 scored, labelled rows" in result.output and "no prompt_id" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 2  # message + fix

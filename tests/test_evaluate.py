@@ -101,9 +101,12 @@ def test_rerun_reuses_the_cache_without_loading_the_model(tiny_models, write_jso
 def test_a_folder_eval_did_not_make_is_never_overwritten(tiny_models, write_jsonl, tmp_path):
     path = write_jsonl(PAIRS)
     run("score", path, "-m", tiny_models["llama"], "-o", tmp_path / "mine")
-    result = runner.invoke(app, ["eval", str(path), "-m", str(tiny_models["llama"]), "-o", str(tmp_path / "e"),
-                                 "--cache-dir", str(tmp_path / "mine")])
-    assert result.exit_code == 2 and "--rescore" in result.output
+    before = sorted((p, p.stat().st_mtime_ns) for p in (tmp_path / "mine").rglob("*"))
+    for rescore in ([], ["--rescore"]):  # not even --rescore replaces what eval did not write
+        result = runner.invoke(app, ["eval", str(path), "-m", str(tiny_models["llama"]), "-o", str(tmp_path / "e"),
+                                     "--cache-dir", str(tmp_path / "mine"), *rescore])
+        assert result.exit_code == 2 and "is not an rmscore eval cache" in result.output
+    assert sorted((p, p.stat().st_mtime_ns) for p in (tmp_path / "mine").rglob("*")) == before
 
 
 def mc_eval(tiny_models, write_jsonl, tmp_path, name, reverse=False):

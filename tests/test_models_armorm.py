@@ -81,3 +81,43 @@ def test_missing_head_weights_stop_with_a_clear_error(armorm, copy_model, write_
         score_rows(write_jsonl(mixed_rows()[:1]), broken, tmp_path / "o", 500)
     config = json.loads((broken / "config.json").read_text())
     assert config["architectures"] == ["LlamaForRewardModelWithGating"]
+
+
+def test_score_column_picks_one_objective_everywhere(armorm, write_jsonl, tmp_path):
+    """--score-column helpsteer-correctness (or rewards[1]) ranks by that objective in build-pairs,
+    best-of-n and eval, checked against the rewards lists of the scored rows."""
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from rmscore.cli import app
+    from tiny import completions_rows
+
+    def run(*args):
+        result = CliRunner().invoke(app, [str(a) for a in args], env={"RMSCORE_DEBUG": ""})
+        assert result.exit_code == 0, result.output
+        return result
+
+    rows = completions_rows(n_prompts=4, n_completions=3, seed=5)
+    for row in rows:
+        row["right"] = [1, 0, 0]
+    run("score", write_jsonl(rows), "-m", armorm, "-o", tmp_path / "s", "--keep-columns", "right")
+    scored = pq.read_table(tmp_path / "s").to_pylist()
+    correctness = {(r["input_index"], r["completion_index"]): r["rewards"][1] for r in scored}
+    by_name, by_index = tmp_path / "name.parquet", tmp_path / "index.parquet"
+    run("build-pairs", tmp_path / "s", "-o", by_name, "--score-column", "helpsteer-correctness")
+    run("build-pairs", tmp_path / "s", "-o", by_index, "--score-column", "rewards[1]")
+    pairs = pq.read_table(by_name).to_pylist()
+    assert [p["score_chosen"] for p in pairs] == [p["score_chosen"] for p in pq.read_table(by_index).to_pylist()]
+    for i, pair in enumerate(pairs):
+        mine = [correctness[(i, j)] for j in range(3)]
+        assert (pair["score_chosen"], pair["score_rejected"]) == (max(mine), min(mine))
+    best = run("best-of-n", tmp_path / "s", "--label-column", "right", "--score-column", "helpsteer-correctness",
+               "--n", "3", "-o", tmp_path / "bon")
+    report = json.loads((tmp_path / "bon" / "bestofn.json").read_text())
+    picks = [max(range(3), key=lambda j: correctness[(i, j)]) == 0 for i in range(4)]
+    assert report["accuracy"]["reward_model"] == [sum(picks) / 4] and "reward model" in best.output
+    eval_rows = [{"prompt": r["prompt"], "chosen": r["completions"][0], "rejected": r["completions"][1]} for r in rows]
+    run("eval", write_jsonl(eval_rows, "pairs.jsonl"), "-m", armorm, "-o", tmp_path / "e",
+        "--score-column", "helpsteer-correctness")
+    wins = [correctness[(i, 0)] > correctness[(i, 1)] for i in range(4)]  # the same texts: the same rewards
+    assert json.loads((tmp_path / "e" / "eval.json").read_text())["accuracy"] == sum(wins) / 4

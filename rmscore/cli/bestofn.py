@@ -27,7 +27,9 @@ def best_of_n(
                                                               "list of them): adds majority and reward-weighted "
                                                               "votes. Answers are compared exactly; empty abstains.")]
     = None,
-    score_column: Annotated[str, typer.Option(help="Column the reward model's pick uses.")] = "score",
+    score_column: Annotated[str, typer.Option(help="Column the reward model's pick uses, or one objective of a "
+                                                   "multi-objective model (an ArmoRM objective name, or rewards[i]).")]
+    = "score",
     n: Annotated[str, typer.Option("--n", help="Comma-separated N values; capped at the largest number of "
                                                "completions per prompt.")] = "1,2,4,8,16,32,64",
     vote_weight: Annotated[str, typer.Option(help="Weighted vote: exp = sum of exp(score) per answer (Bradley-Terry "

@@ -29,12 +29,18 @@ def evaluate(
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Folder for eval.json and margins.png. "
                                                   "Default: rmscore-eval/<input>-<model>.", rich_help_panel=o.OUT,
                                                   show_default=False)] = None,
-    cache_dir: Annotated[Optional[str], typer.Option(help="Score cache (an ordinary `rmscore score` output). "
-                                                          "Default: OUTPUT/scores.", rich_help_panel=o.OUT,
+    cache_dir: Annotated[Optional[str], typer.Option(help="Score cache (an ordinary `rmscore score` output): a new "
+                                                          "or empty folder, or an earlier eval cache; a folder "
+                                                          "holding anything else is refused. Default: "
+                                                          "OUTPUT/scores.", rich_help_panel=o.OUT,
                                                      show_default=False)] = None,
     rescore: Annotated[bool, typer.Option(help="Score again even if the cache matches.", rich_help_panel=o.OUT)]
     = False,
     task: Annotated[str, typer.Option(help="auto (from the columns), pairs or mc.")] = "auto",
+    score_column: Annotated[str, typer.Option(help="Score to compare: score, or one objective of a multi-objective "
+                                                   "model (an ArmoRM objective name such as helpsteer-correctness, "
+                                                   "or rewards[i]). Read from the cache: never rescores.")]
+    = "score",
     subset_column: Annotated[Optional[str], typer.Option(help="Input column to break accuracy down by (read from "
                                                               "the input: changing it never rescores).",
                                                          rich_help_panel=o.INPUT)] = None,
@@ -78,7 +84,8 @@ def evaluate(
     evenly) against the chance level.
 
     Scores are cached in an ordinary `rmscore score` folder and reused while the data, model and
-    scoring settings stay the same.
+    scoring settings stay the same, compared by content (every input file, the model's files, a
+    --chat-template file), never by the names as typed.
 
     Examples:
 
@@ -101,7 +108,7 @@ def evaluate(
         progress=progress,
     )
     cfg = EvalConfig(score_cfg, output, task, subset_column,
-                     McColumns(question_col, targets_col, choices_col, labels_col, shuffle_seed), rescore)
+                     McColumns(question_col, targets_col, choices_col, labels_col, shuffle_seed), rescore, score_column)
     report = run_eval(cfg, log=lambda text: echo(f"[rmscore] {text}"))
     for line in summary(report):
         typer.echo(line)

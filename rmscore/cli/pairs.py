@@ -40,7 +40,8 @@ def build_pairs(
     seed: Annotated[int, typer.Option(help="max-random: the same seed gives the same pairs, however the input is "
                                            "sharded.", rich_help_panel=SELECT)] = 0,
     score_column: Annotated[str, typer.Option(help="Numeric column to rank by, e.g. score_min (a process reward "
-                                                   "model's aggregate) or one objective's column.",
+                                                   "model's aggregate), or one objective of a multi-objective model: "
+                                                   "an ArmoRM objective name (helpsteer-correctness) or rewards[i].",
                                               rich_help_panel=SELECT)] = "score",
     max_length_ratio: Annotated[Optional[float], typer.Option(
         help="Length control: drop a candidate pair whose chosen is more than R times as long (in characters) as "
@@ -51,7 +52,10 @@ def build_pairs(
     buckets: Annotated[Optional[int], typer.Option(help="Group prompts in N hash buckets, one in memory at a time. "
                                                         "Default: from the input size (~64 MiB of columns each).",
                                                    show_default=False)] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output file (and its report).")] = False,
+    allow_mixed_models: Annotated[bool, typer.Option(
+        help="Pair scores from inputs whose recorded reward models differ (compared by the checkpoint's content "
+             "digest, not the -m string).", rich_help_panel=SELECT)] = False,
 ):
     """Turn scored completions into (chosen, rejected) preference pairs that TRL trains on.
 
@@ -74,7 +78,8 @@ def build_pairs(
     from rmscore.build_pairs import run_build_pairs
 
     cfg = PairConfig(inputs, output, rule, format, score_column, min_margin, min_completions, pairs_per_prompt,
-                     seed, buckets, overwrite, max_length_ratio=max_length_ratio)
+                     seed, buckets, overwrite, max_length_ratio=max_length_ratio,
+                     allow_mixed_models=allow_mixed_models)
     summary = run_build_pairs(cfg, log=lambda text: echo(f"[rmscore] {text}"))
     for line in report_lines(summary.report, summary.wall_s):
         echo(line)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -26,7 +26,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from rmscore.errors import ConfigError, InputError
-from rmscore.io.scored import scored_files
+from rmscore.io.scored import INDEXED, objective, objective_names, scored_files
 from rmscore.pairs import Completion
 from rmscore.records import stable_bucket
 
@@ -38,33 +38,57 @@ SLICE_ROWS = 4096
 @dataclass
 class ScoredInput:
     files: list[Path]
-    columns: list[str]  # what build-pairs reads: KEY_COLUMNS + the score column
-    schema: pa.Schema  # of those columns, from the first file
+    columns: list[str]  # what build-pairs reads: KEY_COLUMNS + the score column's source
+    schema: pa.Schema  # of the rows handed out: KEY_COLUMNS + the score column (an objective picked out)
     metadata: dict  # the scoring run's provenance (first file that has it)
     nbytes: int  # uncompressed size of those columns, from the Parquet footers
+    projection: dict = field(default_factory=dict)  # output column -> expression over `columns`
+    models: list[str] = field(default_factory=list)  # the reward models recorded, when more than one
 
 
-def open_scored(inputs: list[str], score_column: str) -> ScoredInput:
+def open_scored(inputs: list[str], score_column: str, allow_mixed_models: bool = False) -> ScoredInput:
     files = list(dict.fromkeys(f.resolve() for path in inputs for f in scored_files(path)))
-    columns = [*KEY_COLUMNS, score_column]  # the score column is numeric: never one of KEY_COLUMNS
-    metas, nbytes = [], 0
-    for path in files:
-        metadata = _check_file(path, score_column)
-        if metadata:
-            metas.append(metadata)
-        nbytes += _column_bytes(path, columns)
-    models = sorted({m.get("model") for m in metas if m.get("model")})
-    if len(models) > 1:
-        raise ConfigError(
-            f"the inputs were scored by different reward models ({', '.join(models)}): their scores do not compare",
-            "build pairs from one model's output at a time",
-        )
-    schema = pa.schema([pq.read_schema(files[0]).field(c) for c in columns])
-    return ScoredInput(files, columns, schema, metas[0] if metas else {}, nbytes)
+    checked = [_check_file(path, score_column) for path in files]
+    metas = {path: metadata for path, (metadata, _, _) in zip(files, checked) if metadata}
+    models = _check_models(metas, allow_mixed_models)
+    _, expression, kind = checked[0]
+    if expression is None:  # a numeric column
+        expression, source = pc.field(score_column), score_column
+    else:  # one objective of a list column: rewards[i], or ArmoRM's objective name
+        match = INDEXED.match(score_column)
+        source = match["column"] if match else "rewards"
+    columns = [*KEY_COLUMNS, source]  # the score column is numeric: never one of KEY_COLUMNS
+    first = pq.read_schema(files[0])
+    schema = pa.schema([first.field(c) for c in KEY_COLUMNS] + [pa.field(score_column, kind)])
+    projection = {c: pc.field(c) for c in KEY_COLUMNS} | {score_column: expression}
+    nbytes = sum(_column_bytes(path, columns) for path in files)
+    return ScoredInput(files, columns, schema, next(iter(metas.values()), {}), nbytes, projection, models)
 
 
-def _check_file(path: Path, score_column: str) -> dict:
-    """The file's provenance; raises if it is not scored output or lacks a numeric score column."""
+def recorded_model(metadata: dict, by_digest: bool) -> str:
+    """How a scored file names its model: by content digest (resolved path shown) when recorded,
+    else, for output of older versions, by the -m string and revision as given."""
+    if by_digest:
+        return f"{metadata.get('model_path') or metadata['model']} [digest {metadata['model_digest']}]"
+    return metadata["model"] + (f" (revision {metadata['revision']})" if metadata.get("revision") else "")
+
+
+def _check_models(metas: dict[Path, dict], allow_mixed: bool) -> list[str]:
+    """Scores of different reward models do not compare: refuse to pair them unless allowed."""
+    named = {path: m for path, m in metas.items() if m.get("model")}
+    by_digest = all(m.get("model_digest") for m in named.values())
+    models = {recorded_model(m, by_digest): path for path, m in named.items()}
+    if len(models) > 1 and not allow_mixed:
+        shown = "; ".join(f"{model} in {path}" for model, path in sorted(models.items())[:3])
+        raise ConfigError(f"the inputs were scored by {len(models)} different reward models ({shown}): "
+                          "their scores do not compare",
+                          "build pairs from one model's output at a time, or pass --allow-mixed-models if they do")
+    return sorted(models) if len(models) > 1 else []
+
+
+def _check_file(path: Path, score_column: str) -> tuple[dict, object, pa.DataType]:
+    """The file's provenance, the expression picking an objective (None for a plain column) and the
+    score's type; raises if it is not scored output or has no such numeric score."""
     try:
         schema = pq.read_schema(path)
     except Exception as exc:  # pyarrow raises several types for a corrupt file
@@ -73,13 +97,18 @@ def _check_file(path: Path, score_column: str) -> dict:
     if missing:
         raise InputError(f"{path} is not rmscore score output: it has no {', '.join(missing)} column",
                          "build-pairs reads the Parquet files written by rmscore score")
+    metadata = json.loads((schema.metadata or {}).get(b"rmscore", b"{}"))
     numeric = [f.name for f in schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)]
     numeric = [n for n in numeric if n not in ("input_index", "completion_index", "num_tokens")]
-    if score_column not in numeric:
+    if score_column in numeric:
+        return metadata, None, schema.field(score_column).type
+    picked = None if score_column in schema.names else objective(schema, metadata, score_column)
+    if picked is None:
         what = "is not numeric" if score_column in schema.names else "does not exist"
         raise InputError(f"score column {score_column!r} {what} in {path}",
-                         f"pick one with --score-column: {', '.join(numeric) or 'none found'}")
-    return json.loads((schema.metadata or {}).get(b"rmscore", b"{}"))
+                         f"pick one with --score-column: {', '.join(numeric) or 'none found'}"
+                         f"{objective_names(metadata)}")
+    return metadata, *picked
 
 
 def _column_bytes(path: Path, columns: list[str]) -> int:
@@ -99,17 +128,20 @@ def bucket_count(scored: ScoredInput, requested: int | None) -> int:
 
 
 def dataset(scored: ScoredInput) -> ds.Dataset:
-    return ds.dataset([str(f) for f in scored.files], schema=scored.schema, format="parquet")
+    """The files' needed columns as stored (an objective still inside its list column)."""
+    physical = pq.read_schema(scored.files[0])
+    return ds.dataset([str(f) for f in scored.files], schema=pa.schema([physical.field(c) for c in scored.columns]),
+                      format="parquet")
 
 
 def iter_buckets(scored: ScoredInput, buckets: int, spill_dir: Path) -> Iterator[pa.Table]:
     """Tables that each hold every row of the prompts they contain."""
     data = dataset(scored)
     if buckets == 1:
-        yield data.to_table()
+        yield data.to_table(columns=scored.projection)
         return
     part = ds.partitioning(pa.schema([("_bucket", pa.int32())]))
-    ds.write_dataset(_with_buckets(data, buckets), spill_dir, format="parquet", partitioning=part,
+    ds.write_dataset(_with_buckets(data, scored.projection, buckets), spill_dir, format="parquet", partitioning=part,
                      schema=scored.schema.append(pa.field("_bucket", pa.int32())), max_partitions=buckets,
                      existing_data_behavior="overwrite_or_ignore")
     for b in range(buckets):
@@ -118,9 +150,9 @@ def iter_buckets(scored: ScoredInput, buckets: int, spill_dir: Path) -> Iterator
             yield ds.dataset(folder, format="parquet", schema=scored.schema).to_table()
 
 
-def _with_buckets(data: ds.Dataset, buckets: int) -> Iterator[pa.RecordBatch]:
+def _with_buckets(data: ds.Dataset, projection: dict, buckets: int) -> Iterator[pa.RecordBatch]:
     # Little read-ahead: the spill pass must not hold much more than the batch it writes.
-    scanner = data.scanner(batch_size=16384, batch_readahead=1, fragment_readahead=1)
+    scanner = data.scanner(columns=projection, batch_size=16384, batch_readahead=1, fragment_readahead=1)
     for batch in scanner.to_batches():
         ids = batch.column("prompt_id")
         unique = pc.unique(ids).drop_null()

@@ -150,6 +150,8 @@ def _check_dest(out_dir: Path, dest: Path, overwrite: bool) -> None:
     if dest.resolve().is_relative_to(out_dir.resolve()):
         raise ConfigError(f"-o {dest} is inside {out_dir}", "write the merged file outside the shard folder, "
                           "or readers of the folder would count every row twice")
+    if dest.is_dir():  # never replaced by a file, --overwrite or not
+        raise ConfigError(f"-o {dest} is a folder", "-o names the merged Parquet file, e.g. scored.parquet")
     if dest.exists() and not overwrite:
         raise ConfigError(f"{dest} already exists", "pass --overwrite to replace it")
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ import pyarrow as pa
 from rmscore import __version__
 from rmscore.distributed.completion import META_DIR
 from rmscore.errors import ConfigError
+from rmscore.io import fingerprint
 from rmscore.io.writers import PartWriter, existing_parts
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 BASE_SCHEMA = pa.schema(
@@ -107,6 +108,7 @@ def provenance(model, cfg, max_length: int, family: str) -> dict:
         "on_overflow": cfg.batch.on_overflow,
         "system_prompt": cfg.model.system_prompt,
         "input": cfg.input.path,
+        **fingerprint.model_identity(cfg.model.path, cfg.model.revision),  # what build-pairs and resume compare
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **model.metadata(),
     }

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from rmscore.config import ScoreConfig
 from rmscore.distributed import completion
 from rmscore.errors import ConfigError, ResumeConflict
+from rmscore.io import input_identity
 from rmscore.io.output import META_DIR
 from rmscore.io.writers import PART_GLOB, existing_parts, part_seq
 from rmscore.records import Sample
@@ -34,7 +35,7 @@ KEY_COLUMNS = ["input_index", "completion_index", "prompt_id", "status"]
 NAMES = {
     "input": "input", "columns": "column options (--prompt-col, ...)", "shard_count": "shard count "
     "(--shard, SLURM array size or torchrun workers)", "model_type": "model type", "template_hash": "chat template",
-    "dtype": "dtype",
+    "dtype": "dtype", "model_digest": "model files (config, tokenizer or weights)",
 }
 
 
@@ -53,7 +54,8 @@ def requested_settings(cfg: ScoreConfig, shard_count: int) -> dict:
 def resolved_settings(provenance: dict) -> dict:
     """What `auto` turned into and what the checkpoint says (dtype, family, template hash, ...):
     the same command can resolve differently on another machine or after the checkpoint changed."""
-    volatile = ("created", "rmscore_version", "input", "model", "revision", "on_overflow", "system_prompt")
+    volatile = ("created", "rmscore_version", "input", "model", "model_path", "revision", "on_overflow",
+                "system_prompt")
     return json.loads(json.dumps({k: v for k, v in provenance.items() if k not in volatile}, default=str))
 
 
@@ -151,6 +153,7 @@ def open_output(cfg: ScoreConfig, dist, log) -> "ShardState":
     state.check_peers = not overwrite
     if state.lost:
         completion.undo(out_dir, dist.stem)  # the marker promised rows that are gone
+    input_identity.check_limit(state.manifest["parts"], cfg.input.limit, out_dir)  # before a marker is undone
     state.complete = completion.is_done(out_dir, dist.stem, cfg.input.limit)
     state.save()
     return state
@@ -168,6 +171,7 @@ class ShardState:
         for tmp in out_dir.glob(f".tmp-part-{stem}-*"):
             tmp.unlink()  # a part cut short by SIGKILL: its rows were never recorded as done
         self._reconcile()
+        self.digests = input_identity.PartDigests(self.manifest["parts"])
 
     def _reconcile(self) -> None:
         on_disk = {p.name: p for p in existing_parts(self.out_dir, self.stem)}
@@ -187,23 +191,39 @@ class ShardState:
         self.lasts = [tuple(rec["last"]) for rec in parts]
         self.anchors = {tuple(rec[end]): rec[f"{end}_id"] for rec in parts for end in ("first", "last")}
 
-    def is_done(self, key: tuple) -> bool:
+    def part_at(self, key: tuple) -> dict | None:
+        """The finished part whose key range holds `key`, if any."""
         at = bisect_right(self.firsts, key) - 1
-        return at >= 0 and key <= self.lasts[at]
+        return self.manifest["parts"][at] if at >= 0 and key <= self.lasts[at] else None
+
+    def is_done(self, key: tuple) -> bool:
+        return self.part_at(key) is not None
+
+    def check_input(self, path: str, samples) -> None:
+        """Before the model loads: refuse an input that changed under the finished parts; a shard
+        whose input gained rows is not finished any more (rmscore/io/input_identity.py)."""
+        if input_identity.recheck(self.manifest, path, samples, self.log):
+            completion.undo(self.out_dir, self.stem)
+            self.complete = False
+        self.save()
 
     def pending(self, samples: Iterator[Sample]) -> Iterator[Sample]:
-        """The samples not scored yet. Rows at the ends of finished parts are checked against the
-        input: a different prompt there means the input changed, and resuming would mix data."""
+        """The samples not scored yet. Rows of finished parts are checked against the input: a
+        different row there means the input changed, and resuming would mix data."""
         for sample in samples:
-            if not self.is_done(sample.key):
+            part = self.part_at(sample.key)
+            if part is None:
+                self.digests.scoring(sample)
                 yield sample
                 continue
             self.skipped += 1
+            self.digests.skipped(sample, part)
             if self.anchors.get(sample.key, sample.prompt_id) != sample.prompt_id:
                 raise ResumeConflict(
                     f"input row {sample.input_index} is not the row scored there before: the input changed",
                     "resume only with the same input in the same order; pass --overwrite to start again",
                 )
+        self.digests.finish(self.manifest["parts"])
 
     def split(self, keys: list[tuple]) -> list[int]:
         """Where rows about to be written must start a new part: wherever a finished part's range
@@ -236,7 +256,9 @@ class ShardState:
 
     def record(self, path: Path) -> None:
         """A part was just renamed into place: its rows are done."""
-        self.manifest["parts"] = sorted([*self.manifest["parts"], part_record(path)], key=lambda rec: rec["first"])
+        rec = part_record(path)
+        self.digests.seal(rec)
+        self.manifest["parts"] = sorted([*self.manifest["parts"], rec], key=lambda rec: rec["first"])
         self._index()
         self.save()
 

@@ -6,7 +6,9 @@ scored (status other than ok/truncated, or no finite score) are counted, never s
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -15,20 +17,65 @@ from rmscore.errors import InputError
 from rmscore.records import SCORED_STATUSES
 
 KEEP_HINT = "copy input columns into the scored output with `rmscore score --keep-columns NAME`"
+INDEXED = re.compile(r"^(?P<column>.+)\[(?P<index>\d+)\]$")  # rewards[3]
+
+
+def objective(schema, metadata: dict, name: str):
+    """One objective of a multi-objective model's list column (ArmoRM's `rewards`), named by the
+    objective names the output's metadata records or as COLUMN[i]: (expression, type), or None."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    names = list(metadata.get("objectives") or [])
+    match = INDEXED.match(name)
+    if match:
+        column, index = match["column"], int(match["index"])
+    elif name in names:
+        column, index = "rewards", names.index(name)
+    else:
+        return None
+    if column not in schema.names:
+        return None
+    kind = schema.field(column).type
+    numeric = pa.types.is_list(kind) and (pa.types.is_floating(kind.value_type) or pa.types.is_integer(kind.value_type))
+    if not numeric:
+        return None
+    if column == "rewards" and names and index >= len(names):
+        return None
+    return pc.list_element(pc.field(column), index), kind.value_type
+
+
+def file_metadata(path: Path) -> dict:
+    """The rmscore provenance block of one Parquet file ({} if it has none)."""
+    import pyarrow.parquet as pq
+
+    return json.loads((pq.read_schema(path).metadata or {}).get(b"rmscore", b"{}"))
+
+
+def objective_names(metadata: dict) -> str:
+    names = metadata.get("objectives") or []
+    return f"; objectives: {', '.join(names)} (or rewards[i])" if names else ""
 
 
 def read_columns(path: str | Path, columns: list[str], optional: tuple[str, ...] = ()) -> dict[str, list]:
-    """The named columns of a scored folder or file, as Python lists (missing optional ones left out)."""
+    """The named columns of a scored folder or file, as Python lists (missing optional ones left
+    out). A name that is not a column may be one objective of a list column (see `objective`)."""
+    import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
-    dataset = ds.dataset([str(f) for f in scored_files(path)], format="parquet")
-    names = dataset.schema.names
-    missing = [c for c in columns if c not in names]
+    files = scored_files(path)
+    dataset = ds.dataset([str(f) for f in files], format="parquet")
+    names, metadata = dataset.schema.names, file_metadata(files[0])
+    found = {}
+    for c in columns:
+        picked = (pc.field(c), None) if c in names else objective(dataset.schema, metadata, c)
+        found[c] = picked[0] if picked else None
+    missing = [c for c, expression in found.items() if expression is None]
     if missing:
-        raise InputError(f"{path} has no column {', '.join(map(repr, missing))} (it has: {', '.join(names)})",
-                         KEEP_HINT)
-    wanted = list(dict.fromkeys(columns + [c for c in optional if c in names]))
-    return dataset.to_table(columns=wanted).to_pydict()
+        raise InputError(f"{path} has no column {', '.join(map(repr, missing))} (it has: {', '.join(names)}"
+                         f"{objective_names(metadata)})", KEEP_HINT)
+    found |= {c: pc.field(c) for c in optional if c in names and c not in found}
+    return dataset.to_table(columns=found).to_pydict()
 
 
 def scored_files(path: str | Path) -> list[Path]:
@@ -97,6 +144,9 @@ def read_groups(path: str | Path, label_column: str, answer_column: str | None =
         answer = _answer(cell(cols, answer_column, i), answer_column) if answer_column else None
         order = tuple(cols[c][i] for c in ("input_index", "completion_index") if c in cols)
         by_prompt.setdefault(cols["prompt_id"][i], []).append((order, cols[score_column][i], value, answer))
+    if None in by_prompt:  # hand-written input: which completions compete is unknown, so guess nothing
+        raise InputError(f"{len(by_prompt[None]):,} scored, labelled rows of {path} have no prompt_id",
+                         "best-of-n draws among the completions of one prompt_id: give every row its prompt's id")
     groups = []
     for prompt_id in sorted(by_prompt):
         rows = sorted(by_prompt[prompt_id], key=lambda r: r[0])
