@@ -57,8 +57,9 @@ class Client:
                 return why
             left = deadline - time.monotonic()
             if pause > left:
+                busy = why.startswith("503")
                 raise ServerError(f"{self.endpoint}: {why}; gave up after {tries} tries in {self.timeout:g}s",
-                                  "raise timeout=, or give the server more capacity")
+                                  "raise timeout=, or give the server more capacity" if busy else _hint(None))
             if tries == 1:
                 log.warning("rmscore: %s: %s; retrying for up to %.0fs", self.endpoint, why, left)
             self.sleep(pause)
@@ -96,6 +97,8 @@ class Client:
     def _results(self, raw: bytes) -> list[dict]:
         try:
             results = json.loads(raw)["results"]
+            if not isinstance(results, list):
+                raise TypeError
         except (ValueError, KeyError, TypeError):
             raise ServerError(f"{self.endpoint} answered without a results list: {raw[:200]!r}",
                               "is this URL an rmscore serve?") from None
