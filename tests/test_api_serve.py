@@ -241,31 +241,28 @@ def _wait_ready(url: str, proc, deadline: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def llama_server(tiny_models):
-    with served(tiny_models["llama"]) as url:
-        yield url
+def armorm_server(tmp_path_factory):
+    """One real server for the module (starting one costs seconds): ArmoRM, whose `score` and
+    objectives both come back through /v1/score."""
+    needs_serve()
+    model = save_armorm(tmp_path_factory.mktemp("armorm"))
+    with served(model) as url:
+        yield model, url
 
 
 @pytest.mark.parametrize("form", ["standard", "conversational"])
-def test_served_rewards_equal_rmscore_score_through_a_503(llama_server, tiny_models, form, write_jsonl, tmp_path):
+def test_served_rewards_equal_rmscore_score_through_a_503(armorm_server, form, write_jsonl, tmp_path):
+    model, url = armorm_server
     prompts, completions = trl_batch(form)
-    want = [r["score"] for r in reference(prompts, completions, tiny_models["llama"], write_jsonl, tmp_path)]
-    close(rmscore.RewardFunction(url=llama_server, api_key=KEY)(prompts, completions), want)
+    want = reference(prompts, completions, model, write_jsonl, tmp_path)
+    close(rmscore.RewardFunction(url=url, api_key=KEY)(prompts, completions), [r["score"] for r in want])
+    objective = rmscore.RewardFunction(url=url, api_key=KEY, score_column="ultrafeedback-honesty")
+    close(objective(prompts, completions), [r["rewards"][8] for r in want])
     # A proxy answers the first call 503 + Retry-After, then passes calls on to the real server.
-    with stub(reply("queue full", 503, {"Retry-After": "1"}), "forward", forward_to=llama_server) as proxy:
+    with stub(reply("queue full", 503, {"Retry-After": "1"}), "forward", forward_to=url) as proxy:
         reward = rmscore.RewardFunction(url=proxy.url, api_key=KEY)
         start = time.monotonic()
-        close(reward(prompts, completions), want)
+        close(reward(prompts, completions), [r["score"] for r in want])
         assert time.monotonic() - start >= 1.0 and len(proxy.seen) == 2
     with pytest.raises(rmscore.ServerError, match="401"):
-        rmscore.RewardFunction(url=llama_server, api_key="wrong")(prompts, completions)
-
-
-def test_served_armorm_objective_equals_rmscore_score(tmp_path, write_jsonl):
-    needs_serve()
-    model = save_armorm(tmp_path / "armorm")
-    prompts, completions = trl_batch("conversational")
-    want = reference(prompts, completions, model, write_jsonl, tmp_path)
-    with served(model) as url:
-        got = rmscore.RewardFunction(url=url, api_key=KEY, score_column="ultrafeedback-honesty")(prompts, completions)
-    close(got, [r["rewards"][8] for r in want])
+        rmscore.RewardFunction(url=url, api_key="wrong")(prompts, completions)
