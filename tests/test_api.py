@@ -91,6 +91,15 @@ def test_unknown_or_bad_option_is_a_config_error_before_loading():
         rmscore.Scorer("/")
 
 
+def test_one_replica_per_data_parallel_process(tiny_models, monkeypatch):
+    """Under accelerate/torchrun the reward model follows LOCAL_RANK like `rmscore score`'s workers."""
+    for name, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(rmscore.ConfigError, match="once per torchrun worker"):
+        rmscore.Scorer(tiny_models["llama"], device_map="auto")
+    assert rmscore.Scorer(tiny_models["llama"], device="cpu").engine.model.device.type == "cpu"
+
+
 def test_scorer_equals_rmscore_score_for_every_row_shape(llama_scorer, tiny_models, write_jsonl, tmp_path):
     rows = [{"prompt": p, "completions": outs, "prompt_id": f"p{i}"} for i, (p, outs) in enumerate(zip(PROMPTS, OUTS))]
     rows.append({"prompt": "Say sorry", "chosen": "I am sorry.", "rejected": "No."})
@@ -133,6 +142,7 @@ def test_reward_function_seq_cls_equals_rmscore_score(llama_scorer, tiny_models,
     want = [r["score"] for r in reference(prompts, completions, tiny_models["llama"], write_jsonl, tmp_path)]
     reward = rmscore.RewardFunction(llama_scorer)
     close(reward(prompts=prompts, completions=completions, completion_ids=[[1]] * 9, trainer_state=None), want)
+    assert reward([], []) == [] and llama_scorer.score([]) == []
     assert reward.__name__ == "llama"
 
 

@@ -182,6 +182,16 @@ def test_score_column_on_served_results():
         assert rmscore.RewardFunction(url=server.url, score_column="score_last")(["p"], ["a"]) == [0.9]
 
 
+def test_retry_after_as_seconds_or_http_date():
+    import email.utils
+
+    from rmscore.api.client import retry_after
+
+    now = time.time()
+    assert retry_after("7", now) == 7.0 and retry_after(None, now) == 1.0 and retry_after("0", now) == 0.1
+    assert abs(retry_after(email.utils.formatdate(now + 30, usegmt=True), now) - 30) <= 1
+
+
 # --- the real `rmscore serve` ---------------------------------------------------------------
 
 

@@ -19,13 +19,14 @@ import os
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
+from datetime import timezone
 
 from rmscore.errors import ServerError
 
 log = logging.getLogger("rmscore")
 ROUTE = "/v1/score"
 MAX_PAUSE_S = 10.0  # longest pause between tries when the server sent no Retry-After
+MIN_PAUSE_S = 0.1  # "Retry-After: 0" must not turn into a busy loop of requests
 
 
 class Client:
@@ -43,6 +44,7 @@ class Client:
         self.sleep = time.sleep  # the pause between tries (tests replace it to record the waits)
         self._opener = urllib.request.build_opener()
         self._refusals = 0  # connection failures in a row: the pause doubles with each
+        self._warned = False  # the first retry is logged; later ones would flood a training log
 
     def score(self, rows: list) -> list[dict]:
         """One result per output row, as the server computed it. Raises ServerError if no answer
@@ -60,8 +62,9 @@ class Client:
                 busy = why.startswith("503")
                 raise ServerError(f"{self.endpoint}: {why}; gave up after {tries} tries in {self.timeout:g}s",
                                   "raise timeout=, or give the server more capacity" if busy else _hint(None))
-            if tries == 1:
-                log.warning("rmscore: %s: %s; retrying for up to %.0fs", self.endpoint, why, left)
+            if not self._warned:
+                self._warned = True
+                log.warning("rmscore: %s: %s; retrying for up to %.0fs (logged once)", self.endpoint, why, left)
             self.sleep(pause)
 
     def _try(self, body: bytes, deadline: float):
@@ -86,6 +89,7 @@ class Client:
                 raise ServerError(f"{self.endpoint}: no answer within {self.timeout:g}s", _hint(None)) from None
             raise ServerError(f"cannot reach {self.endpoint}: {err.reason}", _hint(None)) from None
         except (ConnectionError, TimeoutError) as err:  # raised while reading the answer
+            # Scoring has no side effects, so a request lost with its connection is simply sent again.
             if isinstance(err, TimeoutError):
                 raise ServerError(f"{self.endpoint}: no answer within {self.timeout:g}s", _hint(None)) from None
             return self._pause(), f"connection lost ({err})"
@@ -112,14 +116,14 @@ def retry_after(value: str | None, now: float) -> float:
         return 1.0
     value = value.strip()
     if value.isdigit():
-        return float(value)
+        return max(MIN_PAUSE_S, float(value))
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return 1.0
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, when.timestamp() - datetime.fromtimestamp(now, timezone.utc).timestamp())
+    return max(MIN_PAUSE_S, when.timestamp() - now)
 
 
 def _message(err: urllib.error.HTTPError) -> str:

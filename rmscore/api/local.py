@@ -9,6 +9,7 @@ scorer of one window of samples that the engine drives.)
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from rmscore.api import options as opts
@@ -26,6 +27,7 @@ class Scorer:
             trust_remote_code, allow_pickle, chat_template, system_prompt, bos, step_separator,
             aggregate, step_tokens, max_length, on_overflow, max_tokens_per_batch, max_batch_size,
             window, forward. An unknown keyword raises ConfigError listing the valid ones.
+            Under accelerate or torchrun, device "auto" is the process's own GPU (LOCAL_RANK).
 
     Example:
         >>> scorer = rmscore.Scorer("Skywork/Skywork-Reward-V2-Llama-3.1-8B", max_length=4096)
@@ -33,10 +35,15 @@ class Scorer:
     """
 
     def __init__(self, model: str | Path | None = None, **options):
+        from rmscore.distributed import group
+        from rmscore.distributed.env import dist_info
         from rmscore.engine import Engine
 
         model_cfg, self.batch_config = opts.configs(model, options, "rmscore.Scorer")
-        self.model_config = model_cfg
+        # Under a data-parallel launcher (accelerate, torchrun) device auto is this process's GPU,
+        # cuda:LOCAL_RANK, as TRL places its own reward models, rather than every process on cuda:0.
+        device = group.local_device(dist_info(), model_cfg.device, model_cfg.device_map)
+        self.model_config = model_cfg = replace(model_cfg, device=device)
         self.engine = Engine.load(model_cfg, self.batch_config)
         # The engine's scorer keeps counters and an out-of-memory budget: one call at a time.
         self._lock = threading.Lock()

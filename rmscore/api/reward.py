@@ -81,6 +81,8 @@ class RewardFunction:
 
     def rewards(self, prompts: list, completions: list) -> list[float | None]:
         rows = trl_rows(prompts, completions)
+        if not rows:
+            return []
         results = self.client.score(rows) if self.client else self.scorer.score(rows, ColumnMap())
         if len(results) != len(rows):
             raise ServerError(f"{len(results)} results for {len(rows)} completions", "is the server an rmscore serve?")
