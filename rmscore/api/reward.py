@@ -41,7 +41,7 @@ class RewardFunction:
         **options: model= only: the options of rmscore.Scorer (dtype, max_length, aggregate, ...).
 
     Prompts and completions come in TRL's standard form (strings: the prompt is read as the user
-    turn) or conversational form (message lists). The reward is None, which TRL ignores, for a
+    turn) or conversational form (message lists). The reward is None (TRL: missing) for a
     completion that cannot be scored (too long for max_length, not renderable, ...); each distinct
     reason is logged once. TRL's extra keyword arguments (dataset columns, trainer_state, ...) are
     ignored. For TRL's async reward functions use AsyncRewardFunction.
@@ -58,7 +58,7 @@ class RewardFunction:
                 given = ["model"] * (model is not None) + list(options)
                 raise ConfigError(f"{', '.join(given)} cannot go with url=: the server has loaded its model",
                                   "pass model options to rmscore serve (e.g. --max-length), or drop url=")
-            self.client = Client(url, api_key, timeout or DEFAULT_TIMEOUT_S)
+            self.client = Client(url, api_key, DEFAULT_TIMEOUT_S if timeout is None else timeout)
             self.column = ScoreColumn(score_column)
         else:
             if api_key is not None or timeout is not None:
@@ -80,6 +80,7 @@ class RewardFunction:
         return self.rewards(prompts, completions)
 
     def rewards(self, prompts: list, completions: list) -> list[float | None]:
+        """What a call returns, for callers other than TRL (e.g. inside an async call's thread)."""
         rows = trl_rows(prompts, completions)
         if not rows:
             return []
