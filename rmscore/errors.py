@@ -25,6 +25,10 @@ class ConfigError(RmscoreError):
     """Options that contradict each other or are out of range."""
 
 
+class ServerError(RmscoreError):
+    """A running `rmscore serve` could not be reached in time, or refused the request."""
+
+
 class ResumeConflict(RmscoreError):
     """The output folder holds results made with different settings."""
 

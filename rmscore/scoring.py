@@ -157,23 +157,16 @@ def _silent(*_) -> None:
 
 def _score_shard(cfg: ScoreConfig, source, layout, dist: DistInfo, state, stop: GracefulStop, summary: RunSummary,
                  log) -> None:
-    from rmscore.forward import Runners, default_token_budget
-    from rmscore.models import load_model
-    from rmscore.scorer import Scorer
+    from rmscore.engine import Engine
 
     log(f"reading {source.description} as {layout.kind} rows; shard {summary.shard}")
     device = group.local_device(dist, cfg.model.device, cfg.model.device_map)
-    model, family = load_model(replace(cfg.model, device=device),
-                               check=lambda adapter, name: check_steps_input(layout, cfg, adapter, name))
-    summary.model_type = family
-    max_length = cfg.batch.max_length or model.max_length
-    if cfg.batch.max_tokens_per_batch is None:
-        cfg.batch.max_tokens_per_batch = default_token_budget(model, max_length)
-    log(f"model {cfg.model.path} as {family} on {model.device}; max length {max_length}, "
-        f"{cfg.batch.max_tokens_per_batch} tokens per batch, forward path {cfg.batch.forward}")
-    sink = output.ScoreSink(state.out_dir, model, cfg, max_length, family, state)
+    engine = Engine.load(replace(cfg.model, device=device), cfg.batch, summary,
+                         check=lambda adapter, name: check_steps_input(layout, cfg, adapter, name),
+                         check_stop=stop.check, log=log)
+    sink = output.ScoreSink(state.out_dir, engine.model, cfg, engine.max_length, engine.family, state)
     state.check_resolved(sink.metadata)
-    scorer = Scorer(model, Runners(model, cfg.batch.forward), max_length, cfg.batch, summary, stop.check)
+    scorer = engine.scorer
     samples = state.pending(stop.watch(iter_samples(source, layout, dist, cfg.input.limit, summary)))
     try:
         _loop(scorer, sink, samples, cfg, summary, dist)

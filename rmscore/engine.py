@@ -1,0 +1,97 @@
+"""A reward model loaded once and ready to score rows held in memory.
+
+`rmscore score` (rmscore/scoring.py), `rmscore serve` and the Python API all build one of these and
+score through its window Scorer (rmscore/scorer.py): the same encode, length policy, dedupe,
+token-budget batches, forward runners and out-of-memory back-off everywhere. There is no second
+scoring loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rmscore.config import BatchConfig, ColumnMap, ModelConfig
+from rmscore.errors import InputError
+from rmscore.io.layout import detect_layout, expand
+from rmscore.io.sources import RawRow
+from rmscore.records import Sample
+
+# Output columns that only repeat what the caller sent: an in-memory result leaves them out.
+ECHOED = ("prompt", "prompt_is_text", "completion")
+
+
+@dataclass
+class Engine:
+    model: object  # the family adapter (rmscore/models/base.py RewardModel)
+    family: str
+    max_length: int
+    scorer: object  # rmscore.scorer.Scorer
+    summary: object  # rmscore.scoring.RunSummary: counters every scored window adds to
+
+    @classmethod
+    def load(cls, model_cfg: ModelConfig, batch_cfg: BatchConfig, summary=None, check=None,
+             check_stop: Callable[[], None] = lambda: None, log=None) -> "Engine":
+        """Load the model named by model_cfg and the scorer around it.
+
+        check(adapter class, family), if given, runs before any weights load. A batch_cfg without
+        a token budget gets the device's default (batch_cfg is updated in place, so the caller's
+        config records what ran)."""
+        from rmscore.forward import Runners, default_token_budget
+        from rmscore.models import load_model
+        from rmscore.scorer import Scorer
+        from rmscore.scoring import RunSummary
+
+        model, family = load_model(model_cfg, check=check)
+        max_length = batch_cfg.max_length or model.max_length
+        if batch_cfg.max_tokens_per_batch is None:
+            batch_cfg.max_tokens_per_batch = default_token_budget(model, max_length)
+        summary = summary if summary is not None else RunSummary("<memory>")
+        summary.model_type = family
+        scorer = Scorer(model, Runners(model, batch_cfg.forward), max_length, batch_cfg, summary, check_stop)
+        if log is not None:
+            log(f"model {model_cfg.path} as {family} on {model.device}; max length {max_length}, "
+                f"{batch_cfg.max_tokens_per_batch} tokens per batch, forward path {batch_cfg.forward}")
+        return cls(model, family, max_length, scorer, summary)
+
+    def score_samples(self, samples: list[Sample]) -> list[dict]:
+        """One output row per sample, in order: the columns `rmscore score` writes."""
+        return self.scorer.score_window(samples)
+
+    def score_rows(self, rows: list, columns: ColumnMap | None = None, first_index: int = 0) -> list[dict]:
+        """Score rows of any shape `rmscore score` reads (each row's shape detected on its own).
+        One result per output row, in the order `rmscore score` writes them, without the echoed
+        texts. A row that cannot be scored comes back with its status and reason."""
+        samples = samples_from_rows(rows, columns or ColumnMap(), first_index, self.model.reads_steps)
+        names = self.result_columns
+        return [{name: row.get(name) for name in names} for row in self.score_samples(samples)]
+
+    @property
+    def result_columns(self) -> list[str]:
+        """The output columns of `rmscore score` for this model, less the echoed texts."""
+        from rmscore.io.output import BASE_SCHEMA
+
+        fields = [*BASE_SCHEMA, *self.model.output_fields()]
+        return [f.name for f in fields if f.name not in ECHOED]
+
+
+def samples_from_rows(rows: list, columns: ColumnMap, first_index: int = 0, reads_steps: bool = True) -> list[Sample]:
+    """The samples of in-memory rows. Rows may differ in shape; a row whose shape cannot be told,
+    or that is not an object, becomes one invalid sample with the reason."""
+    samples: list[Sample] = []
+    for offset, data in enumerate(rows):
+        index = first_index + offset
+        if not isinstance(data, dict):
+            samples += expand(RawRow(index, None, f"row is a JSON {type(data).__name__}, not an object"), None)
+            continue
+        try:
+            layout = detect_layout(list(data), columns)
+        except InputError as exc:
+            samples += expand(RawRow(index, None, exc.message), None)
+            continue
+        if layout.steps and not reads_steps:
+            samples += expand(RawRow(index, None, f"the row has a step column {layout.steps!r}, but this is an "
+                                                  "outcome reward model: it scores whole completions"), None)
+            continue
+        samples += expand(RawRow(index, data), layout)
+    return samples
