@@ -135,6 +135,6 @@ def rendered_samples(count: int, prompts: list[str] | None = None, first_index: 
     prompt tokens can be computed once."""
     def prompt_id(i: int) -> str | None:
         prompt = prompts[i] if prompts is not None and i < len(prompts) else None
-        return prompt_hash([{"role": "user", "content": prompt}]) if isinstance(prompt, str) else None
+        return prompt_hash([{"role": "user", "content": prompt}]) if isinstance(prompt, str) and prompt else None
 
     return [Sample(first_index + i, 0, prompt_id(i), None, True, None) for i in range(count)]
