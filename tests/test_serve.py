@@ -269,3 +269,42 @@ def test_sigterm_stops_accepting_finishes_in_flight_and_exits(tiny_models):
         assert proc.wait(30) == 0
     assert any("every request received was answered" in line for line in lines)
     assert KEY not in "".join(lines)  # the key is never logged
+
+
+def test_best_of_n_live_recipe_picks_what_rmscore_scores_highest(llama, monkeypatch, capsys):
+    """The recipe against a stand-in OpenAI-compatible policy endpoint and a real rmscore serve."""
+    import importlib.util
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from pathlib import Path
+
+    answers = ["No.", "Mix flour, water, salt and yeast, knead, rest, then bake.", "I cannot help.", "Bread."]
+
+    class Policy(BaseHTTPRequestHandler):
+        def do_POST(self):
+            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            assert self.path == "/v1/chat/completions" and request["n"] == len(answers)
+            body = json.dumps({"choices": [{"index": i, "message": {"role": "assistant", "content": a}}
+                                           for i, a in reversed(list(enumerate(answers)))]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    policy = ThreadingHTTPServer(("127.0.0.1", 0), Policy)
+    threading.Thread(target=policy.serve_forever, daemon=True).start()
+    path = Path(__file__).resolve().parent.parent / "recipes" / "best_of_n_live.py"
+    spec = importlib.util.spec_from_file_location("best_of_n_live", path)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    monkeypatch.setenv("RMSCORE_API_KEY", KEY)
+    try:
+        recipe.main(["How do I bake bread?", "--policy", f"http://127.0.0.1:{policy.server_port}/v1", "--model",
+                     "policy", "--reward", f"http://{llama.host}:{llama.port}", "-n", str(len(answers))])
+    finally:
+        policy.shutdown()
+    scores = [r["score"] for r in llama.post("/v1/score", {"rows": [
+        {"prompt": [{"role": "user", "content": "How do I bake bread?"}], "completions": answers}]})[2]["results"]]
+    assert capsys.readouterr().out.strip() == answers[max(range(len(answers)), key=scores.__getitem__)]

@@ -196,3 +196,45 @@ def test_a_port_in_use_is_a_one_line_error():
     result = CliRunner().invoke(app, ["serve", "--port", str(taken.getsockname()[1])])
     taken.close()
     assert result.exit_code == 2 and "cannot listen on 127.0.0.1" in result.output
+
+
+def test_serve_all_gpus_starts_one_replica_per_gpu_and_prints_the_urls(tmp_path):
+    """The recipe with stand-ins for rmscore, curl and nvidia-smi: one replica per GPU on its own
+    device and port, the URL list once all answer, and SIGTERM passed on to every replica."""
+    import signal
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "recipes" / "serve_all_gpus.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    bin_dir, log = tmp_path / "bin", tmp_path / "log"
+    bin_dir.mkdir()
+    (bin_dir / "rmscore").write_text(f"#!/bin/bash\ntrap 'echo drained >> {log}; exit 0' TERM\n"
+                                     f"echo \"rmscore $*\" >> {log}\nwhile true; do sleep 0.05; done\n")
+    # healthy once that replica has started (its trap set), as a real one answers only once loaded
+    (bin_dir / "curl").write_text(f"#!/bin/bash\nport=${{2##*:}}; port=${{port%%/*}}\n"
+                                  f"grep -q -- \"--port $port\" {log} 2>/dev/null\n")
+    (bin_dir / "nvidia-smi").write_text("#!/bin/bash\necho 'GPU 0: H200'\necho 'GPU 1: H200'\n")
+    for exe in bin_dir.iterdir():
+        exe.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "MODEL": "my/rm", "PORT": "9100", "LOGS": str(tmp_path / "logs")}
+    proc = subprocess.Popen(["bash", str(script), "--api-key", "k"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline().strip()
+        assert line == "http://127.0.0.1:9100,http://127.0.0.1:9101"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) is not None
+    finally:
+        proc.kill()
+    seen = log.read_text()
+    assert "rmscore serve -m my/rm --device cuda:0 --host 127.0.0.1 --port 9100 --api-key k" in seen
+    assert "--device cuda:1 --host 127.0.0.1 --port 9101" in seen
+    assert wait_lines(log, "drained") == 2
+
+
+def wait_lines(path, text: str, timeout: float = 10) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and path.read_text().count(text) < 2:
+        time.sleep(0.05)
+    return path.read_text().count(text)
