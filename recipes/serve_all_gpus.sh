@@ -1,9 +1,9 @@
 #!/bin/bash
 # One `rmscore serve` replica per visible GPU, each on its own port; prints the URL list once all
 # of them answer /health. A replica holds the whole model on its GPU (8B bf16: ~16 GB + batches),
-# so N GPUs serve about N times the requests of one. Callers spread the load themselves: the last
-# line printed (on stdout) is the comma-separated list for OpenRLHF's --reward.remote_url; for verl,
-# put the URLs behind its router (or any HTTP load balancer).
+# so N GPUs serve about N times the requests of one. Callers spread the load themselves: the line
+# printed on stdout is the comma-separated URL list (ROUTE=/get_reward appends OpenRLHF's route to
+# each, ready for --reward.remote_url); for verl, put the URLs behind its router or a load balancer.
 #
 # Run:    MODEL=Skywork/Skywork-Reward-V2-Llama-3.1-8B PORT=8000 bash recipes/serve_all_gpus.sh [rmscore serve options]
 #   e.g.  RMSCORE_API_KEY=secret HOST=0.0.0.0 bash recipes/serve_all_gpus.sh --max-wait-ms 10
@@ -16,6 +16,7 @@ set -euo pipefail
 MODEL=${MODEL:-Skywork/Skywork-Reward-V2-Llama-3.1-8B}
 HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8000}
+ROUTE=${ROUTE:-}
 LOGS=${LOGS:-rmscore-serve-logs}
 if [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then
   NGPUS=${NGPUS:-$(echo "$CUDA_VISIBLE_DEVICES" | tr ',' '\n' | grep -c .)}
@@ -46,5 +47,6 @@ for i in "${!urls[@]}"; do
 done
 echo "$NGPUS replicas of $MODEL ready (logs in $LOGS/):" >&2
 printf '%s\n' "${urls[@]}" >&2
-(IFS=,; echo "${urls[*]}")
+routed=("${urls[@]/%/$ROUTE}")
+(IFS=,; echo "${routed[*]}")
 wait

@@ -151,6 +151,8 @@ def test_classify_is_vllms_shape_and_rejects_unknown_fields(llama, tiny_models, 
     status, _, body = llama.post("/classify", {"input": "hello", "activation": False})
     assert status == 400 and "activation" in body["error"]["message"] and "use_activation" in body["error"]["message"]
     assert llama.post("/classify", {"input": [1, 2, 3]})[0] == 400  # token ids are not text
+    assert llama.post("/classify", {"input": "x", "add_special_tokens": False})[0] == 200
+    assert "BOS" in llama.post("/classify", {"input": "x", "add_special_tokens": True})[2]["error"]["message"]
     assert llama.post("/classify", {"model": "another-model", "input": "x"})[0] == 404
     status, _, body = llama.post("/pooling", {"input": "x", "task": "token_classify"})
     assert status == 400 and "process reward model" in body["error"]["message"]

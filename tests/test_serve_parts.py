@@ -217,12 +217,13 @@ def test_serve_all_gpus_starts_one_replica_per_gpu_and_prints_the_urls(tmp_path)
     (bin_dir / "nvidia-smi").write_text("#!/bin/bash\necho 'GPU 0: H200'\necho 'GPU 1: H200'\n")
     for exe in bin_dir.iterdir():
         exe.chmod(0o755)
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "MODEL": "my/rm", "PORT": "9100", "LOGS": str(tmp_path / "logs")}
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "MODEL": "my/rm", "PORT": "9100", "LOGS": str(tmp_path / "logs"),
+           "ROUTE": "/get_reward"}
     proc = subprocess.Popen(["bash", str(script), "--api-key", "k"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     try:
         line = proc.stdout.readline().strip()
-        assert line == "http://127.0.0.1:9100,http://127.0.0.1:9101"
+        assert line == "http://127.0.0.1:9100/get_reward,http://127.0.0.1:9101/get_reward"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) is not None
     finally:

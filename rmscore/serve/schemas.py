@@ -49,11 +49,16 @@ class ClassifyRequest(Strict):
     input: str | list[str] | None = None
     messages: list[Message] | None = None
     use_activation: bool | None = None
+    # Accepted as false only: the text is read as it stands, so a leading BOS is never doubled.
+    add_special_tokens: bool | None = None
 
     @model_validator(mode="after")
     def one_input(self):
         if (self.input is None) == (self.messages is None):
             raise ValueError("give exactly one of `input` (rendered text) and `messages` (a conversation)")
+        if self.add_special_tokens:
+            raise ValueError("add_special_tokens true is not supported: rmscore reads `input` as the chat template "
+                             "rendered it (its BOS included) and adds none; send false or leave it out")
         return self
 
 
