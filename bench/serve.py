@@ -33,7 +33,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from workload import CPU_SMALL, LLAMA_1B, Preset, build_model, build_tokenizer, corpus_words, lengths, text_of  # noqa: E402,I001
+from workload import (  # noqa: E402
+    CPU_SMALL, LLAMA_1B, Preset, build_model, build_tokenizer, corpus_words, lengths, text_of,
+)
 
 PRESETS = {  # (preset, clients, single-query requests, large requests, queries per large request)
     "cpu": (Preset("cpu", CPU_SMALL, [], scale=8.0), 64, 256, 2, 128),
@@ -167,8 +169,8 @@ class PeakMemory:
 
     def _poll(self):
         while not self.done.wait(0.2):
-            out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-                                 capture_output=True, text=True).stdout
+            query = ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"]
+            out = subprocess.run(query, capture_output=True, text=True).stdout
             for line in out.splitlines():
                 pid, mib = (x.strip() for x in line.split(","))
                 if pid == str(self.pid):
@@ -227,14 +229,16 @@ def main() -> None:
         make_checkpoint(preset, folder)
         one = make_queries(folder, preset, singles, seed=1)
         big = make_queries(folder, preset, large * per_large, seed=2)
+        large_requests = [big[i:i + per_large] for i in range(0, len(big), per_large)]
         phases = {"64 clients x 1 query": (one, [[q] for q in one], clients),
-                  f"1 client x {per_large} queries": (big, [big[i:i + per_large] for i in range(0, len(big), per_large)], 1)}
+                  f"1 client x {per_large} queries": (big, large_requests, 1)}
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(folder)
         tokens = {phase: sum(len(ids) for ids in tok(queries, add_special_tokens=False)["input_ids"])
                   for phase, (queries, _, _) in phases.items()}
-        refs = {phase: reference(folder, preset, queries[:REFERENCE_QUERIES]) for phase, (queries, _, _) in phases.items()}
+        refs = {phase: reference(folder, preset, queries[:REFERENCE_QUERIES])
+                for phase, (queries, _, _) in phases.items()}
         rows = []
         for name in args.servers.split(","):
             print(f"[bench] {args.preset}: {name} ...", file=sys.stderr, flush=True)

@@ -73,7 +73,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if (args.prompt is None) == (args.prompts is None):
         parser.error("give one prompt or --prompts FILE")
-    prompts = [args.prompt] if args.prompt else [json.loads(line)["prompt"] for line in open(args.prompts) if line.strip()]
+    if args.prompt:
+        prompts = [args.prompt]
+    else:
+        with open(args.prompts) as f:
+            prompts = [json.loads(line)["prompt"] for line in f if line.strip()]
     out = open(args.output, "w") if args.output else None
     for prompt in prompts:
         result = best_of_n(args, prompt)

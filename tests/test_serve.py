@@ -228,6 +228,8 @@ def test_concurrent_requests_share_batches(tiny_models):
     takes = after["rmscore_take_requests_count"] - before["rmscore_take_requests_count"]
     assert batches < len(rows) and takes < len(rows)  # 8 requests, fewer forwards: they shared
     assert after['rmscore_requests_total{code="200",route="/v1/score"}'] == 9
+    assert after["rmscore_batch_tokens_count"] == after["rmscore_batches_total"]
+    assert after['rmscore_request_latency_seconds_count{route="/v1/score"}'] == 9
 
 
 def test_full_queue_503_gone_client_dropped_and_413(tiny_models):
@@ -310,3 +312,54 @@ def test_best_of_n_live_recipe_picks_what_rmscore_scores_highest(llama, monkeypa
     scores = [r["score"] for r in llama.post("/v1/score", {"rows": [
         {"prompt": [{"role": "user", "content": "How do I bake bread?"}], "completions": answers}]})[2]["results"]]
     assert capsys.readouterr().out.strip() == answers[max(range(len(answers)), key=scores.__getitem__)]
+
+
+def test_health_is_503_while_loading_then_200(tiny_models, monkeypatch):
+    from rmscore.engine import Engine
+
+    release, original = threading.Event(), Engine.load.__func__
+
+    def slow_load(cls, *args, **kwargs):
+        assert release.wait(30)
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "load", classmethod(slow_load))
+    from serving import Client
+    from rmscore.config import BatchConfig, ModelConfig, ServeConfig
+    from rmscore.serve.server import bind, build, url_of
+
+    sock = bind("127.0.0.1", 0)
+    server = build(ModelConfig(str(tiny_models["llama"])), BatchConfig(), ServeConfig(port=0))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    client = Client(url_of(sock), key=None)
+    try:
+        status, _, body = wait_for(lambda: _try(client.get, "/health"), 30, "the port to answer")
+        assert status == 503 and body["status"] == "loading"
+        status, headers, _ = client.post("/v1/score", {"rows": [ROWS[0]]})
+        assert status == 503 and headers["retry-after"] == "5"
+        release.set()
+        wait_for(lambda: client.get("/health")[0] == 200, 30, "the model to load")
+        assert client.post("/v1/score", {"rows": [ROWS[0]]})[0] == 200
+    finally:
+        release.set()
+        server.should_exit = True
+        thread.join(30)
+
+
+def _try(call, *args):
+    try:
+        return call(*args)
+    except OSError:
+        return None
+
+
+def test_a_model_that_fails_to_load_stops_the_server_with_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from rmscore.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "-m", str(tmp_path / "missing"), "--port", "0"])
+    assert result.exit_code == 2
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "missing" in errors[0]
