@@ -198,8 +198,9 @@ def run_server(name, folder, preset, phases, refs, tokens) -> list[dict]:
         for phase, (queries, requests, clients) in phases.items():
             result = drive(url, requests, clients)
             diff = max(abs(a - b) for a, b in zip(result["scores"], refs[phase]))
-            rows.append({"server": name, "phase": phase, "requests_s": round(len(requests) / result["seconds"], 1),
+            rows.append({"server": name, "phase": phase, "requests_s": round(len(requests) / result["seconds"], 3),
                          "tokens_s": round(tokens[phase] / result["seconds"]),
+                         "seconds": round(result["seconds"], 1),
                          "p50_ms": round(1000 * percentile(result["latencies"], 0.5), 1),
                          "p99_ms": round(1000 * percentile(result["latencies"], 0.99), 1),
                          "max_abs_diff": diff})
@@ -256,7 +257,7 @@ def main() -> None:
 
 
 def markdown(rows: list[dict]) -> str:
-    keys = ["server", "phase", "requests_s", "tokens_s", "p50_ms", "p99_ms", "peak_gib", "max_abs_diff"]
+    keys = ["server", "phase", "seconds", "requests_s", "tokens_s", "p50_ms", "p99_ms", "peak_gib", "max_abs_diff"]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for row in rows:
         lines.append("| " + " | ".join(f"{row[k]:.2e}" if k == "max_abs_diff" else str(row[k]) for k in keys) + " |")
