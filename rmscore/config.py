@@ -157,6 +157,44 @@ class ScoreConfig:
     progress: bool | None = None  # None: a bar on a terminal, log lines otherwise
 
 
+QUERY_FORMATS = ("text", "split")
+
+
+@dataclass
+class ServeConfig:
+    """`rmscore serve`: where it listens and how it batches and bounds the work of all clients."""
+
+    host: str = "127.0.0.1"  # loopback only; --host 0.0.0.0 opens it, the user's explicit choice
+    port: int = 8000  # 0: any free port (the log line says which)
+    max_wait_ms: float = 5.0  # after the first waiting row, wait at most this long for a full token budget
+    max_queue: int = 16384  # rows admitted and not yet answered; past it: 503 with Retry-After
+    max_rows_per_request: int = 16384  # rows to score in one request; more: 413
+    max_body_mb: float = 64.0  # one request body; more: 413
+    api_key: str | None = None  # Bearer token required on every route but /health
+    # /get_reward: "text" scores each query as the policy rendered it (same chat template);
+    # "split" cuts it at its prompt and renders prompt + response with the model's own template.
+    query_format: str = "text"
+    unscored_reward: float | None = None  # /get_reward's value for a row that cannot be scored (None: null)
+
+    def __post_init__(self):
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"--port must be in 0-65535, got {self.port}")
+        if self.max_wait_ms < 0:
+            raise ConfigError(f"--max-wait-ms must be >= 0, got {self.max_wait_ms}")
+        for name in ("max_queue", "max_rows_per_request", "max_body_mb"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.query_format not in QUERY_FORMATS:
+            raise ConfigError(f"unknown --query-format {self.query_format!r}", f"choose {' or '.join(QUERY_FORMATS)}")
+        if self.api_key == "":
+            raise ConfigError("--api-key is empty", "give a key, or leave RMSCORE_API_KEY unset")
+
+    @property
+    def row_limit(self) -> int:
+        """Most rows one request may hold: more could never be admitted to a queue of max_queue."""
+        return min(self.max_rows_per_request, self.max_queue)
+
+
 PAIR_RULES = ("max-min", "max-random", "best-vs-rest", "all-pairs")
 PAIR_FORMATS = ("auto", "conversational", "standard", "simpo")
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
+from rmscore import records
 from rmscore.config import BatchConfig, ColumnMap, ModelConfig
-from rmscore.errors import InputError
+from rmscore.errors import InputError, RowError
 from rmscore.io.layout import detect_layout, expand
 from rmscore.io.sources import RawRow
-from rmscore.records import Sample
+from rmscore.records import Sample, prompt_hash
 
 # Output columns that only repeat what the caller sent: an in-memory result leaves them out.
 ECHOED = ("prompt", "prompt_is_text", "completion")
@@ -63,10 +65,40 @@ class Engine:
         One result per output row, in the order `rmscore score` writes them, without the echoed
         texts. A row that cannot be scored comes back with its status and reason."""
         samples = samples_from_rows(rows, columns or ColumnMap(), first_index, self.model.reads_steps)
-        names = self.result_columns
-        return [{name: row.get(name) for name in names} for row in self.score_samples(samples)]
+        return [self.result(row) for row in self.score_samples(samples)]
 
-    @property
+    def samples(self, rows: list, first_index: int = 0) -> list[Sample]:
+        """The samples of in-memory rows of any shape, numbered from first_index."""
+        return samples_from_rows(rows, ColumnMap(), first_index, self.model.reads_steps)
+
+    def prepare_rendered(self, samples: list[Sample], texts: list[str]):
+        """Scorer.prepare for samples whose input is a conversation a policy already rendered as
+        text (texts[i] for samples[i]; see rendered_samples): encoded by the family's
+        encode_rendered, then the same length policy and checks."""
+        return self.scorer.prepare(samples, self._encode_rendered(texts))
+
+    def _encode_rendered(self, texts: list[str]) -> list:
+        try:
+            return self.model.encode_rendered(texts)
+        except Exception:  # one text that breaks the family's reader must not sink the others
+            return [self._encode_rendered_one(text) for text in texts]
+
+    def _encode_rendered_one(self, text: str):
+        try:
+            return self.model.encode_rendered([text])[0]
+        except Exception as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return RowError(records.INVALID_ROW, f"cannot read the rendered text: {reason}")
+
+    def result(self, row: dict, first_index: int = 0) -> dict:
+        """One output row as an in-memory result: the output columns less the echoed texts, with
+        input_index counted from first_index."""
+        out = {name: row.get(name) for name in self.result_columns}
+        if out.get("input_index") is not None:
+            out["input_index"] -= first_index
+        return out
+
+    @cached_property
     def result_columns(self) -> list[str]:
         """The output columns of `rmscore score` for this model, less the echoed texts."""
         from rmscore.io.output import BASE_SCHEMA
@@ -95,3 +127,14 @@ def samples_from_rows(rows: list, columns: ColumnMap, first_index: int = 0, read
             continue
         samples += expand(RawRow(index, data), layout)
     return samples
+
+
+def rendered_samples(count: int, prompts: list[str] | None = None, first_index: int = 0) -> list[Sample]:
+    """Samples standing for `count` conversations already rendered as text (their text goes to
+    Engine.prepare_rendered). Rows with the same prompt text share a prompt_id, so their common
+    prompt tokens can be computed once."""
+    def prompt_id(i: int) -> str | None:
+        prompt = prompts[i] if prompts is not None and i < len(prompts) else None
+        return prompt_hash([{"role": "user", "content": prompt}]) if isinstance(prompt, str) and prompt else None
+
+    return [Sample(first_index + i, 0, prompt_id(i), None, True, None) for i in range(count)]

@@ -87,9 +87,11 @@ class Scorer:
     def score_window(self, samples: list[Sample]) -> list[dict]:
         return self.run(self.prepare(samples))
 
-    def prepare(self, samples: list[Sample]) -> Prepared:
+    def prepare(self, samples: list[Sample], encoded: list | None = None) -> Prepared:
+        """`encoded`: the samples' Encoded (or RowError) when the caller tokenized them itself
+        (serve's already-rendered texts); the length policy and checks are the same."""
         prepared = Prepared(samples, [], [])
-        for sample, enc in zip(samples, self._encode(samples)):
+        for sample, enc in zip(samples, self._encode(samples) if encoded is None else encoded, strict=True):
             try:
                 if isinstance(enc, RowError):
                     raise enc

@@ -95,7 +95,12 @@ class ArmoRM(RewardModel):
 
     def encode(self, samples: list[Sample]) -> list[Encoded | RowError]:
         conversations = [chat.conversation(s.prompt, s.completion, self.cfg.system_prompt) for s in samples]
-        texts = chat.render(self.tokenizer, conversations)
+        return self._read(chat.render(self.tokenizer, conversations))
+
+    def encode_rendered(self, texts: list[str]) -> list[Encoded | RowError]:
+        return self._read([self.rendered_text(t) for t in texts])
+
+    def _read(self, texts: list[str]) -> list[Encoded | RowError]:
         return [self._positions(ids) for ids in chat.tokenize(self.tokenizer, texts, self.bos)]
 
     def _positions(self, ids: list[int]) -> Encoded | RowError:

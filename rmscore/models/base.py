@@ -9,8 +9,10 @@ The backbone forward itself (padding, packing, prompt reuse) is shared: see rmsc
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import TYPE_CHECKING, ClassVar
 
+from rmscore import records
 from rmscore.config import ModelConfig
 from rmscore.errors import RowError
 from rmscore.records import Encoded, Sample
@@ -78,6 +80,24 @@ class RewardModel:
         """Token ids and read positions for each sample, in order. A sample that cannot be
         rendered gives a RowError in its place; the run goes on."""
         raise NotImplementedError
+
+    def encode_rendered(self, texts: list[str]) -> list[Encoded | RowError]:
+        """Token ids and read positions of conversations already rendered as text by a policy
+        (special tokens kept), read where this family reads. Tokenized as they stand: no special
+        tokens added beyond what the family's BOS policy adds to its own renderings (so a leading BOS
+        is never doubled, unless --bos double asks for the card's second BOS), and a text rendered
+        with this model's template gives exactly what encode() gives for the same messages.
+        Families whose input is not one rendered conversation (text pairs, step lists) say so per row."""
+        return [RowError(records.INVALID_ROW, f"{self.name} models do not read a conversation rendered as text; "
+                                              "send the prompt and completion (or messages) instead")
+                for _ in texts]
+
+    @cached_property
+    def rendered_text(self):
+        """Mends a policy's rendered conversation into this model's own rendering (chat.RenderedText)."""
+        from rmscore.models.chat import RenderedText
+
+        return RenderedText(self.tokenizer)
 
     def head(self, hidden: "torch.Tensor", batch: list[Encoded]) -> list[dict]:
         """Scores from the hidden states at every read position of the batch.

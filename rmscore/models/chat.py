@@ -45,3 +45,57 @@ def tokenize(tokenizer, texts: list[str], bos: str) -> list[list[int]]:
 
 def conversation(prompt: list[dict], completion: str, system_prompt: str | None) -> list[dict]:
     return [*with_system(prompt, system_prompt), {"role": "assistant", "content": completion}]
+
+
+# Stands in for an assistant reply while probing a template for what it writes after one.
+_REPLY = "\ue000"
+
+
+class RenderedText:
+    """Conversations a policy already rendered as text (OpenRLHF's query: its decode of prompt and
+    response, special tokens kept), turned into what this model's template would have rendered.
+
+    The text is kept as it stands; only its two ends are mended. Padding that a batched decode
+    leaves around it (this tokenizer's pad token) is dropped. The end of the last turn is completed
+    to what the template writes after a reply: a policy stops at its end-of-turn token, so a ChatML
+    text ends with "<|im_end|>" where the template writes "<|im_end|>\\n", and a reply cut by the
+    length limit has no end at all. With the same chat template on both sides, the result is the
+    model's own rendering of the conversation, read where the family reads.
+    """
+
+    def __init__(self, tokenizer):
+        self.end = turn_end(tokenizer)
+        # A text may stop where a token of the turn's end stops (never inside "<|im_end|>").
+        self.cuts = sorted({0, len(self.end), *_token_ends(tokenizer, self.end)}, reverse=True)
+        pad = tokenizer.pad_token
+        self.pad = pad if pad and pad != tokenizer.bos_token else None
+
+    def __call__(self, text: str) -> str:
+        if self.pad:
+            while text.startswith(self.pad):
+                text = text[len(self.pad):]
+            while text.endswith(self.pad):
+                text = text[:-len(self.pad)]
+        done = next(cut for cut in self.cuts if text.endswith(self.end[:cut]))
+        return text + self.end[done:]
+
+
+def turn_end(tokenizer) -> str:
+    """What the chat template writes after an assistant reply ("<|eot_id|>", "<|im_end|>\\n");
+    empty when the template cannot be probed."""
+    probe = [[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": _REPLY}]]
+    try:
+        text = render(tokenizer, probe)[0]
+    except Exception:  # a template that rejects the probe: leave texts' ends as they are
+        return ""
+    return text[text.rindex(_REPLY) + 1:] if _REPLY in text else ""
+
+
+def _token_ends(tokenizer, text: str) -> list[int]:
+    if not text:
+        return []
+    try:
+        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    except NotImplementedError:  # slow tokenizers have no offsets: only whole ends are recognised
+        return []
+    return [stop for _, stop in offsets]

@@ -1,0 +1,116 @@
+"""What every request passes before a route sees it (a plain ASGI middleware).
+
+  - the API key (Bearer), on every route but /health;
+  - shutting down: 503 with Retry-After, so callers retry on another replica;
+  - the body read here, whole and bounded: over --max-body-mb is a 413, and the bodies held at once
+    stay under BODY_BUDGETS of that (503 past it), so memory is bounded whatever the load;
+  - requests in flight counted (SIGTERM waits for none), and each answer counted and timed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+
+BODY_BUDGETS = 4  # request bodies held in memory at once, in --max-body-mb
+
+
+def error_body(status: int, message: str) -> bytes:
+    kind = {400: "invalid_request", 401: "unauthorized", 404: "not_found", 413: "too_large",
+            503: "unavailable"}.get(status, "error")
+    return json.dumps({"error": {"code": status, "type": kind, "message": message}}).encode()
+
+
+async def reply(send, status: int, message: str, headers: dict | None = None) -> None:
+    body = error_body(status, message)
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.encode(), str(v).encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Guard:
+    def __init__(self, app, service):
+        self.app, self.service = app, service
+        self.max_body = int(service.cfg.max_body_mb * 2**20)
+        key = service.cfg.api_key
+        self.expected = f"Bearer {key}".encode() if key else None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.monotonic(), [500]
+
+        async def counted_send(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        self.service.in_flight += 1
+        try:
+            await self._guarded(scope, receive, counted_send)
+        finally:
+            self.service.in_flight -= 1
+            self.service.metrics.answered(scope["path"], status[0], time.monotonic() - start)
+
+    async def _guarded(self, scope, receive, send):
+        service, path = self.service, scope["path"]
+        if path != "/health":
+            if self.expected and not hmac.compare_digest(_header(scope, b"authorization"), self.expected):
+                return await reply(send, 401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
+                                   {"www-authenticate": "Bearer"})
+            if service.draining:
+                return await reply(send, 503, "shutting down: retry on another replica", {"retry-after": 5})
+        held = [0]
+        try:
+            body = await self._read(scope, receive, send, held)
+            if body is not None:
+                await self.app(scope, _replay(body, receive), send)
+        finally:
+            service.body_bytes -= held[0]
+
+    async def _read(self, scope, receive, send, held: list[int]) -> bytes | None:
+        """The whole body, or None once a 413/503 has been sent."""
+        declared = _header(scope, b"content-length")
+        if declared.isdigit() and int(declared) > self.max_body:
+            await reply(send, 413, f"the body has {int(declared):,} bytes; the limit is {self.max_body:,} "
+                                   "(--max-body-mb): split the request")
+            return None
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            if held[0] + len(chunk) > self.max_body:
+                await reply(send, 413, f"the body is over the limit of {self.max_body:,} bytes (--max-body-mb)")
+                return None
+            if chunk and self.service.body_bytes + len(chunk) > BODY_BUDGETS * self.max_body:
+                await reply(send, 503, "too many large requests at once", {"retry-after": 1})
+                return None
+            self.service.body_bytes += len(chunk)
+            held[0] += len(chunk)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _header(scope, name: bytes) -> bytes:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return value
+    return b""
+
+
+def _replay(body: bytes, receive):
+    """The body once, then the real receive: it waits, and says http.disconnect when the client goes."""
+    sent = [False]
+
+    async def replayed():
+        if not sent[0]:
+            sent[0] = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
