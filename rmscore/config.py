@@ -18,9 +18,10 @@ FORWARD_PATHS = ("auto", "padded", "packed", "prompt-reuse")
 
 
 def default_model() -> str:
-    """The demo reward model shipped in the repository's data/ folder, so a first run needs no
-    download. It is an ordinary checkpoint folder; nothing else in rmscore knows about it."""
-    return str(Path(__file__).resolve().parent.parent / "data" / "demo-rm")
+    """The demo reward model, shipped inside the package (rmscore/data/demo-rm, package data), so a
+    first run needs no download from any kind of install: editable, wheel or `pip install git+...`.
+    It is an ordinary checkpoint folder; nothing else in rmscore knows about it."""
+    return str(Path(__file__).resolve().parent / "data" / "demo-rm")
 
 
 @dataclass

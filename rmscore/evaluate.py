@@ -123,6 +123,7 @@ def ensure_scores(cfg: EvalConfig, task: str, mc_layout, source, log) -> None:
     from rmscore.scoring import run_score
 
     summary = run_score(score_cfg, log)
+    summary.raise_for_damage()  # an evaluation over part of a broken file must not pass for whole
     log(f"scored {summary.samples:,} completions in {summary.wall_s:.1f}s into {cache}")
     write_json(cache / META_DIR / KEY_FILE, {"state": "done", "key": key})  # last: the cache is complete
 

@@ -110,6 +110,7 @@ def score(
     summary = run_score(cfg, log=lambda text: echo(f"[rmscore] {text}"))
     for line in [] if summary.quiet else summary_lines(summary):
         echo(line)
+    summary.raise_for_damage()  # after the summary: the rows read are saved, the run still failed
 
 
 def summary_lines(s) -> list[str]:

@@ -19,16 +19,23 @@ KEEP_HINT = "copy input columns into the scored output with `rmscore score --kee
 
 def read_columns(path: str | Path, columns: list[str], optional: tuple[str, ...] = ()) -> dict[str, list]:
     """The named columns of a scored folder or file, as Python lists (missing optional ones left out)."""
-    import pyarrow.dataset as ds
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    dataset = ds.dataset([str(f) for f in scored_files(path)], format="parquet")
-    names = dataset.schema.names
+    from rmscore.io import promote
+
+    schemas = {f: pq.read_schema(f) for f in scored_files(path)}
+    schema = promote.unify(list(schemas.values()))  # a kept column may be int in one part, string in another
+    names = schema.names
     missing = [c for c in columns if c not in names]
     if missing:
         raise InputError(f"{path} has no column {', '.join(map(repr, missing))} (it has: {', '.join(names)})",
                          KEEP_HINT)
     wanted = list(dict.fromkeys(columns + [c for c in optional if c in names]))
-    return dataset.to_table(columns=wanted).to_pydict()
+    wanted_schema = pa.schema([schema.field(c) for c in wanted])
+    tables = [promote.fit_table(pq.read_table(f, columns=[c for c in wanted if c in s.names]), wanted_schema)
+              for f, s in schemas.items()]
+    return pa.concat_tables(tables).to_pydict()
 
 
 def scored_files(path: str | Path) -> list[Path]:
