@@ -121,10 +121,15 @@ class OutputConfig:
     path: str
     overwrite: bool = False  # replace results made with other settings instead of refusing
     rows_per_part: int = 50_000  # rows per Parquet part file; a finished part is never rewritten
+    # A part is also finished after this many minutes (at the next window): what a SIGKILL or a node
+    # failure can lose, which no handler can save, stays bounded in time as well as in rows.
+    part_minutes: float = 10.0
 
     def __post_init__(self):
         if self.rows_per_part <= 0:
             raise ConfigError("--rows-per-part must be positive")
+        if self.part_minutes <= 0:
+            raise ConfigError("--part-minutes must be positive")
 
 
 @dataclass

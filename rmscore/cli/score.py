@@ -71,6 +71,9 @@ def score(
                                             rich_help_panel=o.OUT)] = False,
     rows_per_part: Annotated[int, typer.Option(help="Rows per Parquet part file. A finished part survives any kill.",
                                                rich_help_panel=o.OUT)] = 50_000,
+    part_minutes: Annotated[float, typer.Option(help="Also finish a part after this many minutes, so a SIGKILL or "
+                                                     "a node failure loses at most that much work.",
+                                                rich_help_panel=o.OUT)] = 10.0,
     progress: o.ProgressOpt = None,
 ):
     """Score every completion of INPUT with a reward model and write Parquet.
@@ -101,7 +104,7 @@ def score(
                       steps_col, id_col),
             o.split_list(keep_columns), limit,
         ),
-        output=OutputConfig(output, overwrite, rows_per_part),
+        output=OutputConfig(output, overwrite, rows_per_part, part_minutes),
         model=o.model_config({**params, "step_separator": o.unescape(step_separator)}),
         batch=BatchConfig(max_length, on_overflow, max_tokens_per_batch, max_batch_size, window, forward),
         shard=ShardConfig.parse(shard),

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from rmscore.io.sources import JSON_KINDS, RawRow, Source, broke_off, open_bytes, read_error
 
-CSV_BLOCK = 1 << 20  # bytes pyarrow parses at a time: the memory bound, whatever the file size
+CSV_BLOCK = 1 << 18  # bytes pyarrow parses at a time; it reads ~32 ahead: ~9 MB, whatever the file size
+MAX_CSV_BLOCK = 1 << 30  # a row must fit in one block: blocks grow (x4) up to this for rows that long
 
 
 class JsonArraySource(Source):
@@ -56,7 +57,41 @@ class DelimitedSource(Source):
         self.description = f"{path} ({'TSV' if delimiter == chr(9) else 'CSV'})"
         self.columns = self._peek_columns()
 
-    def _batches(self, invalid: list) -> Iterator:
+    def rows(self) -> Iterator[RawRow]:
+        self.breaks, block, done = [], CSV_BLOCK, 0
+        while True:
+            try:
+                for position, row in enumerate(self._rows(block)):
+                    if position >= done:  # after a restart, the rows already given are skipped
+                        yield row
+                        done += 1
+                return
+            except _RowTooLong:
+                block *= 4  # pyarrow needs a whole row in one block: read again with larger blocks
+
+    def _rows(self, block: int) -> Iterator[RawRow]:
+        import pyarrow as pa
+
+        index, invalid = 0, []
+        row = 0  # data rows so far; pyarrow numbers rows from the header as 1 (a quoted newline does not count)
+        try:
+            for batch in self._batches(invalid, block):
+                for cells in batch.to_pylist():
+                    while invalid and (invalid[0].number or 0) <= row + 2:
+                        yield _wrong_width(index, invalid.pop(0))
+                        index, row = index + 1, row + 1
+                    row += 1
+                    yield _decoded(index, row, cells)
+                    index += 1
+        except (OSError, EOFError, zlib.error, pa.ArrowException) as exc:
+            if "straddl" in str(exc) and block < MAX_CSV_BLOCK:
+                raise _RowTooLong from exc
+            self.breaks.append(broke_off(self.path, "row", row, exc))
+        for bad in invalid:
+            yield _wrong_width(index, bad)
+            index += 1
+
+    def _batches(self, invalid: list, block: int) -> Iterator:
         import pyarrow as pa
         import pyarrow.csv as csv
 
@@ -64,7 +99,7 @@ class DelimitedSource(Source):
             return csv.ParseOptions(delimiter=self.delimiter, newlines_in_values=True,
                                     invalid_row_handler=lambda row: bad.append(row) or "skip")
 
-        read = csv.ReadOptions(block_size=CSV_BLOCK, use_threads=False)
+        read = csv.ReadOptions(block_size=block, use_threads=False)
         with open_bytes(self.path) as handle:  # the header, so that every column can be read as bytes
             names = csv.open_csv(handle, read_options=read, parse_options=parse([])).schema.names
         # Bytes: no type guessed from the first block can fail on a later one, no bad byte fails a block.
@@ -75,25 +110,9 @@ class DelimitedSource(Source):
             if read_error(handle):
                 raise read_error(handle)
 
-    def rows(self) -> Iterator[RawRow]:
-        import pyarrow as pa
 
-        index, self.breaks, invalid = 0, [], []
-        row = 0  # data rows so far; pyarrow numbers rows from the header as 1 (a quoted newline does not count)
-        try:
-            for batch in self._batches(invalid):
-                for cells in batch.to_pylist():
-                    while invalid and (invalid[0].number or 0) <= row + 2:
-                        yield _wrong_width(index, invalid.pop(0))
-                        index, row = index + 1, row + 1
-                    row += 1
-                    yield _decoded(index, row, cells)
-                    index += 1
-        except (OSError, EOFError, zlib.error, pa.ArrowException) as exc:
-            self.breaks.append(broke_off(self.path, "row", row, exc))
-        for row in invalid:
-            yield _wrong_width(index, row)
-            index += 1
+class _RowTooLong(Exception):
+    pass
 
 
 def _wrong_width(index: int, row) -> RawRow:

@@ -67,6 +67,8 @@ class ScoreSink:
                 self.writer.finish_part()  # a finished part's range lies between: never overlap it
             if end > start:
                 self.writer.write(self._table(rows[start:end]))
+        if self.writer.part_age >= 60 * self.cfg.output.part_minutes:
+            self.writer.finish_part()  # bounds what a SIGKILL can take in time, not only in rows
 
     def close(self) -> None:
         if self.writer is not None:

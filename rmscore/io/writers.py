@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -97,7 +98,13 @@ class PartWriter:
         self._writer = None
         self._tmp_path().unlink(missing_ok=True)
 
+    @property
+    def part_age(self) -> float:
+        """Seconds since the part being written was opened (0 when none is)."""
+        return time.monotonic() - self._opened if self._writer is not None else 0.0
+
     def _open(self) -> None:
+        self._opened = time.monotonic()
         self.directory.mkdir(parents=True, exist_ok=True)
         self._writer = pq.ParquetWriter(self._tmp_path(), self.schema, compression="zstd")
 
