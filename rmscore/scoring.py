@@ -233,7 +233,7 @@ def _loop(scorer, sink, samples: Iterator[Sample], cfg: ScoreConfig, summary: Ru
     try:
         # Window k+1 is read and tokenized on a background thread while window k is on the device.
         # A signal raises Interrupted between batches (or between input rows, in the reader); the
-        # window being scored is dropped whole, so every part on disk holds complete rows in order.
+        # caller then saves the finished windows and the finished batches of this one (_keep_finished).
         for prepared in prefetch(map(scorer.prepare, chunked(samples, cfg.batch.window)), depth=1):
             rows = scorer.run(prepared)
             sink.write(rows)

@@ -108,22 +108,22 @@ CASES = [
     Case("prompt null", "row", "rows.jsonl", {"prompt": None, "completion": "x"},
          "'prompt' must be a string or a list of messages, got null"),
     Case("prompt missing", "row", "rows.jsonl", {"completion": "x"}, "the row has no 'prompt' field"),
-    Case("prompt a number", "row", "rows.jsonl", {"prompt": 3, "completion": "x"}, "got a number"),
+    Case("prompt a number", "row", "rows.jsonl", {"prompt": 3, "completion": "x"}, "got int"),
     Case("prompt an empty list", "row", "rows.jsonl", {"prompt": [], "completion": "x"}, "got an empty list"),
     Case("a message without a role", "row", "rows.jsonl", {"prompt": [{"content": "hi"}], "completion": "x"},
          "'prompt' message 1 has no 'role'"),
     Case("a role that is not text", "row", "rows.jsonl", {"prompt": [{"role": 1, "content": "hi"}], "completion": "x"},
-         "'prompt' message 1 has role a number, expected text"),
+         "'prompt' message 1 has role int, expected text"),
     Case("a message whose content is null", "row", "rows.jsonl",
          {"prompt": [{"role": U, "content": "hi"}, {"role": U, "content": None}], "completion": "x"},
          "'prompt' message 2 has content null"),
     Case("a message that is a string", "row", "rows.jsonl", {"prompt": ["hi"], "completion": "x"},
-         "'prompt' message 1 is text, not a {role, content} object"),
+         "'prompt' message 1 is str, not a {role, content} object"),
     Case("a JSON-string prompt with a message lacking its role", "row", "rows.jsonl",
          {"prompt": '[{"content": "hi"}]', "completion": "x"}, "'prompt' message 1 has no 'role'"),
     Case("completion null", "row", "rows.jsonl", {"prompt": "q", "completion": None}, "'completion' is null"),
     Case("completion missing", "row", "rows.jsonl", {"prompt": "q"}, "the row has no 'completion' field"),
-    Case("completion a number", "row", "rows.jsonl", {"prompt": "q", "completion": 42}, "'completion' is a number"),
+    Case("completion a number", "row", "rows.jsonl", {"prompt": "q", "completion": 42}, "'completion' is int"),
     Case("a completion written by the user", "row", "rows.jsonl",
          {"prompt": "q", "completion": {"role": U, "content": "x"}}, "'completion' ends with a 'user' message"),
     Case("a completion message without content", "row", "rows.jsonl",
@@ -136,25 +136,26 @@ CASES = [
     Case("an empty CSV cell", "row", "rows.csv", b"q,", "'completion' is null"),
     Case("a CSV messages cell lacking a role", "row", "rows.csv", b'"[{""content"": ""hi""}]",x',
          "'prompt' message 1 has no 'role'"),
-    Case("a CSV completion cell written by the user", "row", "rows.csv", b'q,"{""role"": ""user"", ""content"": ""x""}"',
-         "'completion' ends with a 'user' message"),
+    Case("a CSV completion cell written by the user", "row", "rows.csv",
+         b'q,"{""role"": ""user"", ""content"": ""x""}"', "'completion' ends with a 'user' message"),
     # ---- items of a JSON array
     Case("an array item that is a number", "row", "rows.json", 5, "not a JSON object but a number (array item"),
     Case("an array item whose prompt is null", "row", "rows.json", {"prompt": None, "completion": "x"}, "got null"),
     # ---- other row shapes
     Case("completions that are text, not a list", "row", "completions.jsonl", {"prompt": "q", "completions": "abc"},
-         "'completions' must be a non-empty list, got text"),
+         "'completions' must be a non-empty list, got str"),
     Case("completions an empty list", "row", "completions.jsonl", {"prompt": "q", "completions": []},
          "got an empty list"),
     Case("one completion of a list is null", "row", "completions.jsonl", {"prompt": "q", "completions": ["Yes.", None]},
          "'completions[1]' is null"),
     Case("a conversation ending with the user", "row", "messages.jsonl",
-         {"messages": [{"role": U, "content": "q"}, {"role": "assistant", "content": "a"}, {"role": U, "content": "?"}]},
+         {"messages": [{"role": U, "content": "q"}, {"role": "assistant", "content": "a"},
+                       {"role": U, "content": "?"}]},
          "ends with a 'user' turn, not the assistant's"),
     Case("a conversation of one message", "row", "messages.jsonl", {"messages": [{"role": U, "content": "q"}]},
          "has one message"),
     Case("messages that are a number", "row", "messages.jsonl", {"messages": 7},
-         "'messages' must be a non-empty list of messages, got a number"),
+         "'messages' must be a non-empty list of messages, got int"),
     Case("a pair whose chosen side is null", "row", "pairs.jsonl", {"prompt": "q", "chosen": None, "rejected": "No."},
          "'chosen' is null"),
     # ---- files that break off: the rows before the break are kept
@@ -253,9 +254,9 @@ def scored_rows(tiny_models, tmp_path_factory):
         out = root / f"out-{name}"
         result = invoke("score", root / name, "-m", tiny_models["llama"], "-o", out, "--max-length", 200,
                         "--no-progress")
-        assert result.exit_code == 0, result.output
-        stats = json.loads(next((out / ".rmscore").glob("stats-*.json")).read_text())
-        runs[name] = (dict(zip((c.name for c in cases), where)), rows_of(out), result.output, stats)
+        done = result.exit_code == 0  # else each case of the file fails on its own, saying why
+        stats = json.loads(next((out / ".rmscore").glob("stats-*.json")).read_text()) if done else {}
+        runs[name] = (dict(zip((c.name for c in cases), where)), rows_of(out) if done else [], result, stats)
     ok = {(json.dumps(r["prompt"]), r["completion"]) for _, rows, _, _ in runs.values() for r in rows
           if r["status"] == "ok"}
     clean = root / "clean.jsonl"
@@ -268,7 +269,9 @@ def scored_rows(tiny_models, tmp_path_factory):
 @pytest.mark.parametrize("case", [c for c in CASES if c.kind == "row"], ids=lambda c: c.name)
 def test_bad_row_is_written_counted_and_harmless(case, scored_rows):
     runs, reference = scored_rows
-    where, rows, output, stats = runs[case.file]
+    where, rows, result, stats = runs[case.file]
+    assert result.exit_code == 0, result.output
+    output = result.output
     mine = [r for r in rows if r["input_index"] == where[case.name] and r["status"] != "ok"]
     assert len(mine) == 1, [r for r in rows if r["input_index"] == where[case.name]]
     assert mine[0]["status"] == case.status and mine[0]["score"] is None

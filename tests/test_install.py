@@ -18,8 +18,8 @@ def test_default_model_works_from_a_non_editable_install(tmp_path):
         shutil.copy(REPO / name, source / name)
     shutil.copytree(REPO / "rmscore", source / "rmscore", ignore=shutil.ignore_patterns("__pycache__"))
     target = tmp_path / "site"
-    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index", "--no-compile",
-           "--target", str(target), str(source)]
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
+           "--no-compile", "--target", str(target), str(source)]
     built = subprocess.run(pip, capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr
     assert (target / "rmscore" / "data" / "demo-rm" / "model.safetensors").is_file()

@@ -14,7 +14,8 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from rmscore.io.sources import JSON_KINDS, RawRow, Source, broke_off, open_bytes, read_error
+from rmscore.io.rawfile import broke_off, open_bytes, read_error
+from rmscore.io.sources import JSON_KINDS, RawRow, Source
 
 CSV_BLOCK = 1 << 18  # bytes pyarrow parses at a time; it reads ~32 ahead: ~9 MB, whatever the file size
 MAX_CSV_BLOCK = 1 << 30  # a row must fit in one block: blocks grow (x4) up to this for rows that long

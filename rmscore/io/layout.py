@@ -94,11 +94,11 @@ class _RowProblem(ValueError):
 
 def _expand(index: int, data: dict, layout: Layout) -> list[Sample]:
     extra = {c: data.get(c) for c in layout.keep}
-    steps = data.get(layout.steps) if layout.steps else None
+    steps = _from_json(data.get(layout.steps), "list") if layout.steps else None
     if layout.kind == "messages":
         conversation = _messages(_field(data, layout.completion), layout.completion)
         if len(conversation) < 2:
-            raise _RowProblem(f"{layout.completion!r} has one message: it needs a prompt turn, then the assistant's answer")
+            raise _RowProblem(f"{layout.completion!r} has one message: it needs a prompt, then the assistant's answer")
         if conversation[-1]["role"] != "assistant":
             last = conversation[-1]["role"]
             raise _RowProblem(f"{layout.completion!r} ends with a {last!r} turn, not the assistant's")
@@ -114,7 +114,7 @@ def _expand(index: int, data: dict, layout: Layout) -> list[Sample]:
         if layout.kind == "completions":
             raw = _from_json(_present(raw, layout.completion), "list")
             if not isinstance(raw, list) or not raw:
-                raise _RowProblem(f"{layout.completion!r} must be a non-empty list, got {_kind(raw)}")
+                raise _RowProblem(f"{layout.completion!r} must be a non-empty list, got {_what(raw)}")
             completions = list(raw)
         else:
             completions = [raw]
@@ -159,13 +159,13 @@ def _prompt(value, column: str) -> tuple[list[dict], bool]:
         return [{"role": "user", "content": value}], True
     if isinstance(value, list) and value:
         return _messages(value, column), False
-    raise _RowProblem(f"{column!r} must be a string or a list of messages, got {_kind(value)}")
+    raise _RowProblem(f"{column!r} must be a string or a list of messages, got {_what(value)}")
 
 
 def _messages(value, column: str) -> list[dict]:
     value = _from_json(_present(value, column), "list")
     if not isinstance(value, list) or not value:
-        raise _RowProblem(f"{column!r} must be a non-empty list of messages, got {_kind(value)}")
+        raise _RowProblem(f"{column!r} must be a non-empty list of messages, got {_what(value)}")
     out = []
     for number, message in enumerate(value, 1):
         where = f"{column!r} message {number}"
@@ -206,14 +206,10 @@ def _completion(value, column: str = "completion") -> str:
 def _steps(steps, position: int, kind: str) -> list[str] | None:
     if steps is None:
         return None
-    steps = _from_json(steps, "list")
     if kind == "completions" and isinstance(steps, list) and steps and isinstance(steps[0], list):
         steps = steps[position] if position < len(steps) else None
-    if not isinstance(steps, list):
-        raise _RowProblem(f"steps is {_kind(steps)}, expected a list of strings")
-    for number, step in enumerate(steps, 1):
-        if not isinstance(step, str):
-            raise _RowProblem(f"step {number} is {_kind(step)}, expected text")
+    if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
+        raise _RowProblem("steps must be a list of strings")
     return list(steps)
 
 
@@ -263,9 +259,8 @@ def _present(value, column: str):
 
 
 def _kind(value) -> str:
-    if value is None:
-        return "null"
-    if value == [] or value == {}:
-        return f"an empty {'list' if isinstance(value, list) else 'object'}"
-    names = {str: "text", dict: "an object", list: "a list", bool: "a boolean", int: "a number", float: "a number"}
-    return names.get(type(value), type(value).__name__)
+    return "null" if value is None else type(value).__name__
+
+
+def _what(value) -> str:
+    return "an empty list" if value == [] else _kind(value)

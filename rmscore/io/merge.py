@@ -1,11 +1,11 @@
 """`rmscore merge`: every shard's parts into one Parquet file, in input order, each row once.
 
 Each shard's parts hold disjoint runs of its rows in key order, so a shard read part after part
-(by first key) is a sorted stream. A part saved by a stop mid-window holds a set of keys that
-interleaves with the next part's run (rmscore/io/resume.py): it is a sorted stream of its own. The streams are merged a batch at a time: everything up to the
+(by first key) is a sorted stream. The streams are merged a batch at a time: everything up to the
 smallest "last key" among the current batches can be written, because no stream can still hold
 a smaller key. Memory holds one batch per shard. A row key seen before (a part copied twice, a
-shard scored twice) is dropped and counted.
+shard scored twice) is dropped and counted. A part saved by a stop mid-window holds a set of keys
+that interleaves with the next part's run (rmscore/io/resume.py): it is a stream of its own.
 """
 
 from __future__ import annotations

@@ -10,16 +10,14 @@ and the run reports it and exits non-zero once those rows are saved.
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
 from rmscore.errors import InputError
+from rmscore.io.rawfile import broke_off, open_bytes, read_error
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".json", ".json.gz")
 DELIMITED = {".csv": ",", ".csv.gz": ",", ".tsv": "\t", ".tsv.gz": "\t"}
@@ -68,54 +66,6 @@ class Source:
                          f"the file should hold {self.shape}")
 
 
-def broke_off(path: Path, unit: str, count: int, exc: BaseException) -> str:
-    """One line: the file, how far it was read, and why it stopped there."""
-    reason = (str(exc).splitlines() or [""])[0].strip() or type(exc).__name__
-    if count == 0:
-        return f"{path} cannot be read: {reason}"
-    return f"{path} breaks off after {unit} {count:,}: {reason}"
-
-
-class _Guarded(io.RawIOBase):
-    """A byte stream that ends where its data breaks off (a .gz cut short, a read error) instead of
-    raising; `error` keeps why. With `lines`, bytes after the last newline before a break are
-    dropped: that line was cut, and half a line must not pass for a whole row."""
-
-    def __init__(self, raw, lines: bool):
-        self.raw, self.lines, self.error = raw, lines, None
-        self._ready, self._at, self._tail, self._ended = b"", 0, b"", False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        while self._at == len(self._ready) and not self._ended:
-            self._fill(len(buffer))
-        n = min(len(buffer), len(self._ready) - self._at)
-        buffer[:n] = self._ready[self._at:self._at + n]
-        self._at += n
-        return n
-
-    def _fill(self, size: int) -> None:
-        try:
-            chunk = self.raw.read1(size)  # read() would drop what it decoded before a break
-        except (OSError, EOFError, zlib.error) as exc:
-            self.error, self._ended = exc, True
-            return
-        if not chunk:  # a clean end: the last line needs no newline
-            self._ready, self._at, self._tail, self._ended = self._tail, 0, b"", True
-        elif self.lines:
-            whole, newline, self._tail = (self._tail + chunk).rpartition(b"\n")
-            self._ready, self._at = whole + newline, 0
-        else:
-            self._ready, self._at = chunk, 0
-
-    def close(self) -> None:
-        if self.raw is not None:
-            self.raw.close()
-        super().close()
-
-
 def open_source(path: str, split: str = "train", config_name: str | None = None) -> Source:
     p = Path(path)
     if p.is_file():
@@ -160,18 +110,6 @@ def _hidden(path: Path, root: Path) -> bool:
 def _looks_like_hub_name(path: str) -> bool:
     parts = path.split("/")
     return len(parts) <= 2 and not path.startswith((".", "/", "~")) and all(parts)
-
-
-def open_bytes(path: Path, lines: bool = True) -> io.BufferedReader:
-    """A binary handle, decompressing .gz, that ends quietly where the data breaks off (see
-    read_error). Text is decoded row by row, so one bad byte is one bad row."""
-    raw = gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
-    return io.BufferedReader(_Guarded(raw, lines), buffer_size=1 << 16)
-
-
-def read_error(handle: io.BufferedReader) -> BaseException | None:
-    """Why the data of an open_bytes() handle broke off, or None if it was read to its end."""
-    return handle.raw.error
 
 
 def _first_byte(path: Path) -> bytes:
