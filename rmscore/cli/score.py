@@ -17,8 +17,10 @@ Col = Annotated[Optional[str], typer.Option(rich_help_panel=o.INPUT, show_defaul
 
 @command("score")
 def score(
-    input: Annotated[str, typer.Argument(help="JSONL (.jsonl/.jsonl.gz), Parquet file or folder, save_to_disk "
-                                              "folder, or Hub dataset name.", show_default=False)],
+    input: Annotated[str, typer.Argument(help="JSONL (.jsonl), JSON (.json: an array or JSON lines), CSV/TSV "
+                                              "(messages as JSON strings), each also .gz; a Parquet file or "
+                                              "folder, a save_to_disk folder, or a Hub dataset name.",
+                                         show_default=False)],
     output: Annotated[str, typer.Option("--output", "-o", help="Output folder of Parquet parts.",
                                         rich_help_panel=o.OUT, show_default=False)],
     model: o.ModelOpt = default_model(),
