@@ -34,7 +34,12 @@ class JsonArraySource(Source):
         import ijson
 
         index, self.breaks = 0, []
-        with open_bytes(self.path, lines=False) as handle:
+        try:
+            handle = open_bytes(self.path, lines=False)
+        except OSError as exc:
+            self.breaks.append(broke_off(self.path, "array item", 0, exc))
+            return
+        with handle:
             try:
                 for item in ijson.items(handle, "item", use_float=True):
                     if isinstance(item, dict):

@@ -7,7 +7,8 @@ can protect nothing across nodes without saying so. link() of a finished file on
 atomic on NFS and Lustre whatever the mount, fails if the name exists, and the file says who holds
 the shard (host, pid, since), which a kernel lock cannot tell the user. The price: a dead holder
 leaves its file behind, so a later run takes it over
-  - at once on the same host, when the holder's process is gone (or its pid now belongs to another);
+  - at once on the same host (and pid namespace), when the holder's process is gone, or its pid now
+    belongs to another;
   - at once after a SLURM requeue: the file names this SLURM job with a lower restart count, and
     SLURM requeues a job only once it holds the old run for over;
   - otherwise when the holder's heartbeat stops: a holder touches the file every HEARTBEAT_S
@@ -47,6 +48,7 @@ class Holder:
     job: str | None = None  # SLURM_JOB_ID
     restarts: int = 0  # SLURM_RESTART_COUNT
     started: str | None = None  # the process's start time (Linux), so a reused pid is not taken for it
+    pidns: str | None = None  # its pid namespace (Linux): a container's pids mean nothing outside it
 
     def describe(self) -> str:
         return f"pid {self.pid} on {self.host} since {self.since}"
@@ -60,7 +62,7 @@ class ShardLock:
         self.path = self.out_dir / META_DIR / "locks" / f"{dist.stem}.lock"
         pid = os.getpid()
         self.me = Holder(socket.gethostname(), pid, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                         uuid.uuid4().hex, dist.job, dist.restarts, _started(pid))
+                         uuid.uuid4().hex, dist.job, dist.restarts, _started(pid), _pid_namespace())
         self.held = False
         self._stop = threading.Event()
 
@@ -135,7 +137,7 @@ class ShardLock:
         return True
 
     def _dead(self, holder: Holder, mtime: float) -> bool:
-        if holder.host == self.me.host:
+        if holder.host == self.me.host and holder.pidns == self.me.pidns:
             return not _alive(holder.pid, holder.started)
         if holder.job is not None and holder.job == self.me.job and holder.restarts < self.me.restarts:
             return True  # SLURM requeued this very job: the run that wrote the file is over
@@ -196,6 +198,13 @@ def _alive(pid: int, started: str | None) -> bool:
         pass  # someone else's process: it exists
     now = _started(pid, zombie_is_dead=True)
     return now != "dead" and (started is None or now is None or now == started)
+
+
+def _pid_namespace() -> str | None:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
 
 
 def _started(pid: int, zombie_is_dead: bool = False) -> str | None:

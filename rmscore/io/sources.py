@@ -132,7 +132,12 @@ class JsonlSource(Source):
         index, self.breaks = 0, []
         for path in self.files:
             number = 0
-            with open_bytes(path) as handle:
+            try:
+                handle = open_bytes(path)
+            except OSError as exc:  # unreadable (permissions): said once, the other files are read
+                self.breaks.append(broke_off(path, "line", 0, exc))
+                continue
+            with handle:
                 for number, line in enumerate(handle, 1):
                     if line.strip():
                         yield parse_line(index, number, line)
