@@ -5,7 +5,7 @@
 
 Scores INPUT (default: the demo data, 400 completions, with the demo model) once without a stop, then
 once per kind of stop, each in a child `rmscore score` whose forward sleeps a little so the stop lands
-mid-run, after about half the batches: SIGTERM, SIGUSR1, SIGKILL, an exception raised in the
+mid-run, after about half the batches (--at): SIGTERM, SIGUSR1, SIGKILL, an exception raised in the
 forward, and ENOSPC raised by the Parquet writer. The child appends its count of finished rows to a
 file after every batch; lost = finished - saved in finished parts. Each stopped run is then rerun
 to completion and compared with the uninterrupted one: every row once, the same scores.
@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=8192)
     parser.add_argument("--rows-per-part", type=int, default=50_000)
     parser.add_argument("--kinds", default="SIGTERM,SIGUSR1,SIGKILL,exception,enospc")
+    parser.add_argument("--at", type=float, default=0.5, help="when to stop, as a fraction of the batches")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="rmscore-stops-"))
     score_args = ["score", args.input, "--window", str(args.window), "--rows-per-part", str(args.rows_per_part),
@@ -115,12 +116,13 @@ def main() -> None:
                    check=True, capture_output=True)
     reference = scores(work / "reference")
     total = json.loads(next((work / "reference" / ".rmscore").glob("stats-*.json")).read_text())["batches"]
+    at = max(1, int(total * args.at))
     print(f"{len(reference)} completions in {total} batches; window {args.window}, {args.rows_per_part} rows per "
-          f"part; each stop after batch {total // 2}\n")
+          f"part; each stop after batch {at}\n")
     print("| stop | exit | batches done | rows finished | rows saved | rows lost | rerun exact |")
     print("|---|---:|---:|---:|---:|---:|---|")
     for kind in args.kinds.split(","):
-        r = stop_once(kind, total // 2, score_args, work)
+        r = stop_once(kind, at, score_args, work)
         got = scores(r["out"])
         exact = r["rerun_exit"] == 0 and len(saved(r["out"])) == len(got) == len(reference) and all(
             abs(got[k] - reference[k]) < 1e-5 for k in reference)
