@@ -1,4 +1,4 @@
-"""Train the demo reward model (data/demo-rm/) and write the demo inputs (data/demo/).
+"""Train the demo reward model (rmscore/data/demo-rm/) and write the demo inputs (data/demo/).
 
 What it does
   A toy outcome reward model for demos and tests: a byte-level BPE tokenizer and a small
@@ -23,7 +23,7 @@ Outputs
   data/demo/hh_rlhf_demo.jsonl        DEMO_PROMPTS held-out prompts (the first whose conversation has
                                       at most DEMO_MAX_CHARS characters), each with `completions` = the
                                       chosen and rejected responses in a seeded random order, and id.
-  data/demo-rm/                       the checkpoint, with a model card (README.md) giving the numbers.
+  rmscore/data/demo-rm/               the checkpoint, with a model card (README.md) giving the numbers.
 
 Training
   Bradley-Terry loss -log sigmoid(r_chosen - r_rejected) on chat-templated (prompt + response)
@@ -58,7 +58,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "data" / "hh_rlhf_harmless_base_test.jsonl.gz"
 DEMO_DIR = ROOT / "data" / "demo"
-MODEL_DIR = ROOT / "data" / "demo-rm"
+MODEL_DIR = ROOT / "rmscore" / "data" / "demo-rm"  # package data: the default --model
 CARD_TEMPLATE = Path(__file__).with_name("demo_rm_card.md")  # the model card, filled in with the results
 DEMO_PROMPTS = 200
 DEMO_MAX_CHARS = 1000  # prompt + longer response, so the demo scores in seconds

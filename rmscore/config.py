@@ -18,9 +18,10 @@ FORWARD_PATHS = ("auto", "padded", "packed", "prompt-reuse")
 
 
 def default_model() -> str:
-    """The demo reward model shipped in the repository's data/ folder, so a first run needs no
-    download. It is an ordinary checkpoint folder; nothing else in rmscore knows about it."""
-    return str(Path(__file__).resolve().parent.parent / "data" / "demo-rm")
+    """The demo reward model, shipped inside the package (rmscore/data/demo-rm, package data), so a
+    first run needs no download from any kind of install: editable, wheel or `pip install git+...`.
+    It is an ordinary checkpoint folder; nothing else in rmscore knows about it."""
+    return str(Path(__file__).resolve().parent / "data" / "demo-rm")
 
 
 @dataclass
@@ -120,10 +121,15 @@ class OutputConfig:
     path: str
     overwrite: bool = False  # replace results made with other settings instead of refusing
     rows_per_part: int = 50_000  # rows per Parquet part file; a finished part is never rewritten
+    # A part is also finished after this many minutes (at the next window): what a SIGKILL or a node
+    # failure can lose, which no handler can save, stays bounded in time as well as in rows.
+    part_minutes: float = 10.0
 
     def __post_init__(self):
         if self.rows_per_part <= 0:
             raise ConfigError("--rows-per-part must be positive")
+        if self.part_minutes <= 0:
+            raise ConfigError("--part-minutes must be positive")
 
 
 @dataclass

@@ -33,6 +33,14 @@ class ResumeConflict(RmscoreError):
     """The output folder holds results made with different settings."""
 
 
+class OutputError(RmscoreError):
+    """The output cannot be written (a full disk, a read-only folder). Finished parts are intact."""
+
+
+class ShardBusy(RmscoreError):
+    """Another process is writing this shard of the output folder."""
+
+
 class Interrupted(RmscoreError):
     """SIGTERM/SIGUSR1 stopped the run after every finished row was saved. Not a failure: the
     CLI exits with `exit_code` (EX_TEMPFAIL), which batch scripts take as "requeue me"."""

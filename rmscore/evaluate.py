@@ -128,6 +128,7 @@ def _score_into(cache: Path, cfg: EvalConfig, task: str, mc_layout, source, key:
     from rmscore.scoring import run_score
 
     summary = run_score(score_cfg, log)
+    summary.raise_for_damage()  # an evaluation over part of a broken file must not pass for whole
     log(f"scored {summary.samples:,} completions in {summary.wall_s:.1f}s into {cache}")
     write_json(eval_cache.key_path(cache), {"state": "done", "key": key})  # last: the cache is complete
 

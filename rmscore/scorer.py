@@ -83,6 +83,7 @@ class Scorer:
         self.check_stop = check_stop  # raises Interrupted between batches once SIGTERM/SIGUSR1 arrived
         # Shrinks for good after an out-of-memory: the rest of the run keeps the smaller budget.
         self.budget = batch_cfg.max_tokens_per_batch
+        self._done: dict | None = None  # rows of the window being scored that are finished, by key
 
     def score_window(self, samples: list[Sample]) -> list[dict]:
         return self.run(self.prepare(samples))
@@ -104,24 +105,30 @@ class Scorer:
         return prepared
 
     def run(self, prepared: Prepared) -> list[dict]:
-        done = {s.key: self._row(s, enc, {}, problem) for s, enc, problem in prepared.problems}
+        done = self._done = {s.key: self._row(s, enc, {}, problem) for s, enc, problem in prepared.problems}
         encs, which = unique_rows([enc for _, enc in prepared.ready])
-        results: list = [None] * len(encs)
+        users: list[list] = [[] for _ in encs]  # the samples each distinct row stands for
+        for pair, u in zip(prepared.ready, which):
+            users[u].append(pair)
         runner = self.runners.choose(encs) if encs else None
         batches = runner.plan(encs, self.budget, self.batch_cfg.max_batch_size) if encs else []
         collated = prefetch(((b, runner.collate([encs[i] for i in b])) for b in batches), depth=2)
         for indices, inputs in collated:
             self.check_stop()
-            for i, result in zip(indices, self._forward(runner, [encs[i] for i in indices], inputs)):
-                results[i] = result
-        for (sample, enc), u in zip(prepared.ready, which):
-            out, problem = results[u]
-            done[sample.key] = self._row(sample, enc, out, problem)
+            for i, (out, problem) in zip(indices, self._forward(runner, [encs[i] for i in indices], inputs)):
+                for sample, enc in users[i]:
+                    done[sample.key] = self._row(sample, enc, out, problem)
         if runner is not None:
             self.summary.paths[runner.name] += len(prepared.ready)
             # Repeated completions are scored once; they still count as tokens the user scored.
             self.summary.tokens += sum(len(enc) for _, enc in prepared.ready) - sum(len(e) for e in encs)
+        self._done = None
         return [done[s.key] for s in prepared.samples]  # input order, whatever the batch order
+
+    def finished(self) -> list[dict]:
+        """The rows of the window in flight that are done (rows with a problem, and every batch
+        that came back), in input order: what a stop or a failure mid-window still saves."""
+        return [row for _, row in sorted((self._done or {}).items())]
 
     def _forward(self, runner, batch: list[Encoded], inputs: dict | None) -> list[tuple[dict, RowError | None]]:
         cost = runner.cost(batch)

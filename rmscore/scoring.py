@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from rmscore import records
 from rmscore.batching import chunked
@@ -20,7 +21,7 @@ from rmscore.distributed import group
 from rmscore.distributed.env import DistInfo, dist_info
 from rmscore.distributed.signals import GracefulStop
 from rmscore.errors import ConfigError, InputError, Interrupted
-from rmscore.io import output, resume
+from rmscore.io import lock, output, resume
 from rmscore.io.layout import Layout, detect_layout, expand
 from rmscore.io.sources import Source, open_source
 from rmscore.progress import Progress
@@ -50,6 +51,7 @@ class RunSummary:
     saved: int = 0  # rows in this shard's finished parts, earlier runs included
     complete: bool = False  # the shard was already finished: nothing was loaded or scored
     quiet: bool = False  # a torchrun worker other than rank 0: its counts went to rank 0
+    damage: str | None = None  # where the input broke off (a .gz cut short): the rows before it are saved
 
     @property
     def samples(self) -> int:
@@ -78,12 +80,22 @@ class RunSummary:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.wall_s, self.loop_s = max(self.wall_s, other.wall_s), max(self.loop_s, other.loop_s)
         self.complete = self.complete and other.complete
+        self.damage = self.damage or other.damage
+
+    def raise_for_damage(self) -> None:
+        """A run over a damaged input saved every row it could read; it still must not pass for whole."""
+        if self.damage:
+            raise InputError(f"{self.damage}: every row before it was scored and saved",
+                             "replace the file and rerun with --overwrite to score it whole, or use the rows "
+                             "saved as they are (merge and build-pairs accept them)")
 
 
 def open_input(cfg: ScoreConfig) -> tuple[Source, Layout]:
     """Open and check the input before anything heavy loads: a bad input stops the run here."""
     source = open_source(cfg.input.path, cfg.input.split, cfg.input.config_name)
-    return source, detect_layout(source.columns, cfg.input.columns, cfg.input.keep_columns)
+    layout = detect_layout(source.columns, cfg.input.columns, cfg.input.keep_columns)
+    output.check_keep_columns(cfg.input.keep_columns, output.BASE_SCHEMA.names)
+    return source, layout
 
 
 def iter_samples(source: Source, layout: Layout, dist: DistInfo, limit: int | None,
@@ -131,11 +143,13 @@ def run_score(cfg: ScoreConfig, log=print) -> RunSummary:
     source, layout = open_input(cfg)
     dist = dist_info(cfg.shard.index, cfg.shard.count)
     log = log if dist.is_main else _silent
-    state = resume.open_output(cfg, dist, log)
-    state.check_input(cfg.input.path, lambda: iter_samples(source, layout, dist, cfg.input.limit, RunSummary("")))
-    summary = RunSummary(cfg.output.path, shard=f"{dist.shard_index}/{dist.shard_count} ({dist.source})")
-    with group.joined(dist), GracefulStop() as stop:
-        summary.complete = state.complete
+    # One writer per shard, taken before anything in the folder is cleared or written.
+    with lock.ShardLock(Path(cfg.output.path), dist) as held, group.joined(dist), GracefulStop() as stop:
+        state = resume.open_output(cfg, dist, log)
+        state.check_input(cfg.input.path, lambda: iter_samples(source, layout, dist, cfg.input.limit, RunSummary("")))
+        state.guard = held.check
+        summary = RunSummary(cfg.output.path, shard=f"{dist.shard_index}/{dist.shard_count} ({dist.source})")
+        summary.complete, summary.damage = state.complete, state.damage
         try:
             if not state.complete:
                 _score_shard(cfg, source, layout, dist, state, stop, summary, log)
@@ -143,7 +157,7 @@ def run_score(cfg: ScoreConfig, log=print) -> RunSummary:
             summary.wall_s = time.perf_counter() - start
             summary.skipped, summary.saved = state.skipped, state.rows
             if not state.complete:
-                output.write_stats(state.out_dir, state.stem, summary)
+                _write_stats(state, summary, log)
         everyone = group.gather(summary, dist)
     for other in (everyone or [])[1:]:
         summary.absorb(other)
@@ -153,6 +167,13 @@ def run_score(cfg: ScoreConfig, log=print) -> RunSummary:
 
 def _silent(*_) -> None:
     pass
+
+
+def _write_stats(state, summary: RunSummary, log) -> None:
+    try:
+        output.write_stats(state.out_dir, state.stem, summary)
+    except OSError as exc:  # a full disk must not hide the error that stopped the run
+        log(f"could not write the run statistics: {exc}")
 
 
 def _score_shard(cfg: ScoreConfig, source, layout, dist: DistInfo, state, stop: GracefulStop, summary: RunSummary,
@@ -170,14 +191,32 @@ def _score_shard(cfg: ScoreConfig, source, layout, dist: DistInfo, state, stop: 
     samples = state.pending(stop.watch(iter_samples(source, layout, dist, cfg.input.limit, summary)))
     try:
         _loop(scorer, sink, samples, cfg, summary, dist)
-    except Interrupted as stopped:
-        sink.close()  # the part being written keeps the whole windows already in it
-        stopped.message += f" after saving {state.rows:,} scored rows of shard {summary.shard}"
+    except BaseException as failure:
+        _keep_finished(sink, scorer, log)
+        saved = f"after saving {state.rows:,} scored rows of shard {summary.shard}"
+        if isinstance(failure, Interrupted):
+            failure.message += f" {saved}"
+        else:
+            log(f"stopped by {type(failure).__name__} {saved}; rerun the same command to continue")
         raise
     finally:
         summary.forward_path = ", ".join(f"{name} ({n:,} rows)" for name, n in summary.paths.most_common())
         summary.token_budget = scorer.budget
-    state.finish(cfg.input.limit)
+    summary.damage = source.damage
+    if summary.damage:
+        log(f"the input breaks off: {summary.damage}")
+    state.finish(cfg.input.limit, summary.damage)
+
+
+def _keep_finished(sink, scorer, log) -> None:
+    """Whatever stopped the run (a signal, an exception, Ctrl-C): close the part being written with
+    the finished windows, and save the rows of the window in flight whose batches finished, so a
+    stop loses at most the batch that was running. A sink whose writer failed (a full disk)
+    writes nothing more: its part is discarded and the finished parts stand."""
+    try:
+        sink.salvage(scorer.finished())
+    except Exception as exc:  # never hide the failure that got us here
+        log(f"could not save the rows in flight: {exc}")
 
 
 def _loop(scorer, sink, samples: Iterator[Sample], cfg: ScoreConfig, summary: RunSummary, dist) -> None:
@@ -188,7 +227,7 @@ def _loop(scorer, sink, samples: Iterator[Sample], cfg: ScoreConfig, summary: Ru
     try:
         # Window k+1 is read and tokenized on a background thread while window k is on the device.
         # A signal raises Interrupted between batches (or between input rows, in the reader); the
-        # window being scored is dropped whole, so every part on disk holds complete rows in order.
+        # caller then saves the finished windows and the finished batches of this one (_keep_finished).
         for prepared in prefetch(map(scorer.prepare, chunked(samples, cfg.batch.window)), depth=1):
             rows = scorer.run(prepared)
             sink.write(rows)

@@ -1,4 +1,4 @@
-"""The shipped demo reward model (data/demo-rm, made by recipes/train_demo_rm.py) is an ordinary
+"""The shipped demo reward model (rmscore/data/demo-rm, made by recipes/train_demo_rm.py) is an ordinary
 checkpoint: rmscore finds it as the default --model, scores the demo data with it, and it ranks
 held-out HH-RLHF pairs better than chance."""
 
@@ -14,7 +14,7 @@ from rmscore.config import BatchConfig, InputConfig, ModelConfig, OutputConfig, 
 from rmscore.scoring import run_score
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO_RM = REPO / "data" / "demo-rm"
+DEMO_RM = REPO / "rmscore" / "data" / "demo-rm"
 DEMO_INPUT = REPO / "data" / "demo" / "hh_rlhf_demo.jsonl"
 HELDOUT = REPO / "data" / "demo" / "hh_rlhf_heldout.jsonl.gz"
 

@@ -91,7 +91,7 @@ def test_bad_lines_are_rows_not_crashes(write_jsonl):
     samples, _ = samples_of(write_jsonl([ROWS[0], "{not json", "[1, 2]", {"prompt": None, "completion": "x"}]))
     assert [s.input_index for s in samples] == [0, 1, 2, 3]
     assert samples[0].error is None
-    assert "not valid JSON" in samples[1].error and "not an object" in samples[2].error
+    assert "not valid JSON" in samples[1].error and "not a JSON object" in samples[2].error
     assert "prompt" in samples[3].error
 
 
@@ -132,9 +132,9 @@ def test_unreadable_inputs_fail_clearly(tmp_path):
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(InputError, match="empty"):
         open_source(str(tmp_path / "empty.jsonl"))
-    (tmp_path / "data.csv").write_text("a,b\n")
+    (tmp_path / "data.xlsx").write_text("a,b\n")
     with pytest.raises(InputError, match="format"):
-        open_source(str(tmp_path / "data.csv"))
+        open_source(str(tmp_path / "data.xlsx"))
     (tmp_path / "broken.parquet").write_bytes(b"not parquet")
     with pytest.raises(InputError, match="Parquet"):
         open_source(str(tmp_path / "broken.parquet"))

@@ -18,7 +18,8 @@ OUT = "Output"
 ModelOpt = Annotated[
     str,
     typer.Option(
-        "--model", "-m", help="Checkpoint folder or Hub name. Default: the demo reward model shipped in data/demo-rm.",
+        "--model", "-m", help="Checkpoint folder or Hub name. Default: the demo reward model shipped with "
+                              "rmscore (rmscore/data/demo-rm).",
         rich_help_panel=MODEL, show_default=False,
     ),
 ]

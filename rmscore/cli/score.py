@@ -17,8 +17,10 @@ Col = Annotated[Optional[str], typer.Option(rich_help_panel=o.INPUT, show_defaul
 
 @command("score")
 def score(
-    input: Annotated[str, typer.Argument(help="JSONL (.jsonl/.jsonl.gz), Parquet file or folder, save_to_disk "
-                                              "folder, or Hub dataset name.", show_default=False)],
+    input: Annotated[str, typer.Argument(help="JSONL (.jsonl), JSON (.json: an array or JSON lines), CSV/TSV "
+                                              "(messages as JSON strings), each also .gz; a Parquet file or "
+                                              "folder, a save_to_disk folder, or a Hub dataset name.",
+                                         show_default=False)],
     output: Annotated[str, typer.Option("--output", "-o", help="Output folder of Parquet parts.",
                                         rich_help_panel=o.OUT, show_default=False)],
     model: o.ModelOpt = default_model(),
@@ -71,6 +73,9 @@ def score(
                                             rich_help_panel=o.OUT)] = False,
     rows_per_part: Annotated[int, typer.Option(help="Rows per Parquet part file. A finished part survives any kill.",
                                                rich_help_panel=o.OUT)] = 50_000,
+    part_minutes: Annotated[float, typer.Option(help="Also finish a part after this many minutes, so a SIGKILL or "
+                                                     "a node failure loses at most that much work.",
+                                                rich_help_panel=o.OUT)] = 10.0,
     progress: o.ProgressOpt = None,
 ):
     """Score every completion of INPUT with a reward model and write Parquet.
@@ -101,7 +106,7 @@ def score(
                       steps_col, id_col),
             o.split_list(keep_columns), limit,
         ),
-        output=OutputConfig(output, overwrite, rows_per_part),
+        output=OutputConfig(output, overwrite, rows_per_part, part_minutes),
         model=o.model_config({**params, "step_separator": o.unescape(step_separator)}),
         batch=BatchConfig(max_length, on_overflow, max_tokens_per_batch, max_batch_size, window, forward),
         shard=ShardConfig.parse(shard),
@@ -110,6 +115,7 @@ def score(
     summary = run_score(cfg, log=lambda text: echo(f"[rmscore] {text}"))
     for line in [] if summary.quiet else summary_lines(summary):
         echo(line)
+    summary.raise_for_damage()  # after the summary: the rows read are saved, the run still failed
 
 
 def summary_lines(s) -> list[str]:

@@ -26,6 +26,7 @@ class DistInfo:
     world_size: int = 1  # workers inside this task (torchrun WORLD_SIZE)
     local_rank: int | None = None  # torchrun LOCAL_RANK: which GPU of the node this worker drives
     restarts: int = 0  # SLURM_RESTART_COUNT: > 0 when SLURM requeued this job
+    job: str | None = None  # SLURM_JOB_ID (kept across a requeue): who may take over a shard's lock
 
     @property
     def is_main(self) -> bool:
@@ -51,7 +52,7 @@ def dist_info(index: int | None = None, count: int | None = None, environ=os.env
         local = int(environ.get("LOCAL_RANK", rank))
         source = f"{source} x torchrun" if source else "torchrun"
     return DistInfo(task * world + rank, tasks * world, source or "single process", rank, world, local,
-                    int(environ.get("SLURM_RESTART_COUNT", 0)))
+                    int(environ.get("SLURM_RESTART_COUNT", 0)), environ.get("SLURM_JOB_ID"))
 
 
 def slurm_array(environ) -> tuple[int, int]:

@@ -2,9 +2,9 @@
 
 SLURM sends SIGTERM on preemption and scancel, and SIGUSR1 ahead of the time limit when the job
 asks for it (`#SBATCH --signal=B:USR1@120`). The handler only sets a flag; the scoring loop looks
-at it between batches, drops the window it was scoring, closes the part it was writing (whole
-rows only) and exits with REQUEUE_EXIT so the batch script knows to requeue. Ctrl-C (SIGINT)
-keeps its usual meaning: stop now; the part being written is lost, finished parts stay.
+at it between batches, saves every finished row (whole windows, and the batches of the window in
+flight that came back) and exits with REQUEUE_EXIT so the batch script knows to requeue. Ctrl-C
+(SIGINT) keeps its usual meaning, stop now, and saves the same way (rmscore/scoring.py).
 """
 
 from __future__ import annotations

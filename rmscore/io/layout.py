@@ -14,10 +14,12 @@ A malformed row never raises: it becomes a Sample with `error` set, which is wri
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from rmscore.config import ColumnMap
 from rmscore.errors import InputError
+from rmscore.io.promote import to_text
 from rmscore.io.sources import RawRow
 from rmscore.records import Sample, prompt_hash
 
@@ -94,11 +96,14 @@ class _RowProblem(ValueError):
 
 def _expand(index: int, data: dict, layout: Layout) -> list[Sample]:
     extra = {c: data.get(c) for c in layout.keep}
-    steps = data.get(layout.steps) if layout.steps else None
+    steps = _from_json(data.get(layout.steps), "list") if layout.steps else None
     if layout.kind == "messages":
-        conversation = _messages(data.get(layout.completion), layout.completion)
-        if len(conversation) < 2 or conversation[-1]["role"] != "assistant":
-            raise _RowProblem(f"{layout.completion!r} must end with an assistant turn after a prompt")
+        conversation = _messages(_field(data, layout.completion), layout.completion)
+        if len(conversation) < 2:
+            raise _RowProblem(f"{layout.completion!r} has one message: it needs a prompt, then the assistant's answer")
+        if conversation[-1]["role"] != "assistant":
+            last = conversation[-1]["role"]
+            raise _RowProblem(f"{layout.completion!r} ends with a {last!r} turn, not the assistant's")
         prompt, is_text = conversation[:-1], False
         completions = [conversation[-1]["content"]]
         sides: list[str | None] = [None]
@@ -106,22 +111,26 @@ def _expand(index: int, data: dict, layout: Layout) -> list[Sample]:
         prompt, is_text, completions = _pair(data, layout)
         sides = ["chosen", "rejected"]
     else:
-        prompt, is_text = _prompt(data.get(layout.prompt), layout.prompt)
-        raw = data.get(layout.completion)
+        prompt, is_text = _prompt(_field(data, layout.prompt), layout.prompt)
+        raw = _field(data, layout.completion)
         if layout.kind == "completions":
+            raw = _from_json(_present(raw, layout.completion), "list")
             if not isinstance(raw, list) or not raw:
-                raise _RowProblem(f"{layout.completion!r} must be a non-empty list, got {_kind(raw)}")
+                raise _RowProblem(f"{layout.completion!r} must be a non-empty list, got {_what(raw)}")
             completions = list(raw)
         else:
             completions = [raw]
         sides = [None] * len(completions)
-    prompt_id = str(data[layout.id]) if layout.id and data.get(layout.id) is not None else prompt_hash(prompt)
+    # Ids follow the kept-column text rule (rmscore/io/promote.py): 7, 7.0 and "7" are one prompt.
+    prompt_id = to_text(data[layout.id]) if layout.id and data.get(layout.id) is not None else prompt_hash(prompt)
+    names = _completion_names(layout, len(completions))
     samples, per_completion = [], len(completions) if layout.kind == "completions" else None
     for position, (raw_completion, side) in enumerate(zip(completions, sides)):
         sample = Sample(index, position, prompt_id, prompt, is_text, None, side, None, extra)
         try:
             sample.steps = _steps(steps, layout.steps, position, per_completion)
-            sample.completion = _steps_text(sample.steps) if layout.kind == "steps" else _completion(raw_completion)
+            sample.completion = (_steps_text(sample.steps) if layout.kind == "steps"
+                                 else _completion(raw_completion, names[position]))
         except _RowProblem as problem:
             sample.error = str(problem)
         samples.append(sample)
@@ -129,11 +138,12 @@ def _expand(index: int, data: dict, layout: Layout) -> list[Sample]:
 
 
 def _pair(data: dict, layout: Layout) -> tuple[list[dict], bool, list]:
-    chosen, rejected = data.get(layout.chosen), data.get(layout.rejected)
+    chosen, rejected = _field(data, layout.chosen), _field(data, layout.rejected)
     if layout.prompt is not None:
-        prompt, is_text = _prompt(data.get(layout.prompt), layout.prompt)
+        prompt, is_text = _prompt(_field(data, layout.prompt), layout.prompt)
         return prompt, is_text, [chosen, rejected]
     # Implicit prompt (TRL style): both sides are whole conversations sharing the prompt turns.
+    chosen, rejected = _from_json(chosen, "list"), _from_json(rejected, "list")
     if not (isinstance(chosen, list) and isinstance(rejected, list)):
         raise _RowProblem("chosen/rejected without a prompt column must be message lists; add a prompt column")
     chosen_msgs, rejected_msgs = _messages(chosen, "chosen"), _messages(rejected, "rejected")
@@ -146,37 +156,53 @@ def _pair(data: dict, layout: Layout) -> tuple[list[dict], bool, list]:
 
 
 def _prompt(value, column: str) -> tuple[list[dict], bool]:
+    value = _from_json(_present(value, column), "messages")
     if isinstance(value, str):
         return [{"role": "user", "content": value}], True
     if isinstance(value, list) and value:
         return _messages(value, column), False
-    raise _RowProblem(f"{column!r} must be a string or a list of messages, got {_kind(value)}")
+    raise _RowProblem(f"{column!r} must be a string or a list of messages, got {_what(value)}")
 
 
 def _messages(value, column: str) -> list[dict]:
+    value = _from_json(_present(value, column), "list")
     if not isinstance(value, list) or not value:
-        raise _RowProblem(f"{column!r} must be a non-empty list of messages, got {_kind(value)}")
+        raise _RowProblem(f"{column!r} must be a non-empty list of messages, got {_what(value)}")
     out = []
-    for message in value:
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise _RowProblem(f"{column!r} has an item that is not a {{role, content}} message")
-        if not isinstance(message.get("content"), str):
-            raise _RowProblem(f"{column!r} has a message whose content is {_kind(message.get('content'))}, not text")
+    for number, message in enumerate(value, 1):
+        where = f"{column!r} message {number}"
+        if not isinstance(message, dict):
+            raise _RowProblem(f"{where} is {_kind(message)}, not a {{role, content}} object")
+        for key in ("role", "content"):
+            if key not in message:
+                raise _RowProblem(f"{where} has no {key!r}")
+            if not isinstance(message[key], str):
+                raise _RowProblem(f"{where} has {key} {_kind(message[key])}, expected text")
         out.append({"role": message["role"], "content": message["content"]})
     return out
 
 
-def _completion(value) -> str:
+def _completion_names(layout: Layout, count: int) -> list[str]:
+    """How each completion of a row is named in a reason."""
+    if layout.kind == "pairs":
+        return [layout.chosen, layout.rejected]
+    if layout.kind == "completions":
+        return [f"{layout.completion}[{i}]" for i in range(count)]
+    return [layout.completion or "completion"] * count
+
+
+def _completion(value, column: str = "completion") -> str:
+    value = _from_json(_present(value, column), "messages")
     if isinstance(value, str):
         return value
     if isinstance(value, dict):
         value = [value]
     if isinstance(value, list) and value:
-        last = _messages(value, "completion")[-1]
+        last = _messages(value, column)[-1]
         if last["role"] != "assistant":
-            raise _RowProblem(f"completion message has role {last['role']!r}, expected 'assistant'")
+            raise _RowProblem(f"{column!r} ends with a {last['role']!r} message, expected 'assistant'")
         return last["content"]
-    raise _RowProblem(f"completion is {_kind(value)}, expected text or an assistant message")
+    raise _RowProblem(f"{column!r} is {_kind(value)}, expected text or an assistant message")
 
 
 def _steps(steps, column: str, position: int, completions: int | None) -> list[str] | None:
@@ -220,5 +246,44 @@ def _bad(index: int, position: int, reason: str) -> Sample:
     return Sample(index, position, None, None, False, None, error=reason)
 
 
+def _from_json(value, structure: str):
+    """A list or a message given as a JSON string is read as what it encodes: CSV cells have no
+    other way, and some Parquet files store chats so. `structure` "list": a column that must hold
+    a list; "messages": one that holds text or messages, where only a JSON message (or a list of
+    them, each with a "role" or "content") is decoded, so an answer that happens to be JSON stays text."""
+    if not isinstance(value, str) or value.lstrip()[:1] not in ("[", "{"):
+        return value
+    try:
+        decoded = json.loads(value)
+    except ValueError:
+        return value
+    if structure == "list":
+        return decoded if isinstance(decoded, list) else value
+    items = decoded if isinstance(decoded, list) else [decoded]
+    messages = items and all(isinstance(m, dict) and ("role" in m or "content" in m) for m in items)
+    return decoded if messages else value
+
+
+class _Missing:
+    pass
+
+
+_MISSING = _Missing()  # a JSON row without the field at all: said so, not called null
+
+
+def _field(data: dict, column: str):
+    return data.get(column, _MISSING)
+
+
+def _present(value, column: str):
+    if value is _MISSING:
+        raise _RowProblem(f"the row has no {column!r} field")
+    return value
+
+
 def _kind(value) -> str:
     return "null" if value is None else type(value).__name__
+
+
+def _what(value) -> str:
+    return "an empty list" if value == [] else _kind(value)

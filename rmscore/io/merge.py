@@ -4,7 +4,8 @@ Each shard's parts hold disjoint runs of its rows in key order, so a shard read 
 (by first key) is a sorted stream. The streams are merged a batch at a time: everything up to the
 smallest "last key" among the current batches can be written, because no stream can still hold
 a smaller key. Memory holds one batch per shard. A row key seen before (a part copied twice, a
-shard scored twice) is dropped and counted.
+shard scored twice) is dropped and counted. A part saved by a stop mid-window holds a set of keys
+that interleaves with the next part's run (rmscore/io/resume.py): it is a stream of its own.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import pyarrow.parquet as pq
 
 from rmscore.distributed import completion
 from rmscore.errors import ConfigError, InputError, ResumeConflict
-from rmscore.io import resume
+from rmscore.io import promote, resume
+from rmscore.io.output import EXACT_KEYS
 from rmscore.io.writers import existing_parts
 
 KEYS = ("input_index", "completion_index")
@@ -54,8 +56,9 @@ def merge(out_dir: Path, dest: Path, overwrite: bool = False) -> MergeSummary:
     parts = {stem: existing_parts(out_dir, stem) for stem in stems}
     summary = MergeSummary(str(dest), count, sum(map(len, parts.values())))
     schema = _schema([p for ps in parts.values() for p in ps], count)
-    batch_rows = max(256, ROWS_IN_MEMORY // count)
-    streams = [_stream(ps, schema, batch_rows) for ps in parts.values()]
+    runs = [run for ps in parts.values() for run in _sorted_runs(ps)]
+    batch_rows = max(256, ROWS_IN_MEMORY // len(runs))
+    streams = [_stream(run, schema, batch_rows) for run in runs]
     tmp = dest.with_name(f".tmp-{dest.name}")
     with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
         for table in _regroup(merged(streams, summary)):
@@ -116,7 +119,13 @@ def _stream(parts: list[Path], schema: pa.Schema, batch_rows: int) -> Iterator[p
     for path in sorted(parts, key=_first_key):
         for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
             if batch.num_rows:
-                yield pa.Table.from_batches([batch]).select(schema.names).cast(schema)
+                yield promote.fit_table(pa.Table.from_batches([batch]), schema)
+
+
+def _sorted_runs(parts: list[Path]) -> list[list[Path]]:
+    """One shard's parts as sorted streams: the contiguous parts together, each exact-key part alone."""
+    exact = [p for p in parts if EXACT_KEYS in (pq.read_schema(p).metadata or {})]
+    return [[p for p in parts if p not in exact], *([p] for p in exact)]
 
 
 def _first_key(path: Path) -> tuple[int, int]:
@@ -141,7 +150,7 @@ def _schema(parts: list[Path], shards: int) -> pa.Schema:
     schemas = [pq.read_schema(p) for p in parts]
     if not schemas:
         raise InputError("the finished shards hold no rows")
-    merged_schema = pa.unify_schemas(schemas, promote_options="permissive")
+    merged_schema = promote.unify(schemas)  # shards may have kept a column as int, float or string
     meta = json.loads((schemas[0].metadata or {}).get(b"rmscore", b"{}"))
     return merged_schema.with_metadata({"rmscore": json.dumps({**meta, "merged_shards": shards})})
 

@@ -20,8 +20,12 @@ import pyarrow as pa
 from rmscore import __version__
 from rmscore.distributed.completion import META_DIR
 from rmscore.errors import ConfigError
-from rmscore.io import fingerprint
+from rmscore.io import fingerprint, promote
 from rmscore.io.writers import PartWriter, existing_parts
+
+# Schema metadata of a part holding an arbitrary set of keys (the finished rows of a window cut
+# short), not a contiguous run of the shard's rows: resume and merge treat it apart.
+EXACT_KEYS = b"rmscore_exact_keys"
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 BASE_SCHEMA = pa.schema(
     [
@@ -49,39 +53,76 @@ class ScoreSink:
         self.model_fields = model.output_fields()
         self.metadata = provenance(model, cfg, max_length, family)
         self.stem = state.stem
-        self.schema: pa.Schema | None = None  # fixed at the first window (kept columns' types)
+        self.schema: pa.Schema | None = None  # kept columns' types widen as windows come
         self.writer: PartWriter | None = None
 
     def write(self, rows: list[dict]) -> None:
         if not rows:
             return
-        if self.schema is None:
-            self.schema = self._schema(rows)
-            self.writer = PartWriter(self.out_dir, self.schema, self.stem, self.cfg.output.rows_per_part,
-                                     self.state.next_seq, on_finish=self.state.record)
+        self._widen(rows)
         cuts = self.state.split([(r["input_index"], r["completion_index"]) for r in rows])
         bounds = [0, *cuts, len(rows)]
         for segment, (start, end) in enumerate(zip(bounds, bounds[1:])):
             if segment:
                 self.writer.finish_part()  # a finished part's range lies between: never overlap it
             if end > start:
-                self.writer.write(pa.Table.from_pylist(rows[start:end], schema=self.schema))
+                self.writer.write(self._table(rows[start:end]))
+        if self.writer.part_age >= 60 * self.cfg.output.part_minutes:
+            self.writer.finish_part()  # bounds what a SIGKILL can take in time, not only in rows
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
 
-    def _schema(self, rows: list[dict]) -> pa.Schema:
+    def salvage(self, rows: list[dict]) -> None:
+        """After a stop or a failure: close the part with the finished windows, then save `rows` (the
+        finished rows of the window in flight, not a contiguous run of keys) as a part of their own
+        marked EXACT_KEYS, whose keys resume reads back one by one. Nothing is written if a write
+        already failed."""
+        if self.writer is not None and self.writer.broken:
+            return
+        self.close()
+        if rows:
+            self._widen(rows)
+            meta = {**self.schema.metadata, EXACT_KEYS: b"1"}
+            self.writer.write_whole(self._table(rows).replace_schema_metadata(meta))
+
+    def _widen(self, rows: list[dict]) -> None:
+        """Fix the schema for these rows: kept columns take the promoted type of everything seen so
+        far (rmscore/io/promote.py). A wider type closes the part: a Parquet file has one schema."""
+        schema = self.schema if self.schema is not None else self._first_schema()
+        for name in self.cfg.input.keep_columns:
+            kind = promote.promote(schema.field(name).type, promote.values_type([r.get(name) for r in rows]))
+            schema = schema.set(schema.get_field_index(name), pa.field(name, kind))
+        if self.writer is None:
+            self.writer = PartWriter(self.out_dir, schema, self.stem, self.cfg.output.rows_per_part,
+                                     self.state.next_seq, on_finish=self.state.record, check=self.state.guard)
+        elif not schema.equals(self.schema):
+            self.writer.finish_part()
+            self.writer.schema = schema
+        self.schema = schema
+
+    def _table(self, rows: list[dict]) -> pa.Table:
+        for name in self.cfg.input.keep_columns:
+            values = promote.fit_values([r.get(name) for r in rows], self.schema.field(name).type)
+            for row, value in zip(rows, values):
+                row[name] = value
+        return pa.Table.from_pylist(rows, schema=self.schema)
+
+    def _first_schema(self) -> pa.Schema:
         meta = {"rmscore": json.dumps(self.metadata)}
-        if self.state.schema is not None:  # resuming: the shard's earlier parts fixed the types
+        if self.state.schema is not None:  # resuming: the widest types of the shard's finished parts
             return self.state.schema.with_metadata(meta)
         fields = list(BASE_SCHEMA) + list(self.model_fields)
-        for name in self.cfg.input.keep_columns:
-            if name in {f.name for f in fields}:
-                raise ConfigError(f"--keep-columns {name!r} clashes with an output column", "rename it in the input")
-            kind = pa.array([r.get(name) for r in rows]).type
-            fields.append(pa.field(name, pa.string() if pa.types.is_null(kind) else kind))
+        check_keep_columns(self.cfg.input.keep_columns, [f.name for f in fields])
+        fields += [pa.field(name, pa.null()) for name in self.cfg.input.keep_columns]  # null fits anything
         return pa.schema(fields, metadata=meta)
+
+
+def check_keep_columns(keep: list[str], columns: list[str]) -> None:
+    for name in keep:
+        if name in columns:
+            raise ConfigError(f"--keep-columns {name!r} clashes with an output column", "rename it in the input")
 
 
 def write_stats(out_dir: Path, stem: str, summary) -> Path:

@@ -3,7 +3,9 @@
 Each shard keeps `OUTPUT/.rmscore/manifest-{shard}-of-{count}.json`: the settings that change the
 numbers, and one record per finished part (file, rows, first and last row key, status counts).
 A shard writes its rows in input order, so each part holds a contiguous run of the shard's rows
-and "done" is a handful of key ranges, one per part, whatever the number of rows.
+and "done" is a handful of key ranges, one per part, whatever the number of rows. The one
+exception is the part a stop or a failure leaves mid-window (marked "exact" in the manifest and in
+the file's metadata): it holds the rows whose batches finished, a set of keys read back one by one.
 
 The part files are the truth and the manifest follows them: it is written before the first part,
 rewritten after each part is renamed into place, and on start reconciled with the folder (a part
@@ -25,9 +27,9 @@ import pyarrow.parquet as pq
 from rmscore.config import ScoreConfig
 from rmscore.distributed import completion
 from rmscore.errors import ConfigError, ResumeConflict
-from rmscore.io import input_identity
-from rmscore.io.output import META_DIR
-from rmscore.io.writers import PART_GLOB, existing_parts, part_seq
+from rmscore.io import input_identity, promote
+from rmscore.io.output import EXACT_KEYS, META_DIR
+from rmscore.io.writers import PART_GLOB, existing_parts, output_error, part_seq
 from rmscore.records import Sample
 
 KEY_COLUMNS = ["input_index", "completion_index", "prompt_id", "status"]
@@ -94,9 +96,15 @@ def part_record(path: Path) -> dict:
     table = pq.read_table(path, columns=KEY_COLUMNS)
     ii, cc, ids = table["input_index"], table["completion_index"], table["prompt_id"]
     statuses = {str(s["values"]): s["counts"] for s in table["status"].value_counts().to_pylist()}
+    exact = {"exact": True} if EXACT_KEYS in (table.schema.metadata or {}) else {}
     return {"file": path.name, "rows": table.num_rows, "first": [ii[0].as_py(), cc[0].as_py()],
             "last": [ii[-1].as_py(), cc[-1].as_py()], "first_id": ids[0].as_py(), "last_id": ids[-1].as_py(),
-            "statuses": statuses}
+            "statuses": statuses, **exact}
+
+
+def part_keys(path: Path) -> set[tuple[int, int]]:
+    table = pq.read_table(path, columns=["input_index", "completion_index"])
+    return set(zip(table["input_index"].to_pylist(), table["completion_index"].to_pylist()))
 
 
 def clear(out_dir: Path, stem: str, count: int) -> None:
@@ -155,6 +163,8 @@ def open_output(cfg: ScoreConfig, dist, log) -> "ShardState":
         completion.undo(out_dir, dist.stem)  # the marker promised rows that are gone
     input_identity.check_limit(state.manifest["parts"], cfg.input.limit, out_dir)  # before a marker is undone
     state.complete = completion.is_done(out_dir, dist.stem, cfg.input.limit)
+    if state.complete:  # a finished run over a damaged input says so again, and scores nothing
+        state.damage = json.loads(completion.done_path(out_dir, dist.stem).read_text()).get("damage")
     state.save()
     return state
 
@@ -165,7 +175,10 @@ class ShardState:
     def __init__(self, out_dir: Path, stem: str, manifest: dict, log):
         self.out_dir, self.stem, self.manifest, self.log = out_dir, stem, manifest, log
         self.complete = False
+        self.damage: str | None = None  # where the input broke off, when a finished run found it damaged
+        self.guard = lambda: None  # raises when this process no longer holds the shard (rmscore/io/lock.py)
         self.check_peers = True  # compare resolved settings with sibling shards too
+        self._exact: dict[str, set] = {}  # exact-key parts: file -> keys
         self.skipped = 0  # rows found already done in this run
         self._prev: tuple | None = None  # key of the last row written by this run
         for tmp in out_dir.glob(f".tmp-part-{stem}-*"):
@@ -186,15 +199,23 @@ class ShardState:
         self.next_seq = max((part_seq(p) + 1 for p in on_disk.values()), default=0)
 
     def _index(self) -> None:
-        parts = self.manifest["parts"]
+        parts = self.ranged = [rec for rec in self.manifest["parts"] if not rec.get("exact")]
         self.firsts = [tuple(rec["first"]) for rec in parts]
         self.lasts = [tuple(rec["last"]) for rec in parts]
-        self.anchors = {tuple(rec[end]): rec[f"{end}_id"] for rec in parts for end in ("first", "last")}
+        every = self.manifest["parts"]
+        self.anchors = {tuple(rec[end]): rec[f"{end}_id"] for rec in every for end in ("first", "last")}
+        for rec in self.manifest["parts"]:
+            if rec.get("exact") and rec["file"] not in self._exact:
+                self._exact[rec["file"]] = part_keys(self.out_dir / rec["file"])
+        self.exact_owner = {key: rec for rec in self.manifest["parts"] if rec.get("exact")
+                            for key in self._exact[rec["file"]]}
 
     def part_at(self, key: tuple) -> dict | None:
-        """The finished part whose key range holds `key`, if any."""
+        """The finished part holding `key`, if any: an exact part by its keys, the others by range."""
+        if key in self.exact_owner:
+            return self.exact_owner[key]
         at = bisect_right(self.firsts, key) - 1
-        return self.manifest["parts"][at] if at >= 0 and key <= self.lasts[at] else None
+        return self.ranged[at] if at >= 0 and key <= self.lasts[at] else None
 
     def is_done(self, key: tuple) -> bool:
         return self.part_at(key) is not None
@@ -239,9 +260,9 @@ class ShardState:
 
     @property
     def schema(self) -> pa.Schema | None:
-        """The schema of this shard's earlier parts, so kept columns keep their types."""
+        """The promoted schema of this shard's earlier parts, so kept columns keep their widest types."""
         parts = self.manifest["parts"]
-        return pq.read_schema(self.out_dir / parts[0]["file"]) if parts else None
+        return promote.unify([pq.read_schema(self.out_dir / rec["file"]) for rec in parts]) if parts else None
 
     @property
     def rows(self) -> int:
@@ -265,10 +286,13 @@ class ShardState:
     def save(self) -> None:
         path = manifest_path(self.out_dir, self.stem)
         tmp = path.with_name(f".tmp-{path.name}")
-        tmp.write_text(json.dumps(self.manifest, indent=1))
-        os.replace(tmp, path)  # a reader never sees half a manifest
+        try:
+            tmp.write_text(json.dumps(self.manifest, indent=1))
+            os.replace(tmp, path)  # a reader never sees half a manifest
+        except OSError as exc:  # the parts are the truth: the next start reads back any it lacks
+            raise output_error(self.out_dir, exc) from exc
 
-    def finish(self, limit: int | None) -> None:
+    def finish(self, limit: int | None, damage: str | None = None) -> None:
         """The marker `rmscore merge` looks for, written last."""
         completion.mark_done(self.out_dir, self.stem, {"rows": self.rows, "parts": len(self.manifest["parts"]),
-                                                       "limit": limit})
+                                                       "limit": limit, "damage": damage})

@@ -20,11 +20,10 @@ KEEP_HINT = "copy input columns into the scored output with `rmscore score --kee
 INDEXED = re.compile(r"^(?P<column>.+)\[(?P<index>\d+)\]$")  # rewards[3]
 
 
-def objective(schema, metadata: dict, name: str):
-    """One objective of a multi-objective model's list column (ArmoRM's `rewards`), named by the
-    objective names the output's metadata records or as COLUMN[i]: (expression, type), or None."""
+def objective_source(schema, metadata: dict, name: str) -> tuple[str, int] | None:
+    """(list column, index) of one objective of a multi-objective model's list column (ArmoRM's
+    `rewards`), named by the objective names the output's metadata records or as COLUMN[i]."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     names = list(metadata.get("objectives") or [])
     match = INDEXED.match(name)
@@ -42,7 +41,18 @@ def objective(schema, metadata: dict, name: str):
         return None
     if column == "rewards" and names and index >= len(names):
         return None
-    return pc.list_element(pc.field(column), index), kind.value_type
+    return column, index
+
+
+def objective(schema, metadata: dict, name: str):
+    """The objective named `name` (see objective_source) as (dataset expression, type), or None."""
+    import pyarrow.compute as pc
+
+    source = objective_source(schema, metadata, name)
+    if source is None:
+        return None
+    column, index = source
+    return pc.list_element(pc.field(column), index), schema.field(column).type.value_type
 
 
 def file_metadata(path: Path) -> dict:
@@ -59,23 +69,32 @@ def objective_names(metadata: dict) -> str:
 
 def read_columns(path: str | Path, columns: list[str], optional: tuple[str, ...] = ()) -> dict[str, list]:
     """The named columns of a scored folder or file, as Python lists (missing optional ones left
-    out). A name that is not a column may be one objective of a list column (see `objective`)."""
+    out). A name that is not a column may be one objective of a list column (see `objective`).
+    Parts are read with the kept-column type rule: a column may be int in one part, text in another."""
+    import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    from rmscore.io import promote
 
     files = scored_files(path)
-    dataset = ds.dataset([str(f) for f in files], format="parquet")
-    names, metadata = dataset.schema.names, file_metadata(files[0])
-    found = {}
-    for c in columns:
-        picked = (pc.field(c), None) if c in names else objective(dataset.schema, metadata, c)
-        found[c] = picked[0] if picked else None
-    missing = [c for c, expression in found.items() if expression is None]
+    schemas = {f: pq.read_schema(f) for f in files}
+    schema = promote.unify(list(schemas.values()))
+    names, metadata = schema.names, file_metadata(files[0])
+    sources = {c: objective_source(schema, metadata, c) for c in columns if c not in names}
+    missing = [c for c, source in sources.items() if source is None]
     if missing:
         raise InputError(f"{path} has no column {', '.join(map(repr, missing))} (it has: {', '.join(names)}"
                          f"{objective_names(metadata)})", KEEP_HINT)
-    found |= {c: pc.field(c) for c in optional if c in names and c not in found}
-    return dataset.to_table(columns=found).to_pydict()
+    direct = [c for c in columns if c in names] + [c for c in optional if c in names]
+    wanted = list(dict.fromkeys(direct + [column for column, _ in sources.values()]))
+    wanted_schema = pa.schema([schema.field(c) for c in wanted])
+    table = pa.concat_tables([promote.fit_table(pq.read_table(f, columns=[c for c in wanted if c in s.names]),
+                                                wanted_schema) for f, s in schemas.items()])
+    out = {c: table[c].to_pylist() for c in dict.fromkeys(direct)}
+    for c, (column, index) in sources.items():
+        out[c] = pc.list_element(table[column], index).to_pylist()
+    return out
 
 
 def scored_files(path: str | Path) -> list[Path]:

@@ -1,14 +1,15 @@
-"""Streaming raw rows out of JSONL, Parquet, `save_to_disk` folders and Hub datasets.
+"""Streaming raw rows out of JSONL, JSON, CSV/TSV, Parquet, `save_to_disk` folders and Hub datasets.
 
 Every source is opened and peeked before any model loads, so an unreadable input stops the run at
 once. Rows are yielded one at a time with their position in the input; nothing is materialised.
-A line that is not valid JSON is yielded as a problem row (counted and written, never dropped).
+A row that cannot be read (bytes that are not UTF-8, a line that is not JSON or not an object) is
+yielded as a problem row (counted and written, never dropped). A file that breaks off part-way
+(a .gz cut short, a read error) keeps every row before the break; `damage` names where it broke,
+and the run reports it and exits non-zero once those rows are saved.
 """
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,8 +17,12 @@ from itertools import islice
 from pathlib import Path
 
 from rmscore.errors import InputError
+from rmscore.io.rawfile import broke_off, open_bytes, read_error
 
-JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".json", ".json.gz")
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".json", ".json.gz")
+DELIMITED = {".csv": ",", ".csv.gz": ",", ".tsv": "\t", ".tsv.gz": "\t"}
+FORMATS = ".jsonl, .json (an array, or JSON lines), .csv, .tsv (each also .gz) or .parquet"
+PEEK_ROWS = 1000  # rows read before the model loads, to learn the columns
 DISK_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 
 
@@ -33,9 +38,32 @@ class Source:
 
     description: str
     columns: list[str]
+    breaks: list[str]  # where reading broke off in the last pass over rows(), one entry per file
+    shape = "one JSON object per line"  # what a readable file of this kind holds, for the error
 
     def rows(self) -> Iterator[RawRow]:
         raise NotImplementedError
+
+    @property
+    def damage(self) -> str | None:
+        """One line naming where the input broke off, or None when every file was read to its end."""
+        breaks = getattr(self, "breaks", [])
+        if not breaks:
+            return None
+        return breaks[0] + (f" (and {len(breaks) - 1} more files)" if len(breaks) > 1 else "")
+
+    def _peek_columns(self) -> list[str]:
+        """The columns of the first readable row; a source with none in its first rows is unreadable."""
+        problems = []
+        for row in islice(self.rows(), PEEK_ROWS):
+            if row.data is not None:
+                return list(row.data)
+            problems.append(row.error)
+        first = f" (first: {problems[0]})" if problems else ""
+        if self.damage:
+            raise InputError(self.damage + first, "check the file: it may be truncated or not what its name says")
+        raise InputError(f"{self.description} is empty or has no readable row in its first {PEEK_ROWS:,} rows{first}",
+                         f"the file should hold {self.shape}")
 
 
 def open_source(path: str, split: str = "train", config_name: str | None = None) -> Source:
@@ -43,12 +71,18 @@ def open_source(path: str, split: str = "train", config_name: str | None = None)
     if p.is_file():
         if p.name.endswith(".parquet"):
             return ParquetSource([p], str(p))
+        if p.name.endswith((".json", ".json.gz")) and _first_byte(p) == b"[":
+            from rmscore.io.formats import JsonArraySource
+
+            return JsonArraySource(p)
         if p.name.endswith(JSONL_SUFFIXES):
             return JsonlSource([p], str(p))
-        raise InputError(
-            f"cannot tell the format of {path}",
-            "give a .jsonl, .jsonl.gz or .parquet file, a Parquet folder, or a save_to_disk folder",
-        )
+        if p.name.endswith(tuple(DELIMITED)):
+            from rmscore.io.formats import DelimitedSource
+
+            return DelimitedSource(p, DELIMITED[next(s for s in DELIMITED if p.name.endswith(s))])
+        raise InputError(f"cannot tell the format of {path}",
+                         f"give a {FORMATS} file, a Parquet folder, or a save_to_disk folder")
     if p.is_dir():
         if any((p / marker).exists() for marker in DISK_MARKERS):
             return DiskSource(p, split)
@@ -57,9 +91,13 @@ def open_source(path: str, split: str = "train", config_name: str | None = None)
             return ParquetSource(parquet, f"{path} ({len(parquet)} Parquet files)")
         jsonl = sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(JSONL_SUFFIXES) and not _hidden(f, p))
         if jsonl:
+            arrays = [f for f in jsonl if f.name.endswith((".json", ".json.gz")) and _first_byte(f) == b"["]
+            if arrays:
+                raise InputError(f"{arrays[0]} is a JSON array: a folder is read as JSON lines files",
+                                 "give a JSON array file by itself")
             return JsonlSource(jsonl, f"{path} ({len(jsonl)} JSONL files)")
         raise InputError(f"{path} holds no .parquet or .jsonl files and is not a save_to_disk folder")
-    if _looks_like_hub_name(path):
+    if _looks_like_hub_name(path) and not path.endswith((*JSONL_SUFFIXES, *DELIMITED, ".parquet", ".gz")):
         return HubSource(path, split, config_name)
     raise InputError(f"input not found: {path}", "check the path, or give a Hub dataset name like org/name")
 
@@ -74,44 +112,56 @@ def _looks_like_hub_name(path: str) -> bool:
     return len(parts) <= 2 and not path.startswith((".", "/", "~")) and all(parts)
 
 
-def _open_text(path: Path):
-    if path.name.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
+def _first_byte(path: Path) -> bytes:
+    """The first byte that is not whitespace or a UTF-8 BOM ("[" for a JSON array); b"" if unreadable."""
+    try:
+        with open_bytes(path, lines=False) as handle:
+            return handle.read(1 << 16).removeprefix(b"\xef\xbb\xbf").lstrip()[:1]
+    except (OSError, EOFError):
+        return b""  # the reader that opens it next says what is wrong
 
 
 class JsonlSource(Source):
     def __init__(self, files: list[Path], description: str):
-        self.files, self.description = files, description
-        first = next((row for row in islice(self._rows(), 1000) if row.data is not None), None)
-        if first is None:
-            raise InputError(f"{description} is empty or has no valid JSON object in its first lines")
-        self.columns = list(first.data)
+        self.files, self.description, self.breaks = files, description, []
+        if files[0].name.endswith((".jsonl", ".json", ".ndjson")) and _first_byte(files[0]).startswith(b"\x1f"):
+            raise InputError(f"{files[0]} is gzip-compressed", f"rename it {files[0].name}.gz")
+        self.columns = self._peek_columns()
 
     def rows(self) -> Iterator[RawRow]:
-        return self._rows()
-
-    def _rows(self) -> Iterator[RawRow]:
-        index = 0
+        index, self.breaks = 0, []
         for path in self.files:
+            number = 0
             try:
-                with _open_text(path) as handle:
-                    for line in handle:
-                        if not line.strip():
-                            continue
-                        yield _parse_line(index, line)
+                handle = open_bytes(path)
+            except OSError as exc:  # unreadable (permissions): said once, the other files are read
+                self.breaks.append(broke_off(path, "line", 0, exc))
+                continue
+            with handle:
+                for number, line in enumerate(handle, 1):
+                    if line.strip():
+                        yield parse_line(index, number, line)
                         index += 1
-            except (OSError, UnicodeDecodeError, EOFError) as exc:
-                raise InputError(f"cannot read {path}: {exc}") from exc
+                if read_error(handle):  # a .gz cut short, a disk error: the lines before it stand
+                    self.breaks.append(broke_off(path, "line", number, read_error(handle)))
 
 
-def _parse_line(index: int, line: str) -> RawRow:
+JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean",
+              type(None): "null"}
+
+
+def parse_line(index: int, number: int, raw: bytes) -> RawRow:
     try:
-        data = json.loads(line)
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return RawRow(index, None, f"not valid UTF-8 (line {number:,}: byte 0x{raw[exc.start]:02x} at "
+                                   f"position {exc.start + 1})")
+    try:
+        data = json.loads(line.removeprefix("\ufeff") if number == 1 else line)
     except json.JSONDecodeError as exc:
-        return RawRow(index, None, f"line is not valid JSON ({exc.msg} at column {exc.colno})")
+        return RawRow(index, None, f"not valid JSON (line {number:,}: {exc.msg} at column {exc.colno})")
     if not isinstance(data, dict):
-        return RawRow(index, None, f"line is a JSON {type(data).__name__}, not an object")
+        return RawRow(index, None, f"not a JSON object but {JSON_KINDS.get(type(data), 'JSON')} (line {number:,})")
     return RawRow(index, data)
 
 
@@ -129,15 +179,20 @@ class ParquetSource(Source):
             raise InputError(f"{description} has no rows")
 
     def rows(self) -> Iterator[RawRow]:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        index = 0
+        index, self.breaks = 0, []
         for path in self.files:
-            # Record batches keep memory bounded whatever the file size.
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-                for data in batch.to_pylist():
-                    yield RawRow(index, data)
-                    index += 1
+            start = index
+            try:
+                # Record batches keep memory bounded whatever the file size.
+                for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+                    for data in batch.to_pylist():
+                        yield RawRow(index, data)
+                        index += 1
+            except (OSError, pa.ArrowException) as exc:  # a corrupt page: the rows before it stand
+                self.breaks.append(broke_off(path, "row", index - start, exc))
 
 
 class _DatasetsSource(Source):

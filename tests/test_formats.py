@@ -1,0 +1,97 @@
+"""The input formats people have: JSON lines, a JSON array, JSON lines under a .json name, CSV and
+TSV (messages as JSON strings), and the .gz of each, read as the same rows, in bounded memory."""
+
+import csv
+import gzip
+import io
+import json
+import tracemalloc
+
+import pyarrow as pa
+import pytest
+
+from rmscore.config import ColumnMap
+from rmscore.distributed.env import DistInfo
+from rmscore.io import formats
+from rmscore.io.layout import detect_layout
+from rmscore.io.sources import open_source
+from rmscore.scoring import RunSummary, iter_samples
+
+ROWS = [
+    {"prompt": "What is 2+2?", "completion": "4", "id": "a"},
+    {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi,\n\"there\""}],
+     "completion": {"role": "assistant", "content": "Hello, you."}, "id": "b"},
+    {"prompt": "[1, 2] is a list; {braces} too", "completion": '{"answer": 3}', "id": "c"},  # text, not JSON
+]
+
+
+def jsonl(rows) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def delimited(rows, delimiter) -> bytes:
+    """What pandas/csv.writer produce: structured cells as JSON strings, quoted where needed."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter=delimiter, lineterminator="\n")
+    writer.writerow(list(rows[0]))
+    for row in rows:
+        writer.writerow([v if isinstance(v, str) else json.dumps(v) for v in row.values()])
+    return buffer.getvalue().encode()
+
+
+FORMATS = {
+    "rows.jsonl": lambda rows: jsonl(rows),
+    "lines.json": lambda rows: jsonl(rows),
+    "array.json": lambda rows: json.dumps(rows, indent=1).encode(),
+    "rows.csv": lambda rows: delimited(rows, ","),
+    "rows.tsv": lambda rows: delimited(rows, "\t"),
+}
+
+
+def samples_of(path):
+    source = open_source(str(path))
+    layout = detect_layout(source.columns, ColumnMap(id="id"), ["id"])
+    return [(s.input_index, s.prompt_id, s.prompt, s.prompt_is_text, s.completion, s.error)
+            for s in iter_samples(source, layout, DistInfo(), None, RunSummary("x"))]
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gz"])
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_every_format_reads_the_same_rows(tmp_path, name, gz):
+    expected = samples_of(write(tmp_path / "reference.jsonl", jsonl(ROWS)))
+    assert all(error is None for *_, error in expected)
+    data = FORMATS[name](ROWS)
+    path = write(tmp_path / (name + ".gz" if gz else name), gzip.compress(data) if gz else data)
+    assert samples_of(path) == expected
+
+
+def write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("name", ["array.json", "rows.csv"])
+def test_json_arrays_and_csv_stream_in_bounded_memory(tmp_path, name, monkeypatch):
+    """Memory follows pyarrow's block (16 KiB here), not the file size."""
+    monkeypatch.setattr(formats, "CSV_BLOCK", 1 << 14)
+    rows = [{"prompt": f"question {i} " * 5, "completion": f"answer {i} " * 20, "id": str(i)} for i in range(9_000)]
+    path = write(tmp_path / name, FORMATS[name](rows))
+    source = open_source(str(path))
+    layout = detect_layout(source.columns, ColumnMap())
+    pool = pa.default_memory_pool()
+    tracemalloc.start()
+    before = pool.max_memory() or 0
+    count = sum(1 for _ in iter_samples(source, layout, DistInfo(), None, RunSummary("x")))
+    peak = tracemalloc.get_traced_memory()[1] + (pool.max_memory() or 0) - before
+    tracemalloc.stop()
+    assert count == len(rows)
+    size = path.stat().st_size
+    assert peak < size / 2.5, f"peak {peak / 2**20:.1f} MiB for a {size / 2**20:.1f} MiB file"
+
+
+def test_a_csv_row_longer_than_a_block_is_read_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(formats, "CSV_BLOCK", 1 << 12)
+    rows = [{"prompt": "short", "completion": "a"}, {"prompt": "long", "completion": "word " * 20_000},
+            {"prompt": "after", "completion": "b"}]
+    source = open_source(str(write(tmp_path / "long.csv", delimited(rows, ","))))
+    assert [r.data for r in source.rows()] == rows and source.damage is None
