@@ -49,6 +49,18 @@ def tiny_models(tmp_path_factory):
     }
 
 
+@pytest.fixture(scope="session")
+def smollm2(request):
+    """SmolLM2-135M-Instruct (real weights) as (ordinary checkpoint folder, its GGUF file); built
+    once and cached in the pytest cache (tests/real_weights.py). Skips when it cannot be had."""
+    from real_weights import smollm2_checkpoint
+
+    folder, gguf, reason = smollm2_checkpoint(Path(request.config.cache.mkdir("rmscore-smollm2")))
+    if folder is None:
+        pytest.skip(reason)
+    return folder, gguf
+
+
 @pytest.fixture
 def write_jsonl(tmp_path):
     def write(rows, name="input.jsonl"):

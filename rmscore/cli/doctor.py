@@ -22,6 +22,9 @@ def doctor(
     chat_template: o.TemplateOpt = None,
     system_prompt: o.SystemOpt = None,
     bos: o.BosOpt = None,
+    judge_template: o.JudgeTemplateOpt = None,
+    score_tokens: o.ScoreTokensOpt = None,
+    gguf_file: o.GgufOpt = None,
 ):
     """Score built-in probes one per forward and batched, report the largest difference, and check
     the model card's published numbers when MODEL is one of those checkpoints. Exit 1 on failure.

@@ -61,6 +61,9 @@ def score(
     step_separator: o.StepSepOpt = None,
     aggregate: o.AggregateOpt = "min",
     step_tokens: o.StepTokensOpt = None,
+    judge_template: o.JudgeTemplateOpt = None,
+    score_tokens: o.ScoreTokensOpt = None,
+    gguf_file: o.GgufOpt = None,
     shard: Annotated[Optional[str], typer.Option(help="INDEX/COUNT: score one slice (all completions of a prompt stay "
                                                       "together). Default: the SLURM array task, else 0/1; torchrun "
                                                       "workers split it further.",
