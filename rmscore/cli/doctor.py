@@ -34,6 +34,8 @@ def doctor(
       rmscore doctor -m RLHFlow/ArmoRM-Llama3-8B-v0.1
 
       rmscore doctor -m ./my-rm --model-type seq-cls --dtype float32
+
+      rmscore doctor -m HuggingFaceTB/SmolLM2-135M-Instruct --model-type lm-judge --score-tokens 'Yes No'
     """
     from rmscore.doctor import run_doctor
 

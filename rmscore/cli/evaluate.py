@@ -90,6 +90,8 @@ def evaluate(
       rmscore eval data/truthfulqa_mc_v0.jsonl.gz -m Skywork/Skywork-Reward-V2-Qwen3-0.6B
 
       rmscore eval allenai/reward-bench --split filtered -m MODEL --subset-column subset
+
+      rmscore eval data/truthfulqa_mc_v0.jsonl.gz -m SmolLM2-135M-Instruct.Q4_1.gguf --model-type lm-judge
     """
     params = dict(locals())  # the options as given, before anything else is defined
     from rmscore.evaluate import run_eval

@@ -65,7 +65,7 @@ StepTokensOpt = Annotated[Optional[str], typer.Option(help="step-tag models: 'TA
 JudgeTemplateOpt = Annotated[Optional[str], typer.Option(
     help="lm-judge: Jinja template (file or text) of the question put to the model as one user turn; it can use "
          "{{ prompt }}, {{ completion }} and {{ messages }}. Default: a correctness/helpfulness question ending in "
-         "'Answer Yes or No.' (see `rmscore models`).", rich_help_panel=MODEL, show_default=False)]
+         "'Answer Yes or No.'", rich_help_panel=MODEL, show_default=False)]
 ScoreTokensOpt = Annotated[Optional[str], typer.Option(
     help="lm-judge: 'POS NEG', the two answer tokens compared at the answer position; each must be one token "
          "(no leading space). Default: 'Yes No'.", rich_help_panel=MODEL, show_default=False)]

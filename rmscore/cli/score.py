@@ -93,6 +93,8 @@ def score(
       rmscore score gens.parquet -m Skywork/Skywork-Reward-V2-Llama-3.1-8B -o scored/ --max-length 8192
 
       rmscore score steps.jsonl -m Qwen/Qwen2.5-Math-PRM-7B --aggregate min -o prm/
+
+      rmscore score gens.jsonl -m HuggingFaceTB/SmolLM2-135M-Instruct --model-type lm-judge -o judged/
     """
     params = dict(locals())  # the options as given, before anything else is defined
     from rmscore.scoring import run_score
