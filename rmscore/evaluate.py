@@ -131,6 +131,8 @@ def cache_key(cfg: EvalConfig, task: str) -> dict:
     """Everything that changes the scores; nothing that only changes speed or the metric."""
     s = cfg.score
     model = asdict(s.model) | {"path": _stamp(s.model.path)}
+    if s.model.judge_template:  # a file: its content, not its name, changes the scores
+        model["judge_template"] = _stamp(s.model.judge_template)
     for speed_only in ("device", "device_map", "attn_implementation"):
         model.pop(speed_only)
     return {

@@ -215,3 +215,21 @@ def test_gguf_problems_are_one_line_errors(tiny_gguf, tiny_models, write_jsonl, 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real(name, *a))
     one_line_error(invoke("score", path, "-m", tiny_gguf, "--model-type", "lm-judge", "-o", tmp_path / "d"),
                    "needs the gguf package", "pip install 'rmscore[gguf]'")
+
+
+def test_eval_rescores_when_the_judge_template_file_changes(judges, write_jsonl, tmp_path):
+    """Multiple choice with a judge; the eval cache is keyed on the template file's content."""
+    from test_evaluate import cached_rows, mc_rows, run
+
+    template = tmp_path / "judge.jinja"
+    template.write_text(TEMPLATE)
+    args = ("eval", write_jsonl(mc_rows()), "-m", judges["llama"], "--model-type", "lm-judge",
+            "--judge-template", template, "-o", tmp_path / "ev")
+    first = run(*args)
+    assert "Multiple choice on 4 questions" in first.output
+    before = {(r["input_index"], r["completion_index"]): r["score"] for r in cached_rows(tmp_path / "ev")}
+    template.write_text(TEMPLATE.replace("Reply Yes or No.", "Yes or No?"))
+    second = run(*args)
+    assert "scoring again" in second.output
+    after = {(r["input_index"], r["completion_index"]): r["score"] for r in cached_rows(tmp_path / "ev")}
+    assert before.keys() == after.keys() and before != after
