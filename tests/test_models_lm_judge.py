@@ -233,3 +233,15 @@ def test_eval_rescores_when_the_judge_template_file_changes(judges, write_jsonl,
     assert "scoring again" in second.output
     after = {(r["input_index"], r["completion_index"]): r["score"] for r in cached_rows(tmp_path / "ev")}
     assert before.keys() == after.keys() and before != after
+
+
+def test_step_tag_reads_gguf_too(tiny_gguf, judges, write_jsonl, tmp_path):
+    """The file holds exactly the tiny Qwen2's weights and tokenizer (F32, checked above against
+    transformers): step-tag scores from it equal those from the safetensors folder."""
+    path = write_jsonl([{"prompt": "add 12 and 7", "steps": ["12 + 7 = 19", "so the answer is 19"]},
+                        {"prompt": "what is x", "steps": ["x = 2 because (x+5)(x-2) = 0"]}])
+    outs = [score(path, where, tmp_path / str(i), 4000, model_type="step-tag", step_tokens="Yes = +")[1]
+            for i, where in enumerate((tiny_gguf, judges["qwen2"]))]
+    assert [r["status"] for r in outs[0]] == ["ok", "ok"] and len(outs[0][0]["step_scores"]) == 2
+    for a, b in zip(*outs):
+        assert max(abs(x - y) for x, y in zip(a["step_scores"], b["step_scores"])) < TOL

@@ -59,6 +59,7 @@ class StepTagModel(ProcessRewardModel):
     separator = "\n"  # the card's solutions have one step per line
     tag, good, bad = "ки", "+", "-"
     takes_step_tokens = True
+    loads_gguf = True  # a stock *ForCausalLM (rmscore/models/base.py)
 
     @classmethod
     def load(cls, cfg, hf_config):
