@@ -73,8 +73,15 @@ class ModelConfig:
     step_separator: str | None = None  # PRMs: how to split a completion into steps
     aggregate: str = "min"  # PRMs: which step aggregate becomes `score`
     step_tokens: str | None = None  # step-tag PRMs: "TAG GOOD BAD"; None: the family's "ки + -"
+    judge_template: str | None = None  # lm-judge: Jinja (file or text) of the user turn; None: the default
+    score_tokens: str | None = None  # lm-judge: "POS NEG", the tokens compared; None: "Yes No"
+    # A GGUF file inside `path` (weights dequantized on load). `-m file.gguf` sets both.
+    gguf_file: str | None = None
 
     def __post_init__(self):
+        if self.gguf_file is None and self.path.lower().endswith(".gguf"):
+            gguf = Path(self.path)
+            self.path, self.gguf_file = str(gguf.parent), gguf.name
         if self.dtype not in DTYPES:
             raise ConfigError(f"unknown --dtype {self.dtype!r}", f"choose one of {', '.join(DTYPES)}")
         if self.bos not in (None, "template", "double"):
@@ -83,10 +90,20 @@ class ModelConfig:
             raise ConfigError("--step-separator is empty", "give the text that separates steps, e.g. '\\n\\n'")
         if self.step_tokens is not None and len(self.step_tokens.split()) != 3:
             raise ConfigError(f"--step-tokens {self.step_tokens!r} must be three tokens", "e.g. --step-tokens 'ки + -'")
+        if self.score_tokens is not None and len(self.score_tokens.split()) != 2:
+            raise ConfigError(f"--score-tokens {self.score_tokens!r} must be two tokens", "e.g. --score-tokens 'Yes No'")
+        if (self.judge_template is not None or self.score_tokens is not None) and self.model_type != "lm-judge":
+            raise ConfigError("--judge-template and --score-tokens apply to --model-type lm-judge",
+                              "add --model-type lm-judge, or drop them")
         if self.aggregate not in AGGREGATES:
             raise ConfigError(
                 f"unknown --aggregate {self.aggregate!r}", f"choose one of {', '.join(AGGREGATES)}"
             )
+
+    @property
+    def checkpoint(self) -> str:
+        """The model as the user named it: the GGUF file itself when there is one."""
+        return f"{self.path.rstrip('/')}/{self.gguf_file}" if self.gguf_file else self.path
 
 
 @dataclass

@@ -138,7 +138,9 @@ def cache_key(cfg: EvalConfig, task: str) -> dict:
     enter by resolved path and content (rmscore/io/fingerprint.py), never by the name as typed."""
     s = cfg.score
     model = asdict(s.model) | {"path": fingerprint.model_key(s.model.path, s.model.revision),
-                               "chat_template": fingerprint.template_key(s.model.chat_template)}
+                               "chat_template": fingerprint.template_key(s.model.chat_template),
+                               # a file: its content, not its name, changes the scores
+                               "judge_template": fingerprint.template_key(s.model.judge_template)}
     for speed_only in ("device", "device_map", "attn_implementation"):
         model.pop(speed_only)
     return {

@@ -49,6 +49,20 @@ def tiny_models(tmp_path_factory):
     }
 
 
+@pytest.fixture(scope="session")
+def smollm2(request, tmp_path_factory):
+    """SmolLM2-135M-Instruct (real weights) as (ordinary checkpoint folder, its GGUF file); built
+    once and cached in the pytest cache (tests/real_weights.py). Skips when it cannot be had."""
+    from real_weights import smollm2_checkpoint
+
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider: this session only
+    root = Path(cache.mkdir("rmscore-smollm2")) if cache else tmp_path_factory.mktemp("rmscore-smollm2")
+    folder, gguf, reason = smollm2_checkpoint(root)
+    if folder is None:
+        pytest.skip(reason)
+    return folder, gguf
+
+
 @pytest.fixture
 def write_jsonl(tmp_path):
     def write(rows, name="input.jsonl"):

@@ -22,6 +22,9 @@ def doctor(
     chat_template: o.TemplateOpt = None,
     system_prompt: o.SystemOpt = None,
     bos: o.BosOpt = None,
+    judge_template: o.JudgeTemplateOpt = None,
+    score_tokens: o.ScoreTokensOpt = None,
+    gguf_file: o.GgufOpt = None,
 ):
     """Score built-in probes one per forward and batched, report the largest difference, and check
     the model card's published numbers when MODEL is one of those checkpoints. Exit 1 on failure.
@@ -31,6 +34,8 @@ def doctor(
       rmscore doctor -m RLHFlow/ArmoRM-Llama3-8B-v0.1
 
       rmscore doctor -m ./my-rm --model-type seq-cls --dtype float32
+
+      rmscore doctor -m HuggingFaceTB/SmolLM2-135M-Instruct --model-type lm-judge --score-tokens 'Yes No'
     """
     from rmscore.doctor import run_doctor
 

@@ -69,6 +69,9 @@ def evaluate(
     chat_template: o.TemplateOpt = None,
     system_prompt: o.SystemOpt = None,
     bos: o.BosOpt = None,
+    judge_template: o.JudgeTemplateOpt = None,
+    score_tokens: o.ScoreTokensOpt = None,
+    gguf_file: o.GgufOpt = None,
     max_length: o.MaxLengthOpt = None,
     on_overflow: o.OverflowOpt = "skip",
     max_tokens_per_batch: o.TokenBudgetOpt = None,
@@ -94,6 +97,8 @@ def evaluate(
       rmscore eval data/truthfulqa_mc_v0.jsonl.gz -m Skywork/Skywork-Reward-V2-Qwen3-0.6B
 
       rmscore eval allenai/reward-bench --split filtered -m MODEL --subset-column subset
+
+      rmscore eval data/truthfulqa_mc_v0.jsonl.gz -m SmolLM2-135M-Instruct.Q4_1.gguf --model-type lm-judge
     """
     params = dict(locals())  # the options as given, before anything else is defined
     from rmscore.evaluate import run_eval

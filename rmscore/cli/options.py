@@ -18,8 +18,9 @@ OUT = "Output"
 ModelOpt = Annotated[
     str,
     typer.Option(
-        "--model", "-m", help="Checkpoint folder or Hub name. Default: the demo reward model shipped with "
-                              "rmscore (rmscore/data/demo-rm).",
+        "--model", "-m", help="Checkpoint folder, Hub name, or a .gguf file (weights dequantized on load: a way to "
+                              "get weights, not a speed-up). Default: the demo reward model shipped with rmscore "
+                              "(rmscore/data/demo-rm).",
         rich_help_panel=MODEL, show_default=False,
     ),
 ]
@@ -62,6 +63,17 @@ AggregateOpt = Annotated[str, typer.Option(help="Process reward models: which st
 StepTokensOpt = Annotated[Optional[str], typer.Option(help="step-tag models: 'TAG GOOD BAD', the step tag and the "
                                                            "label tokens whose logits are read. Default: 'ки + -' "
                                                            "(Math-Shepherd).", rich_help_panel=MODEL)]
+JudgeTemplateOpt = Annotated[Optional[str], typer.Option(
+    help="lm-judge: Jinja template (file or text) of the question put to the model as one user turn; it can use "
+         "{{ prompt }}, {{ completion }} and {{ messages }}. Default: a correctness/helpfulness question ending in "
+         "'Answer Yes or No.'", rich_help_panel=MODEL, show_default=False)]
+ScoreTokensOpt = Annotated[Optional[str], typer.Option(
+    help="lm-judge: 'POS NEG', the two answer tokens compared at the answer position; each must be one token "
+         "(no leading space). Default: 'Yes No'.", rich_help_panel=MODEL, show_default=False)]
+GgufOpt = Annotated[Optional[str], typer.Option(
+    help="A GGUF file inside the --model folder or Hub repo (needs pip install 'rmscore[gguf]'). Its weights are "
+         "dequantized to --dtype on load: GGUF is a way to get weights here, not a speed-up. -m FILE.gguf does "
+         "the same.", rich_help_panel=MODEL, show_default=False)]
 MaxLengthOpt = Annotated[Optional[int], typer.Option(help="Longest input in tokens. Default: the model's limit.",
                                                      rich_help_panel=BATCH)]
 OverflowOpt = Annotated[str, typer.Option(help="A row over --max-length: skip (written with status too_long, no "

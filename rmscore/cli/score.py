@@ -63,6 +63,9 @@ def score(
     step_separator: o.StepSepOpt = None,
     aggregate: o.AggregateOpt = "min",
     step_tokens: o.StepTokensOpt = None,
+    judge_template: o.JudgeTemplateOpt = None,
+    score_tokens: o.ScoreTokensOpt = None,
+    gguf_file: o.GgufOpt = None,
     shard: Annotated[Optional[str], typer.Option(help="INDEX/COUNT: score one slice (all completions of a prompt stay "
                                                       "together). Default: the SLURM array task, else 0/1; torchrun "
                                                       "workers split it further.",
@@ -95,6 +98,8 @@ def score(
       rmscore score gens.parquet -m Skywork/Skywork-Reward-V2-Llama-3.1-8B -o scored/ --max-length 8192
 
       rmscore score steps.jsonl -m Qwen/Qwen2.5-Math-PRM-7B --aggregate min -o prm/
+
+      rmscore score gens.jsonl -m HuggingFaceTB/SmolLM2-135M-Instruct --model-type lm-judge -o judged/
     """
     params = dict(locals())  # the options as given, before anything else is defined
     from rmscore.scoring import run_score

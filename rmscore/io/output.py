@@ -141,8 +141,9 @@ def provenance(model, cfg, max_length: int, family: str) -> dict:
     param = next(model.backbone.parameters())
     return {
         "rmscore_version": __version__,
-        "model": cfg.model.path,
+        "model": cfg.model.checkpoint,
         "revision": cfg.model.revision,
+        "gguf_file": cfg.model.gguf_file,
         "model_type": family,
         "dtype": str(param.dtype).replace("torch.", ""),
         "max_length": max_length,

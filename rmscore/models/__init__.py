@@ -23,6 +23,7 @@ ADAPTERS: dict[str, str] = {
     "skywork-prm": "rmscore.models.skywork_prm:SkyworkPrmModel",
     "step-tag": "rmscore.models.step_tag:StepTagModel",
     "rlhflow-prm": "rmscore.models.rlhflow_prm:RlhflowPrmModel",
+    "lm-judge": "rmscore.models.lm_judge:LmJudge",
     "seq-cls": "rmscore.models.seq_cls:SeqClsModel",
     "remote": "rmscore.models.remote:RemoteModel",
 }
@@ -98,6 +99,9 @@ def load_model(cfg: ModelConfig, check=None):
         name = cfg.model_type
         check_fits(name, hf_config, cfg.path)
     adapter = get_adapter(name)
+    if cfg.gguf_file and not adapter.loads_gguf:
+        raise ModelError(f"{name} models cannot be loaded from GGUF files",
+                         f"GGUF works for: {', '.join(n for n in ADAPTERS if get_adapter(n).loads_gguf)}")
     if check is not None:
         check(adapter, name)
     return adapter.load(cfg, hf_config), name

@@ -40,6 +40,9 @@ class RewardModel:
     # Families that run the checkpoint's own Python code: auto-detection picks them only when the
     # user passed --trust-remote-code, and only after every native family has said no.
     runs_remote_code: ClassVar[bool] = False
+    # Families that load a stock *ForCausalLM through transformers, which is what its GGUF reader
+    # builds. Others would get a randomly initialised head, or no weights at all: they refuse GGUF.
+    loads_gguf: ClassVar[bool] = False
 
     # Set by load():
     backbone: "torch.nn.Module"

@@ -39,6 +39,8 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 def read_hf_config(cfg: ModelConfig) -> dict:
     """config.json as a plain dict. Read raw, so auto-detection never runs remote code."""
+    if cfg.gguf_file:
+        return read_gguf_config(cfg)
     local = Path(cfg.path)
     if local.exists():
         file = local / "config.json"
@@ -60,10 +62,34 @@ def read_hf_config(cfg: ModelConfig) -> dict:
     return json.loads(Path(file).read_text())
 
 
-def check_weights_policy(cfg: ModelConfig) -> None:
-    """Pickle weights can run code when loaded: refuse them unless the user says otherwise."""
+def read_gguf_config(cfg: ModelConfig) -> dict:
+    """The config transformers builds from a GGUF file's metadata (it has no architectures list)."""
+    require_gguf()
     local = Path(cfg.path)
-    if not local.is_dir() or cfg.allow_pickle:
+    if local.is_dir() and not (local / cfg.gguf_file).is_file():
+        raise ModelError(f"{local / cfg.gguf_file} does not exist", "check -m and --gguf-file")
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(cfg.path, gguf_file=cfg.gguf_file, revision=cfg.revision)
+    except Exception as exc:
+        raise ModelError(f"cannot read the GGUF file {cfg.gguf_file} in {cfg.path}: {str(exc).splitlines()[0]}",
+                         "transformers reads GGUF files of the architectures it lists under 'GGUF'") from exc
+    return config.to_dict()
+
+
+def require_gguf() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("gguf") is None:
+        raise ModelError("reading a GGUF checkpoint needs the gguf package", "pip install 'rmscore[gguf]'")
+
+
+def check_weights_policy(cfg: ModelConfig) -> None:
+    """Pickle weights can run code when loaded: refuse them unless the user says otherwise.
+    A GGUF file is plain tensors and metadata, never pickle."""
+    local = Path(cfg.path)
+    if cfg.gguf_file or not local.is_dir() or cfg.allow_pickle:
         return  # Hub checkpoints: from_pretrained(use_safetensors=True) enforces it
     names = [f.name for f in local.iterdir()]
     if any(n.endswith(".safetensors") for n in names):
@@ -87,6 +113,8 @@ def pretrained_kwargs(cfg: ModelConfig, device: torch.device, dtype: torch.dtype
         kwargs["attn_implementation"] = cfg.attn_implementation
     if cfg.device_map:
         kwargs["device_map"] = cfg.device_map
+    if cfg.gguf_file:  # dequantized to `dtype` on load: a way to get weights, not a speed-up
+        kwargs["gguf_file"] = cfg.gguf_file
     return kwargs
 
 
@@ -95,7 +123,8 @@ def load_tokenizer(cfg: ModelConfig):
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(
-            cfg.path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
+            cfg.path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code,
+            **({"gguf_file": cfg.gguf_file} if cfg.gguf_file else {}),
         )
     except Exception as exc:
         raise ModelError(f"cannot load the tokenizer of {cfg.path}: {str(exc).splitlines()[0]}") from exc

@@ -64,6 +64,7 @@ class StepTagModel(ProcessRewardModel):
     tag, good, bad = "ки", "+", "-"
     tag_is_word = True  # the card writes " ки"; Russian words may hold the letters "ки"
     takes_step_tokens = True
+    loads_gguf = True  # a stock *ForCausalLM (rmscore/models/base.py)
 
     @classmethod
     def load(cls, cfg, hf_config):
