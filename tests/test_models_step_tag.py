@@ -134,3 +134,18 @@ def test_prm800k_real_rows_one_forward_per_completion(model_dir, reference, tmp_
     for row, given in list(zip(out, rows))[:8]:
         assert len(row["step_scores"]) == len(given["steps"])
         assert_close(row["step_scores"], reference(given["problem"], card_output(given["steps"])))
+
+
+def test_other_step_tokens_refuse_to_resume(model_dir, tmp_path):
+    """--step-tokens changes which logits are read: a rerun with other tokens must not mix its scores
+    with the folder's."""
+    from typer.testing import CliRunner
+
+    from rmscore.cli import app
+
+    path = write_rows(tmp_path / "in.jsonl", step_rows(3, seed=5))
+    score_cli(path, model_dir, tmp_path / "out", "--model-type", "step-tag")
+    argv = ["score", path, "-m", model_dir, "-o", tmp_path / "out", "--no-progress", "--model-type", "step-tag",
+            "--step-tokens", "ки - +"]
+    result = CliRunner().invoke(app, [str(a) for a in argv])
+    assert result.exit_code == 2 and "--step-tokens was None, now 'ки - +'" in result.output, result.output

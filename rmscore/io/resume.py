@@ -49,7 +49,8 @@ def requested_settings(cfg: ScoreConfig, shard_count: int) -> dict:
         "keep_columns": list(i.keep_columns), "model": _where(m.path), "model_type": m.model_type,
         "revision": m.revision, "dtype": m.dtype, "chat_template": m.chat_template, "system_prompt": m.system_prompt,
         "bos": m.bos, "step_separator": m.step_separator, "aggregate": m.aggregate, "max_length": b.max_length,
-        "judge_template": m.judge_template, "score_tokens": m.score_tokens, "gguf_file": m.gguf_file,
+        "step_tokens": m.step_tokens, "judge_template": m.judge_template, "score_tokens": m.score_tokens,
+        "gguf_file": m.gguf_file,
         "on_overflow": b.on_overflow, "shard_count": shard_count,
     }
 
