@@ -138,6 +138,11 @@ def test_armorm_objectives_and_a_sample(tmp_path):
     # The statistics that do not need the wide columns still use every row.
     assert report["score"]["count"] == 100 and report["length_bias"]["characters"]["within_prompts"]["groups"] == 20
     assert (tmp_path / "out" / report["figures"]["objectives"]).exists()
+    # One objective as the score, by its name or as rewards[i]: the length correlation is the objective's.
+    for column, rho in (("brevity", -1.0), ("rewards[0]", 1.0)):
+        picked, _ = inspect(tmp_path / "s", output=str(tmp_path / column), score_column=column)
+        assert picked["score_column"] == column and picked["score"]["count"] == 100
+        assert picked["length_bias"]["characters"]["within_prompts"]["mean"] == rho
 
 
 def test_process_reward_model_steps(tmp_path):

@@ -20,7 +20,8 @@ def inspect(
                                                                          "Default: NAME-inspect beside PATH.",
                                                   show_default=False)] = None,
     score_column: Annotated[str, typer.Option(help="Scored output: the numeric column to look at, e.g. score_min "
-                                                   "(a process reward model's aggregate).")] = "score",
+                                                   "(a process reward model's aggregate), or one objective of a multi-objective model (an ArmoRM "
+                                                   "objective name, or rewards[i]).")] = "score",
     no_text: Annotated[bool, typer.Option("--no-text", help="Print and write no prompt or completion text (e.g. "
                                                             "red-team data): examples show scores and ids only.")]
     = False,

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from rmscore.errors import InputError
 from rmscore.io.buckets import open_scored
+from rmscore.io.scored import objective_source
 from rmscore.records import SCORED_STATUSES
 
 BATCH_ROWS = 8192
@@ -69,11 +70,15 @@ def read_scored(inputs: list[str], score_column: str, sample_rows: int, texts: b
     total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     drawn = np.sort(np.random.default_rng(0).choice(total, min(total, sample_rows), replace=False))
     acc = _Accumulator(score_column, drawn, texts)
+    # A column, or one objective of a list column (ArmoRM's objective name, or rewards[i]).
+    source = objective_source(pq.read_schema(files[0]), scored.metadata, score_column)
+    if source is not None and score_column not in pq.read_schema(files[0]).names:
+        acc.objective = source
     start = 0
     for path in files:
         reader = pq.ParquetFile(path)
         names = reader.schema_arrow.names
-        wanted = [c for c in _wanted(score_column) if c in names]
+        wanted = [c for c in _wanted(acc.objective[0] if acc.objective else score_column) if c in names]
         acc.path, acc.file_start = path, start
         for batch in reader.iter_batches(batch_size=BATCH_ROWS, columns=wanted):
             acc.add(batch, start)
@@ -94,6 +99,7 @@ class _Accumulator:
 
     def __init__(self, score_column: str, drawn: np.ndarray, texts: bool):
         self.score_column, self.drawn, self.texts = score_column, drawn, texts
+        self.objective: tuple[str, int] | None = None  # (list column, index) when scoring by one objective
         self.parts: dict[str, list] = {k: [] for k in ("score", "usable", "chars", "tokens", "steps", "sample")}
         self.prompt_ids: list[pa.Array] = []
         self.wide: dict[str, list[np.ndarray]] = {}
@@ -106,7 +112,11 @@ class _Accumulator:
 
     def add(self, batch: pa.RecordBatch, start: int) -> None:
         n = batch.num_rows
-        score = to_floats(batch.column(self.score_column))
+        if self.objective:
+            column, index = self.objective
+            score = to_floats(pc.list_element(batch.column(column), index))
+        else:
+            score = to_floats(batch.column(self.score_column))
         status = batch.column("status") if "status" in batch.schema.names else pa.nulls(n, pa.string())
         usable = np.isfinite(score) & pc.is_in(status, pa.array(SCORED_STATUSES)).to_numpy(zero_copy_only=False)
         self._count_statuses(batch, status)
