@@ -32,7 +32,7 @@ class RunSummary:
     output: str
     model_type: str = ""
     forward_path: str = ""
-    rows_read: int = 0
+    rows_read: int = 0  # input rows of this shard (all of whose completions it owns), summed over workers
     statuses: Counter = field(default_factory=Counter)
     details: Counter = field(default_factory=Counter)  # why rows were not scored, by reason
     tokens: int = 0  # tokens of the scored rows (what a per-example scorer would compute)
@@ -49,6 +49,8 @@ class RunSummary:
     skipped: int = 0  # completions already scored by an earlier run of the same command
     saved: int = 0  # rows in this shard's finished parts, earlier runs included
     complete: bool = False  # the shard was already finished: nothing was loaded or scored
+    complete_shards: int = 0  # workers whose shard was already finished (an earlier --shard run, say)
+    failed_workers: int = 0  # workers that stopped with an error: not in these counts
     quiet: bool = False  # a torchrun worker other than rank 0: its counts went to rank 0
 
     @property
@@ -70,14 +72,23 @@ class RunSummary:
         self.padded_tokens += cost.padded
 
     def absorb(self, other: "RunSummary") -> None:
-        """Add another worker's counts (every worker reads the whole input, so rows_read is not summed)."""
+        """Add another worker's counts. A worker whose shard was already complete loaded nothing:
+        what it did not set (model type, token budget) comes from the workers that did."""
         for name in ("statuses", "details", "paths"):
             getattr(self, name).update(getattr(other, name))
-        for name in ("tokens", "computed_tokens", "padded_tokens", "batches", "oom_retries", "skipped", "saved",
-                     "workers"):
+        for name in ("rows_read", "tokens", "computed_tokens", "padded_tokens", "batches", "oom_retries", "skipped",
+                     "saved", "workers", "complete_shards"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.wall_s, self.loop_s = max(self.wall_s, other.wall_s), max(self.loop_s, other.loop_s)
         self.complete = self.complete and other.complete
+        self.model_type = self.model_type or other.model_type
+        self.token_budget = min(filter(None, (self.token_budget, other.token_budget)), default=0)
+        self.forward_path = describe_paths(self.paths)
+
+
+def describe_paths(paths: Counter) -> str:
+    """Rows per forward path, most used first: "prompt-reuse (636 rows), padded (12 rows)"."""
+    return ", ".join(f"{name} ({n:,} rows)" for name, n in paths.most_common())
 
 
 def open_input(cfg: ScoreConfig) -> tuple[Source, Layout]:
@@ -91,10 +102,10 @@ def iter_samples(source: Source, layout: Layout, dist: DistInfo, limit: int | No
     for row in source.rows():
         if limit is not None and row.index >= limit:
             return
-        summary.rows_read += 1
-        for sample in expand(row, layout):
-            if owns(sample, dist):
-                yield sample
+        # A row's completions share its prompt, so one shard owns the whole row: the shard counts it.
+        owned = [sample for sample in expand(row, layout) if owns(sample, dist)]
+        summary.rows_read += bool(owned)
+        yield from owned
 
 
 def owns(sample: Sample, dist: DistInfo) -> bool:
@@ -132,9 +143,10 @@ def run_score(cfg: ScoreConfig, log=print) -> RunSummary:
     dist = dist_info(cfg.shard.index, cfg.shard.count)
     log = log if dist.is_main else _silent
     state = resume.open_output(cfg, dist, log)
+    dist = state.dist  # a one-task array resubmission learns its shard from the folder
     summary = RunSummary(cfg.output.path, shard=f"{dist.shard_index}/{dist.shard_count} ({dist.source})")
-    with group.joined(dist), GracefulStop() as stop:
-        summary.complete = state.complete
+    with group.joined(dist) as workers, GracefulStop() as stop:
+        summary.complete, summary.complete_shards = state.complete, int(state.complete)
         try:
             if not state.complete:
                 _score_shard(cfg, source, layout, dist, state, stop, summary, log)
@@ -143,9 +155,12 @@ def run_score(cfg: ScoreConfig, log=print) -> RunSummary:
             summary.skipped, summary.saved = state.skipped, state.rows
             if not state.complete:
                 output.write_stats(state.out_dir, state.stem, summary)
-        everyone = group.gather(summary, dist)
+        everyone = workers.gather(summary)
     for other in (everyone or [])[1:]:
-        summary.absorb(other)
+        if other is None:  # that worker failed and said why itself; its rows are not counted here
+            summary.failed_workers, summary.complete = summary.failed_workers + 1, False
+        else:
+            summary.absorb(other)
     summary.quiet = not dist.is_main
     return summary
 
@@ -181,7 +196,7 @@ def _score_shard(cfg: ScoreConfig, source, layout, dist: DistInfo, state, stop: 
         stopped.message += f" after saving {state.rows:,} scored rows of shard {summary.shard}"
         raise
     finally:
-        summary.forward_path = ", ".join(f"{name} ({n:,} rows)" for name, n in summary.paths.most_common())
+        summary.forward_path = describe_paths(summary.paths)
         summary.token_budget = scorer.budget
     state.finish(cfg.input.limit)
 

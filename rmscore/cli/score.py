@@ -114,7 +114,8 @@ def score(
 
 def summary_lines(s) -> list[str]:
     if s.complete:
-        return [f"Shard {s.shard} was already complete ({s.saved:,} rows); nothing to do.", f"  output: {s.output}"]
+        which = f"All {s.workers} shards of this task were" if s.workers > 1 else f"Shard {s.shard} was"
+        return [f"{which} already complete ({s.saved:,} rows); nothing to do.", f"  output: {s.output}"]
     scored = sum(n for status, n in s.statuses.items() if status in ("ok", "truncated"))
     lines = [
         f"Scored {scored:,} of {s.samples:,} completions from {s.rows_read:,} input rows "
@@ -134,6 +135,12 @@ def summary_lines(s) -> list[str]:
         lines.append(f"    {n:,} x {reason}")
     if s.skipped:
         lines.append(f"  resumed: {s.skipped:,} completions scored by an earlier run were skipped")
+    if s.failed_workers:
+        lines.append(f"  {s.failed_workers} more workers stopped with an error (see above): their rows are not "
+                     "counted here; rerun the same command to finish their shards")
+    if s.complete_shards:
+        lines.append(f"  {s.complete_shards} of {s.workers} workers' shards were already complete: their rows are "
+                     "not counted above")
     where = f"{s.workers} data-parallel workers, counts summed" if s.workers > 1 else f"shard {s.shard}"
     lines.append(f"  output: {s.output} ({where}; {s.saved:,} rows in finished parts)")
     return lines
