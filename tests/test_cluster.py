@@ -134,6 +134,9 @@ def test_one_array_task_resubmitted_alone_finds_its_shard(job, tmp_path, low, st
     assert again.exit_code == 0, again.output
     assert "shard 2/4" in again.output and "Scored " in again.output
     assert all(parts(out)[name] == mtime for name, mtime in before.items())  # nothing else touched
+    requeued = invoke(*job["args"], "-o", out, env={**alone, "SLURM_RESTART_COUNT": "1"})  # the same task again
+    assert requeued.exit_code == 0 and "Shard 2/4" in requeued.output and "already complete" in requeued.output, \
+        requeued.output
     assert invoke("merge", out, "-o", merged).exit_code == 0
     assert_same_rows(rows_of(merged), job["reference"])
 

@@ -62,12 +62,12 @@ def score(
     aggregate: o.AggregateOpt = "min",
     step_tokens: o.StepTokensOpt = None,
     shard: Annotated[Optional[str], typer.Option(help="INDEX/COUNT: score one slice (all completions of a prompt stay "
-                                                      "together). Default: the SLURM array task, else 0/1; torchrun "
-                                                      "workers split it further.",
+                                                      "together). Default: the SLURM array task, else 0/1; srun "
+                                                      "tasks and torchrun workers split it further.",
                                                  rich_help_panel=o.OUT)] = None,
-    overwrite: Annotated[bool, typer.Option(help="Start this shard again, deleting its rows. Without it a rerun "
-                                                 "resumes, and refuses if the settings changed. Ignored after a "
-                                                 "SLURM requeue.",
+    overwrite: Annotated[bool, typer.Option(help="Start this shard again, deleting its rows (never another "
+                                                 "shard's). Without it a rerun resumes, and refuses if the settings "
+                                                 "changed. Ignored after a SLURM requeue.",
                                             rich_help_panel=o.OUT)] = False,
     rows_per_part: Annotated[int, typer.Option(help="Rows per Parquet part file. A finished part survives any kill.",
                                                rich_help_panel=o.OUT)] = 50_000,

@@ -69,10 +69,10 @@ class DistInfo:
         again. rmscore/distributed/layout.py places it using the output folder."""
         return self.array is not None and self.array.count == 1
 
-    def within(self, index: int, count: int, source: str) -> "DistInfo":
-        """This process's shard when its task is task `index` of `count` (a resubmitted array task)."""
-        return replace(self, shard_index=index * self.per_task + self.shard_index % self.per_task,
-                       shard_count=count * self.per_task, source=source)
+    def within(self, array: ArrayTask, source: str) -> "DistInfo":
+        """This process's shard when its task is a task of `array` (a resubmitted array task)."""
+        return replace(self, shard_index=array.index * self.per_task + self.shard_index % self.per_task,
+                       shard_count=array.count * self.per_task, source=source, array=array)
 
 
 def dist_info(index: int | None = None, count: int | None = None, environ=os.environ) -> DistInfo:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rmscore.distributed import completion
-from rmscore.distributed.env import DistInfo
+from rmscore.distributed.env import ArrayTask, DistInfo
 from rmscore.errors import ResumeConflict
 
 
@@ -58,7 +58,7 @@ def place(dist: DistInfo, out_dir: Path, manifests: dict[str, dict], overwrite: 
     if off or not 0 <= index < array["count"] or shards != array["count"] * dist.per_task:
         return dist
     source = dist.source.replace("SLURM array", f"SLURM array task {dist.array.task_id} of {array_spec(array)}", 1)
-    placed = dist.within(index, array["count"], source)
+    placed = dist.within(ArrayTask(dist.array.task_id, array["low"], array["step"], array["count"]), source)
     log(f"SLURM array of one task ({dist.array.task_id}) into a folder made by --array={array_spec(array)}: "
         f"scoring its shard {placed.shard_index}/{placed.shard_count}")
     return placed
@@ -76,7 +76,8 @@ def check(dist: DistInfo, out_dir: Path, overwrite: bool) -> None:
     done = sum(1 for n in counts for i in range(n) if completion.done_path(out_dir, f"{i:05d}-of-{n:05d}").is_file())
     if overwrite and not parts:
         return
-    this = f"this run is shard {dist.shard_index}/{dist.shard_count} ({dist.source})"
+    this = f"shard count was {old}, now {dist.shard_count} (this run: shard {dist.shard_index}/{dist.shard_count}, " \
+           f"{dist.source})"
     one = f"to run one of its shards pass --shard INDEX/{old}"
     if not parts:
         raise ResumeConflict(f"{out_dir} was started with {old} shards and holds no rows yet; {this}",
@@ -102,7 +103,8 @@ def rerun_hint(missing: list[int], count: int, manifests: dict[str, dict]) -> st
     per_task = layouts[0]["per_task"] if layouts else 1
     tasks = sorted({i // per_task for i in missing})
     total = count // per_task
-    hint = "run the same command again with " + ", ".join(f"--shard {t}/{total}" for t in tasks[:3])
+    hint = ("run the same command again with " if len(tasks) == 1 else "run the same command once with each of ")
+    hint += ", ".join(f"--shard {t}/{total}" for t in tasks[:3])
     hint += ", ..." if len(tasks) > 3 else ""
     if per_task > 1:
         hint += f" (each launched as before: {per_task} srun tasks or torchrun workers)"

@@ -111,7 +111,7 @@ def clear(out_dir: Path, stem: str, count: int) -> None:
             path.unlink(missing_ok=True)
     meta = out_dir / META_DIR
     for path in meta.iterdir() if meta.is_dir() else []:
-        if ours(path.name, unnamed=False):
+        if path.is_file() and ours(path.name, unnamed=False):
             path.unlink(missing_ok=True)
 
 
