@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from rmscore.cli import app
-from rmscore.distributed import group, layout
-from rmscore.distributed.env import ArrayTask, DistInfo, dist_info
+from rmscore.distributed import group
+from rmscore.distributed.env import DistInfo, dist_info
 from rmscore.errors import ConfigError, ResumeConflict
 from rmscore.io import resume
 from scored import PYTHON, REPO, assert_same_rows, rows_of, subprocess_env
@@ -150,23 +150,28 @@ def folder_with_layout(tmp_path, shards: int, recorded: dict | None) -> Path:
 
 
 def lone(task_id, world=1, rank=0):
+    from rmscore.distributed.env import ArrayTask
+
     return DistInfo(rank, world, "SLURM array" + (" x torchrun" if world > 1 else ""), rank, world, None, 0,
                     ArrayTask(task_id, task_id, 1, 1), world)
 
 
-@pytest.mark.parametrize("dist, recorded, overwrite, placed", [
-    (lone(2), {"shards": 4, "per_task": 1, "array": {"low": 0, "step": 1, "count": 4}}, False, (2, 4)),
-    (lone(14), {"shards": 4, "per_task": 1, "array": {"low": 10, "step": 2, "count": 4}}, False, (2, 4)),
-    (lone(1, 2, 1), {"shards": 8, "per_task": 2, "array": {"low": 0, "step": 1, "count": 4}}, False, (3, 8)),
+@pytest.mark.parametrize("task, recorded, overwrite, placed", [  # task: (SLURM id, workers, rank)
+    ((2, 1, 0), {"shards": 4, "per_task": 1, "array": {"low": 0, "step": 1, "count": 4}}, False, (2, 4)),
+    ((14, 1, 0), {"shards": 4, "per_task": 1, "array": {"low": 10, "step": 2, "count": 4}}, False, (2, 4)),
+    ((1, 2, 1), {"shards": 8, "per_task": 2, "array": {"low": 0, "step": 1, "count": 4}}, False, (3, 8)),
     # not safe, so refused by layout.check:
-    (lone(13), {"shards": 4, "per_task": 1, "array": {"low": 10, "step": 2, "count": 4}}, False, None),  # off step
-    (lone(4), {"shards": 4, "per_task": 1, "array": {"low": 0, "step": 1, "count": 4}}, False, None),  # outside
-    (lone(1), {"shards": 8, "per_task": 2, "array": {"low": 0, "step": 1, "count": 4}}, False, None),  # 1 worker, not 2
-    (lone(2), {"shards": 4, "per_task": 1, "array": None}, False, None),  # made with --shard: no array to map onto
+    ((13, 1, 0), {"shards": 4, "per_task": 1, "array": {"low": 10, "step": 2, "count": 4}}, False, None),  # off step
+    ((4, 1, 0), {"shards": 4, "per_task": 1, "array": {"low": 0, "step": 1, "count": 4}}, False, None),  # outside
+    ((1, 1, 0), {"shards": 8, "per_task": 2, "array": {"low": 0, "step": 1, "count": 4}}, False, None),  # 1 worker, not 2
+    ((2, 1, 0), {"shards": 4, "per_task": 1, "array": None}, False, None),  # made with --shard: no array to map onto
     # --overwrite may mean "start over as one shard": no placing (allowed here only as no rows are saved)
-    (lone(2), {"shards": 4, "per_task": 1, "array": {"low": 0, "step": 1, "count": 4}}, True, None),
+    ((2, 1, 0), {"shards": 4, "per_task": 1, "array": {"low": 0, "step": 1, "count": 4}}, True, None),
 ])
-def test_a_lone_array_task_is_placed_only_where_that_is_safe(tmp_path, dist, recorded, overwrite, placed):
+def test_a_lone_array_task_is_placed_only_where_that_is_safe(tmp_path, task, recorded, overwrite, placed):
+    from rmscore.distributed import layout
+
+    dist = lone(*task)
     out = folder_with_layout(tmp_path, recorded["shards"], recorded)
     got = layout.place(dist, out, resume.read_manifests(out), overwrite, log=lambda _: None)
     if placed:
