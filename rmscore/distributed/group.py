@@ -66,7 +66,10 @@ def joined(dist: DistInfo):
     try:
         yield meeting
     except BaseException:
-        meeting.post(None)  # rank 0 must not wait for a worker that stopped
+        try:
+            meeting.post(None)  # rank 0 must not wait for a worker that stopped
+        except RuntimeError:
+            pass  # the store is gone too; the error that stopped this worker is the one to report
         raise
     finally:
         meeting.store = None  # rank 0's store server (launch by hand) stops here
