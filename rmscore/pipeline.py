@@ -13,6 +13,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 _DONE = object()
+JOIN_TIMEOUT_S = 120.0
 
 
 class _Failure:
@@ -22,24 +23,32 @@ class _Failure:
 
 def prefetch(items: Iterable[T], depth: int = 1) -> Iterator[T]:
     """Yield `items` in order, computing up to `depth` of them ahead on a daemon thread.
-    An exception in the producer is re-raised here, at the item where it happened."""
+    An exception in the producer is re-raised here, at the item where it happened.
+
+    However the consumer stops (done, an exception, a signal), the producer is stopped and joined
+    before this generator finishes: a thread still tokenizing or collating while the interpreter
+    exits can abort the process (a native call that returns during finalization is killed).
+    """
     buffer: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def produce():
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        buffer.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(item):
                     return
-            buffer.put(_DONE)
+            put(_DONE)
         except BaseException as exc:  # handed to the consumer, never lost
-            buffer.put(_Failure(exc))
+            put(_Failure(exc))
 
     thread = threading.Thread(target=produce, name="rmscore-prefetch", daemon=True)
     thread.start()
@@ -50,3 +59,4 @@ def prefetch(items: Iterable[T], depth: int = 1) -> Iterator[T]:
             yield item
     finally:
         stop.set()
+        thread.join(JOIN_TIMEOUT_S)  # it finishes the item in hand; bounded in case that read hangs

@@ -33,7 +33,7 @@ class RunSummary:
     output: str
     model_type: str = ""
     forward_path: str = ""
-    rows_read: int = 0
+    rows_read: int = 0  # input rows of this shard (all of whose completions it owns), summed over workers
     statuses: Counter = field(default_factory=Counter)
     details: Counter = field(default_factory=Counter)  # why rows were not scored, by reason
     tokens: int = 0  # tokens of the scored rows (what a per-example scorer would compute)
@@ -50,6 +50,8 @@ class RunSummary:
     skipped: int = 0  # completions already scored by an earlier run of the same command
     saved: int = 0  # rows in this shard's finished parts, earlier runs included
     complete: bool = False  # the shard was already finished: nothing was loaded or scored
+    complete_shards: int = 0  # workers whose shard was already finished (an earlier --shard run, say)
+    failed_workers: int = 0  # workers that stopped with an error: not in these counts
     quiet: bool = False  # a torchrun worker other than rank 0: its counts went to rank 0
     damage: str | None = None  # where the input broke off (a .gz cut short): the rows before it are saved
 
@@ -72,15 +74,19 @@ class RunSummary:
         self.padded_tokens += cost.padded
 
     def absorb(self, other: "RunSummary") -> None:
-        """Add another worker's counts (every worker reads the whole input, so rows_read is not summed)."""
+        """Add another worker's counts. A worker whose shard was already complete loaded nothing:
+        what it did not set (model type, token budget) comes from the workers that did."""
         for name in ("statuses", "details", "paths"):
             getattr(self, name).update(getattr(other, name))
-        for name in ("tokens", "computed_tokens", "padded_tokens", "batches", "oom_retries", "skipped", "saved",
-                     "workers"):
+        for name in ("rows_read", "tokens", "computed_tokens", "padded_tokens", "batches", "oom_retries", "skipped",
+                     "saved", "workers", "complete_shards"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.wall_s, self.loop_s = max(self.wall_s, other.wall_s), max(self.loop_s, other.loop_s)
         self.complete = self.complete and other.complete
         self.damage = self.damage or other.damage
+        self.model_type = self.model_type or other.model_type
+        self.token_budget = min(filter(None, (self.token_budget, other.token_budget)), default=0)
+        self.forward_path = describe_paths(self.paths)
 
     def raise_for_damage(self) -> None:
         """A run over a damaged input saved every row it could read; it still must not pass for whole."""
@@ -88,6 +94,11 @@ class RunSummary:
             raise InputError(f"{self.damage}: every row before it was scored and saved",
                              "replace the file and rerun with --overwrite to score it whole, or use the rows "
                              "saved as they are (merge and build-pairs accept them)")
+
+
+def describe_paths(paths: Counter) -> str:
+    """Rows per forward path, most used first: "prompt-reuse (636 rows), padded (12 rows)"."""
+    return ", ".join(f"{name} ({n:,} rows)" for name, n in paths.most_common())
 
 
 def open_input(cfg: ScoreConfig) -> tuple[Source, Layout]:
@@ -103,10 +114,10 @@ def iter_samples(source: Source, layout: Layout, dist: DistInfo, limit: int | No
     for row in source.rows():
         if limit is not None and row.index >= limit:
             return
-        summary.rows_read += 1
-        for sample in expand(row, layout):
-            if owns(sample, dist):
-                yield sample
+        # A row's completions share its prompt, so one shard owns the whole row: the shard counts it.
+        owned = [sample for sample in expand(row, layout) if owns(sample, dist)]
+        summary.rows_read += bool(owned)
+        yield from owned
 
 
 def owns(sample: Sample, dist: DistInfo) -> bool:
@@ -143,13 +154,16 @@ def run_score(cfg: ScoreConfig, log=print) -> RunSummary:
     source, layout = open_input(cfg)
     dist = dist_info(cfg.shard.index, cfg.shard.count)
     log = log if dist.is_main else _silent
+    # A one-task array resubmission learns its shard from the folder, before it takes that shard's lock.
+    dist = resume.shard_for(cfg, dist, log)
     # One writer per shard, taken before anything in the folder is cleared or written.
-    with lock.ShardLock(Path(cfg.output.path), dist) as held, group.joined(dist), GracefulStop() as stop:
+    with lock.ShardLock(Path(cfg.output.path), dist) as held, group.joined(dist) as workers, \
+            GracefulStop() as stop:
         state = resume.open_output(cfg, dist, log)
         state.check_input(cfg.input.path, lambda: iter_samples(source, layout, dist, cfg.input.limit, RunSummary("")))
         state.guard = held.check
         summary = RunSummary(cfg.output.path, shard=f"{dist.shard_index}/{dist.shard_count} ({dist.source})")
-        summary.complete, summary.damage = state.complete, state.damage
+        summary.complete, summary.complete_shards, summary.damage = state.complete, int(state.complete), state.damage
         try:
             if not state.complete:
                 _score_shard(cfg, source, layout, dist, state, stop, summary, log)
@@ -158,9 +172,12 @@ def run_score(cfg: ScoreConfig, log=print) -> RunSummary:
             summary.skipped, summary.saved = state.skipped, state.rows
             if not state.complete:
                 _write_stats(state, summary, log)
-        everyone = group.gather(summary, dist)
+        everyone = workers.gather(summary)
     for other in (everyone or [])[1:]:
-        summary.absorb(other)
+        if other is None:  # that worker failed and said why itself; its rows are not counted here
+            summary.failed_workers, summary.complete = summary.failed_workers + 1, False
+        else:
+            summary.absorb(other)
     summary.quiet = not dist.is_main
     return summary
 
@@ -200,7 +217,7 @@ def _score_shard(cfg: ScoreConfig, source, layout, dist: DistInfo, state, stop: 
             log(f"stopped by {type(failure).__name__} {saved}; rerun the same command to continue")
         raise
     finally:
-        summary.forward_path = ", ".join(f"{name} ({n:,} rows)" for name, n in summary.paths.most_common())
+        summary.forward_path = describe_paths(summary.paths)
         summary.token_budget = scorer.budget
     summary.damage = source.damage
     if summary.damage:

@@ -1,6 +1,7 @@
 """Shards from --shard, SLURM arrays and torchrun; merge checks completeness and drops duplicates."""
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -92,6 +93,8 @@ def test_torchrun_workers_merge_to_the_single_run(job, tmp_path):
     assert run.stderr.count("Scored ") == 1, run.stderr  # rank 0 reports, for both workers
     assert f"Scored {len(job['reference'])} of {len(job['reference'])}" in run.stderr
     assert "2 data-parallel workers" in run.stderr
+    forward = re.search(r"forward: (.*?);", run.stderr).group(1)  # every worker's rows, not rank 0's
+    assert sum(int(n) for n in re.findall(r"\((\d+) rows\)", forward)) == len(job["reference"]), forward
     assert sorted(p.name for p in (out / ".rmscore").glob("done-*")) == [
         "done-00000-of-00002.json", "done-00001-of-00002.json"]
     assert invoke("merge", out, "-o", merged).exit_code == 0

@@ -67,12 +67,12 @@ def score(
     score_tokens: o.ScoreTokensOpt = None,
     gguf_file: o.GgufOpt = None,
     shard: Annotated[Optional[str], typer.Option(help="INDEX/COUNT: score one slice (all completions of a prompt stay "
-                                                      "together). Default: the SLURM array task, else 0/1; torchrun "
-                                                      "workers split it further.",
+                                                      "together). Default: the SLURM array task, else 0/1; srun "
+                                                      "tasks and torchrun workers split it further.",
                                                  rich_help_panel=o.OUT)] = None,
-    overwrite: Annotated[bool, typer.Option(help="Start this shard again, deleting its rows. Without it a rerun "
-                                                 "resumes, and refuses if the settings changed. Ignored after a "
-                                                 "SLURM requeue.",
+    overwrite: Annotated[bool, typer.Option(help="Start this shard again, deleting its rows (never another "
+                                                 "shard's). Without it a rerun resumes, and refuses if the settings "
+                                                 "changed. Ignored after a SLURM requeue.",
                                             rich_help_panel=o.OUT)] = False,
     rows_per_part: Annotated[int, typer.Option(help="Rows per Parquet part file. A finished part survives any kill.",
                                                rich_help_panel=o.OUT)] = 50_000,
@@ -125,7 +125,8 @@ def score(
 
 def summary_lines(s) -> list[str]:
     if s.complete:
-        return [f"Shard {s.shard} was already complete ({s.saved:,} rows); nothing to do.", f"  output: {s.output}"]
+        which = f"All {s.workers} shards of this task were" if s.workers > 1 else f"Shard {s.shard} was"
+        return [f"{which} already complete ({s.saved:,} rows); nothing to do.", f"  output: {s.output}"]
     scored = sum(n for status, n in s.statuses.items() if status in ("ok", "truncated"))
     lines = [
         f"Scored {scored:,} of {s.samples:,} completions from {s.rows_read:,} input rows "
@@ -145,6 +146,12 @@ def summary_lines(s) -> list[str]:
         lines.append(f"    {n:,} x {reason}")
     if s.skipped:
         lines.append(f"  resumed: {s.skipped:,} completions scored by an earlier run were skipped")
+    if s.failed_workers:
+        lines.append(f"  {s.failed_workers} more workers stopped with an error (see above): their rows are not "
+                     "counted here; rerun the same command to finish their shards")
+    if s.complete_shards:
+        lines.append(f"  {s.complete_shards} of {s.workers} workers' shards were already complete: their rows are "
+                     "not counted above")
     where = f"{s.workers} data-parallel workers, counts summed" if s.workers > 1 else f"shard {s.shard}"
     lines.append(f"  output: {s.output} ({where}; {s.saved:,} rows in finished parts)")
     return lines

@@ -65,3 +65,8 @@ def missing_shards(out_dir: Path) -> tuple[int, list[int]]:
         )
     count = counts.pop()
     return count, [i for i in range(count) if not done_path(out_dir, f"{i:05d}-of-{count:05d}").is_file()]
+
+
+def limits(out_dir: Path, count: int) -> list[int | None]:
+    """The --limit each finished shard read (None: the whole input), from its marker."""
+    return [json.loads(done_path(out_dir, f"{i:05d}-of-{count:05d}").read_text()).get("limit") for i in range(count)]

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rmscore.distributed import completion
+from rmscore.distributed import completion, layout
 from rmscore.errors import ConfigError, InputError, ResumeConflict
 from rmscore.io import promote, resume
 from rmscore.io.output import EXACT_KEYS
@@ -45,10 +45,11 @@ def merge(out_dir: Path, dest: Path, overwrite: bool = False) -> MergeSummary:
     count, missing = completion.missing_shards(out_dir)
     if missing:
         raise InputError(
-            f"{len(missing)} of {count} shards have not finished: {_ranges(missing)} "
+            f"{len(missing)} of {count} shards have not finished: {layout.ranges(missing, ', ')} "
             f"(no {completion.META_DIR}/done-* marker)",
-            "run those shards again (the same command resumes them), then merge",
+            layout.rerun_hint(missing, count, resume.read_manifests(out_dir)),
         )
+    _check_limits(out_dir, count)
     _check_dest(out_dir, dest, overwrite)
     _check_same_settings(out_dir)
     stems = [f"{i:05d}-of-{count:05d}" for i in range(count)]
@@ -186,11 +187,15 @@ def _check_same_settings(out_dir: Path) -> None:
                                      "rerun the odd shards with the others' settings and --overwrite")
 
 
-def _ranges(indices: list[int]) -> str:
-    """[0, 1, 2, 5] -> "0-2, 5"."""
-    spans, start = [], indices[0]
-    for prev, cur in zip(indices, [*indices[1:], None]):
-        if cur != prev + 1:
-            spans.append(str(start) if start == prev else f"{start}-{prev}")
-            start = cur
-    return ", ".join(spans)
+def _check_limits(out_dir: Path, count: int) -> None:
+    """Shards that read different --limit cover different rows of the input: refuse, as for missing shards."""
+    by_limit: dict = {}
+    for shard, limit in enumerate(completion.limits(out_dir, count)):
+        by_limit.setdefault(limit, []).append(shard)
+    if len(by_limit) > 1:
+        said = "; ".join(f"shard{'s' if len(shards) > 1 else ''} {layout.ranges(shards, ', ')} "
+                         + ("with no --limit" if limit is None else f"with --limit {limit}")
+                         for limit, shards in sorted(by_limit.items(), key=lambda item: item[1]))
+        raise InputError(f"the shards in {out_dir} read different parts of the input: {said}",
+                         "re-run the odd shards with the --limit the others used (or none): a rerun resumes "
+                         "where it stopped; then merge")

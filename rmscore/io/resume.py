@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rmscore.config import ScoreConfig
-from rmscore.distributed import completion
+from rmscore.distributed import completion, layout
 from rmscore.errors import ConfigError, ResumeConflict
 from rmscore.io import input_identity, promote
 from rmscore.io.output import EXACT_KEYS, META_DIR
@@ -110,18 +110,21 @@ def part_keys(path: Path) -> set[tuple[int, int]]:
 
 
 def clear(out_dir: Path, stem: str, count: int) -> None:
-    """--overwrite: remove this shard's files and any made with another shard count. Sibling shards
-    of the same count are left alone: they may be running right now with the same --overwrite."""
-    def ours(name: str) -> bool:
-        return stem in name or f"-of-{count:05d}" not in name
+    """--overwrite: remove this shard's files, leftovers of another shard count (layout.check has
+    made sure they hold no rows) and parts no rmscore run made. Sibling shards of the same count are
+    left alone: they may be running right now with the same --overwrite, and may remove the same
+    leftovers first."""
+    def ours(name: str, unnamed: bool) -> bool:
+        found = completion.STEM.search(name)
+        return unnamed if found is None else found.group(0) == stem or int(found.group(2)) != count
 
     for path in [*out_dir.glob(PART_GLOB), *out_dir.glob(".tmp-part-*")]:
-        if ours(path.name):
-            path.unlink()
+        if ours(path.name, unnamed=True):
+            path.unlink(missing_ok=True)
     meta = out_dir / META_DIR
     for path in meta.iterdir() if meta.is_dir() else []:
-        if path.is_file() and ours(path.name):
-            path.unlink()
+        if path.is_file() and ours(path.name, unnamed=False):
+            path.unlink(missing_ok=True)
 
 
 def check_settings(out_dir: Path, manifests: dict[str, dict], key: str, now: dict) -> None:
@@ -140,9 +143,18 @@ def check_foreign(out_dir: Path, manifests: dict[str, dict]) -> None:
             )
 
 
+def shard_for(cfg: ScoreConfig, dist, log):
+    """The shard this process writes: `dist`, or the shard a one-task array resubmission stands for
+    in this folder (rmscore/distributed/layout.py). Read before the shard's lock is taken."""
+    out_dir = Path(cfg.output.path)
+    overwrite = cfg.output.overwrite and not dist.restarts
+    return layout.place(dist, out_dir, read_manifests(out_dir) if out_dir.is_dir() else {}, overwrite, log)
+
+
 def open_output(cfg: ScoreConfig, dist, log) -> "ShardState":
     """Check the output folder before the model loads, clear it only on --overwrite, and return
-    this shard's resume state (its manifest written before any part is)."""
+    this shard's resume state (its manifest, with the shard layout, written before any part is).
+    `dist` is the shard `shard_for` placed."""
     out_dir = Path(cfg.output.path)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"output {out_dir} exists and is a file", "-o names a folder of Parquet parts")
@@ -150,6 +162,7 @@ def open_output(cfg: ScoreConfig, dist, log) -> "ShardState":
     if overwrite and dist.restarts:
         log(f"SLURM requeued this job ({dist.restarts} restarts): --overwrite ignored, resuming")
         overwrite = False
+    layout.check(dist, out_dir, overwrite)
     if overwrite:
         clear(out_dir, dist.stem, dist.shard_count)
     settings = requested_settings(cfg, dist.shard_count)
@@ -159,7 +172,8 @@ def open_output(cfg: ScoreConfig, dist, log) -> "ShardState":
         check_foreign(out_dir, manifests)
     (out_dir / META_DIR).mkdir(parents=True, exist_ok=True)
     mine = manifests.get(dist.stem, {})
-    state = ShardState(out_dir, dist.stem, {**mine, "settings": settings, "parts": mine.get("parts", [])}, log)
+    state = ShardState(out_dir, dist.stem, {**mine, "settings": settings, "layout": layout.record(dist),
+                                            "parts": mine.get("parts", [])}, log)
     state.check_peers = not overwrite
     if state.lost:
         completion.undo(out_dir, dist.stem)  # the marker promised rows that are gone
@@ -184,7 +198,7 @@ class ShardState:
         self.skipped = 0  # rows found already done in this run
         self._prev: tuple | None = None  # key of the last row written by this run
         for tmp in out_dir.glob(f".tmp-part-{stem}-*"):
-            tmp.unlink()  # a part cut short by SIGKILL: its rows were never recorded as done
+            tmp.unlink(missing_ok=True)  # a part cut short by SIGKILL: its rows were never recorded as done
         self._reconcile()
         self.digests = input_identity.PartDigests(self.manifest["parts"])
 
