@@ -36,6 +36,22 @@ def step_tag_reference(model_dir: Path):
     return score
 
 
+def qwen_prm_conversation_str(tokenizer, query: str, response: list[str], system: str = CARD_SYSTEM) -> str:
+    """The Qwen2.5-Math-PRM card's rendered input text, the steps ended by <extra_0>."""
+    messages = [
+        {"role": "system", "content": system},
+        {"role": "user", "content": query},
+        {"role": "assistant", "content": "<extra_0>".join(response) + "<extra_0>"},
+    ]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+
+
+def step_tag_input_for_prm(question: str, steps: list[str]) -> str:
+    """The math-shepherd card's input text: each step ends with " ки", one step per line."""
+    output = "\n".join(f"{step} ки" for step in steps)
+    return f"{question} {output}"
+
+
 def qwen_prm_reference(model_dir: Path):
     """Qwen2.5-Math-PRM card: system + query + steps joined and ended by <extra_0>, make_step_rewards."""
     from safetensors.torch import load_file
@@ -46,12 +62,7 @@ def qwen_prm_reference(model_dir: Path):
     model.load_state_dict(load_file(str(model_dir / "model.safetensors")))
 
     def score(query: str, response: list[str], system: str = CARD_SYSTEM) -> list[float]:
-        messages = [
-            {"role": "system", "content": system},
-            {"role": "user", "content": query},
-            {"role": "assistant", "content": "<extra_0>".join(response) + "<extra_0>"},
-        ]
-        conversation_str = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+        conversation_str = qwen_prm_conversation_str(tokenizer, query, response, system)
         input_ids = tokenizer.encode(conversation_str, return_tensors="pt")
         with torch.no_grad():
             logits = model(input_ids)[0]
@@ -120,6 +131,15 @@ def rlhflow_reference(model_dir: Path):
         return scores
 
     return score
+
+
+def rlhflow_conversation(question: str, steps: list[str]) -> list[dict]:
+    """prm_evaluate.py's conversation: one user turn per step, each answered by "+"."""
+    conversation = []
+    for k, step in enumerate(steps):
+        conversation.append({"content": question + " " + step if k == 0 else step, "role": "user"})
+        conversation.append({"content": "+", "role": "assistant"})
+    return conversation
 
 
 def rlhflow_split(answer: str) -> list[str]:

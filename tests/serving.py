@@ -80,13 +80,16 @@ def parse_metrics(text: str) -> dict[str, float]:
 
 
 @contextmanager
-def running(model_dir, key: str | None = KEY, budget: int | None = 4096, batch: dict | None = None, **serve_kw):
-    """An in-process server on a free port; yields a Client once /health says ready."""
+def running(model_dir, key: str | None = KEY, budget: int | None = 4096, batch: dict | None = None,
+            model: dict | None = None, **serve_kw):
+    """An in-process server on a free port; yields a Client once /health says ready. `model`:
+    ModelConfig options (model_type, ...)."""
     from rmscore.serve.server import bind, build, url_of
 
     sock = bind("127.0.0.1", 0)
     cfg = ServeConfig(port=0, api_key=key, **serve_kw)
-    server = build(ModelConfig(str(model_dir)), BatchConfig(max_tokens_per_batch=budget, **(batch or {})), cfg)
+    batch_cfg = BatchConfig(max_tokens_per_batch=budget, **(batch or {}))
+    server = build(ModelConfig(str(model_dir), **(model or {})), batch_cfg, cfg)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     client = Client(url_of(sock), key)

@@ -109,7 +109,7 @@ def test_get_reward_reads_the_policy_text_where_score_reads(tiny_models, write_j
         assert body["scores"] == body["rewards"] and body["extra_logs"] == {}
         # OpenRLHF with several servers sends the others empty lists
         assert client.post("/get_reward", {"query": [], "prompts": [], "labels": []})[2] == \
-               {"rewards": [], "scores": [], "extra_logs": {}, "status": []}
+               {"rewards": [], "scores": [], "extra_logs": {}, "status": [], "status_detail": []}
         assert client.post("/get_reward", {"query": ["a"], "prompts": ["a", "b"]})[0] == 400
 
 

@@ -165,12 +165,12 @@ def test_encode_rendered_gives_what_encode_gives(family, tiny_models, tmp_path):
 
 
 def test_families_without_a_rendered_text_reader_say_so_per_row(tmp_path):
-    from tiny_prm import save_qwen_prm
+    from tiny_orm import save_pair_encoder
 
     from rmscore.config import ModelConfig
     from rmscore.models import load_model
 
-    model, _ = load_model(ModelConfig(str(save_qwen_prm(tmp_path / "prm"))))
+    model, _ = load_model(ModelConfig(str(save_pair_encoder(tmp_path / "pair"))))
     problems = model.encode_rendered(["a", "b"])
     assert len(problems) == 2 and all(p.status == "invalid_row" for p in problems)
 

@@ -90,7 +90,8 @@ class RewardModel:
         tokens added beyond what the family's BOS policy adds to its own renderings (so a leading BOS
         is never doubled, unless --bos double asks for the card's second BOS), and a text rendered
         with this model's template gives exactly what encode() gives for the same messages.
-        Families whose input is not one rendered conversation (text pairs, step lists) say so per row."""
+        Families whose input is not one rendered conversation (text pairs) say so per row; process
+        reward models read the steps' markers in the text (rmscore/models/steps.py)."""
         return [RowError(records.INVALID_ROW, f"{self.name} models do not read a conversation rendered as text; "
                                               "send the prompt and completion (or messages) instead")
                 for _ in texts]

@@ -49,6 +49,7 @@ def conversation(prompt: list[dict], completion: str, system_prompt: str | None)
 
 # Stands in for an assistant reply while probing a template for what it writes after one.
 _REPLY = "\ue000"
+_ASKED = "\ue001"  # and for a user message
 
 
 class RenderedText:
@@ -99,3 +100,16 @@ def _token_ends(tokenizer, text: str) -> list[int]:
     except NotImplementedError:  # slow tokenizers have no offsets: only whole ends are recognised
         return []
     return [stop for _, stop in offsets]
+
+
+def reply_opener(tokenizer) -> str:
+    """What the chat template writes between a user message and the assistant's reply (ChatML:
+    "<|im_end|>\\n<|im_start|>assistant\\n"): where a reply starts in a rendered conversation.
+    Empty when the template cannot be probed."""
+    probe = [[{"role": "user", "content": _ASKED}, {"role": "assistant", "content": _REPLY}]]
+    try:
+        text = render(tokenizer, probe)[0]
+    except Exception:  # a template that rejects the probe
+        return ""
+    asked, reply = text.find(_ASKED), text.rfind(_REPLY)
+    return text[asked + 1:reply] if 0 <= asked < reply else ""

@@ -11,6 +11,9 @@ misaligns steps if one underflows; we gather by position instead.
 A completion is already tagged when it holds <extra_0>: by the card's format, each step then ends
 with the tag, so it must end with one (text after the last tag would go unscored: flagged).
 The card's system turn is a default: a system turn from the data or --system-prompt replaces it.
+A conversation already rendered as text (serve) is the card's conversation_str: mended at its ends
+as every chat family's (chat.RenderedText), then read at every <extra_0>, each inside the last
+assistant reply, nothing but the end of the turn after the last one.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ class QwenPrmModel(ProcessRewardModel):
     separator = "\n\n"  # the card's recommendation for Qwen2.5-Math-Instruct responses
     tag = "<extra_0>"
     system_turn = True  # the card's input has one
+    rendered_format = ("the ChatML conversation (system, question, reply) rendered with its chat template, the reply "
+                       "being the steps each ended by <extra_0>")
 
     @classmethod
     def matches(cls, hf_config: dict) -> bool:
@@ -88,8 +93,23 @@ class QwenPrmModel(ProcessRewardModel):
 
     def encode_prepared(self, prepared: list[list[dict]]) -> list[Encoded]:
         texts = chat.render(self.tokenizer, prepared)
-        ids = self.tokenizer(texts, add_special_tokens=True)["input_ids"]  # card: tokenizer.encode(text)
-        return tag_positions(ids, [m[-1]["content"].count(self.tag) for m in prepared], self.tag_id)  # = steps
+        return self.encode_read(list(zip(texts, [m[-1]["content"].count(self.tag) for m in prepared])))  # = steps
+
+    def read_rendered(self, text: str) -> tuple[str, int]:
+        """The card's conversation_str as a policy rendered it: read at every <extra_0>, all in the
+        last assistant reply, which must end with one."""
+        text = self.rendered_text(text)
+        opener = self.reply_opener
+        start = text.rfind(opener) if opener else 0
+        if start < 0 and self.tag in text:
+            raise RowError(records.INVALID_ROW, f"no assistant reply ({opener!r}) in the text: {self.name} reads "
+                                                f"{self.rendered_format}")
+        return text, self.tagged_text(text, start + len(opener))
+
+    def encode_read(self, read: list[tuple[str, int]]) -> list[Encoded]:
+        texts, steps = zip(*read)
+        ids = self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]  # card: tokenizer.encode(text)
+        return tag_positions(ids, list(steps), self.tag_id)
 
     def step_scores(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = self.score_head(hidden.to(self.score_head[0].weight.device, torch.float32))  # (N, 2)

@@ -11,6 +11,11 @@ piece that is only whitespace (a blank line) is no step: its newline is in the i
 --step-separator only changes how text is cut into pieces; the token read after each piece is
 always the newline the model was trained on (`read_token`). Given a `steps` column, each step is
 one piece (a step spanning lines is read at its end).
+A text already rendered in that format (serve) is not read: nothing in it tells a problem that
+spans lines (26 of the 101 PRM800K test problems in data/) from its steps, and re-tokenizing it whole
+gives other tokens than the reference's piece-by-piece encode (BPE can merge a blank line's two
+newlines, or a full stop and its newline, into one token: not the newline id the reference reads).
+Every such row is invalid_row with that reason.
 """
 
 from __future__ import annotations
@@ -94,6 +99,11 @@ class SkyworkPrmModel(ProcessRewardModel):
                     positions.append(len(ids) - 1)
             out.append(Encoded(ids, positions, expected_positions=sum(1 for p in pieces if p.strip())))
         return out
+
+    def read_rendered(self, text: str):
+        raise RowError(records.INVALID_ROW, "skywork-prm cannot read a rendered text: its format (bos + problem + "
+                       "newline + one step per line) marks no end of a problem that spans lines, and its reference "
+                       "tokenizes each step alone; send the question and steps (prompt + steps, or messages)")
 
     def step_scores(self, hidden: torch.Tensor) -> torch.Tensor:
         values = self.v_head(hidden.to(self.v_head.weight.device, torch.float32))  # (N, 1)

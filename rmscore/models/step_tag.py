@@ -11,6 +11,9 @@ ending some lines but not others, or inside a tagged line, does not fit the card
 is flagged (invalid_row); one with no line ending in the tag is split one step per line. Tags
 inside the question or the given steps are removed first (the card's advice), so the tags in the
 input are exactly one per step. Steps are always rendered in the card's format.
+A text already in that format (serve) is read at every tag, each ending its line; a tag inside a
+line is flagged, and so is text after the last tag. Only a question line that itself ends with
+the tag cannot be told from a step: it is read as one.
 
 Only the two label rows of the LM head are kept (fp32, applied to the gathered hidden states):
 the (tokens x vocabulary) logits are never computed.
@@ -24,7 +27,7 @@ from torch import nn
 from rmscore import records
 from rmscore.errors import ModelError, RowError
 from rmscore.models import loading
-from rmscore.models.steps import ProcessRewardModel, tag_positions
+from rmscore.models.steps import ProcessRewardModel, tag_positions, trim_specials
 from rmscore.records import Encoded, Sample
 
 
@@ -111,6 +114,26 @@ class StepTagModel(ProcessRewardModel):
         texts, counts = zip(*prepared)
         ids = self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]  # card: tokenizer.encode
         return tag_positions(ids, list(counts), self.tag_id)
+
+    def read_rendered(self, text: str) -> tuple[str, int]:
+        """The card's input_for_prm: read at every tag, each ending its line. The BOS that
+        tokenizer.encode adds is taken off the text's start (never doubled), padding and EOS off its ends."""
+        tok = self.tokenizer
+        text = trim_specials(text, [tok.pad_token, tok.bos_token], [tok.pad_token, tok.eos_token])
+        steps = self.tagged_text(text)
+        lines = text.split("\n")
+        inside = [str(k + 1) for k, line in enumerate(lines)
+                  if any(line[m.end():].strip() for m in self.tag_pattern().finditer(line))]
+        if inside:
+            raise RowError(records.INVALID_ROW, f"line {', '.join(inside)} of {len(lines)} holds the step tag "
+                           f"{self.tag!r} before its end: the card's tags end lines ({self.rendered_format})")
+        return text, steps
+
+    encode_read = encode_prepared  # the same (text, steps) pairs
+
+    @property
+    def rendered_format(self) -> str:
+        return f"f'{{question}} {{step 1}} {self.tag}\\n{{step 2}} {self.tag}...', each step's line ended by the tag"
 
     def step_scores(self, hidden: torch.Tensor) -> torch.Tensor:
         return label_probability(self.label_head, hidden)

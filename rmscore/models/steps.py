@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from functools import cached_property
 from typing import ClassVar
 
 import pyarrow as pa
@@ -57,6 +58,35 @@ def prompt_rule(system_turn: bool) -> str:
     return "one user question, no system turn (none in the data, no --system-prompt)"
 
 
+def in_order(items: list, encode) -> list:
+    """encode() the items that are not RowErrors in one call; RowErrors keep their places."""
+    good = [item for item in items if not isinstance(item, RowError)]
+    encoded = iter(encode(good) if good else [])
+    return [item if isinstance(item, RowError) else next(encoded) for item in items]
+
+
+def without_specials(tokenizer, text: str) -> str:
+    """The text with this tokenizer's special tokens (end of turn, padding, ...) taken out."""
+    added = [t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special]
+    for token in sorted({t for t in [*tokenizer.all_special_tokens, *added] if t}, key=len, reverse=True):
+        text = text.replace(token, "")
+    return text
+
+
+def trim_specials(text: str, leading: list[str | None], trailing: list[str | None]) -> str:
+    """The text without these tokens at its start and end (a batched decode's padding, a BOS the
+    tokenizer adds again, the EOS a policy stops at)."""
+    found = True
+    while found:
+        found = next((t for t in leading if t and text.startswith(t)), None)
+        text = text[len(found):] if found else text
+    found = True
+    while found:
+        found = next((t for t in trailing if t and text.endswith(t)), None)
+        text = text[:-len(found)] if found else text
+    return text
+
+
 def tag_positions(ids_list: list[list[int]], step_counts: list[int], tag_id: int) -> list[Encoded]:
     """Read every position holding the step tag; the scoring loop flags a row whose tag count
     differs from its step count (a tag in the question, or a tag that tokenized differently)."""
@@ -76,6 +106,7 @@ class ProcessRewardModel(RewardModel):
     # reference has a system turn takes one, from the data or --system-prompt alike; the others
     # take none, so a system turn is never silently dropped or added.
     system_turn: ClassVar[bool] = False
+    rendered_format: ClassVar[str] = ""  # a rendered text in the family's format, in words (row errors)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -155,10 +186,7 @@ class ProcessRewardModel(RewardModel):
         return cleaned.strip() if cleaned != text else text
 
     def encode(self, samples: list[Sample]) -> list[Encoded | RowError]:
-        prepared = [self._prepare(s) for s in samples]
-        good = [p for p in prepared if not isinstance(p, RowError)]
-        encoded = iter(self.encode_prepared(good) if good else [])
-        return [p if isinstance(p, RowError) else next(encoded) for p in prepared]
+        return in_order([self._prepare(s) for s in samples], self.encode_prepared)
 
     def _prepare(self, sample: Sample):
         try:
@@ -173,6 +201,48 @@ class ProcessRewardModel(RewardModel):
     def encode_prepared(self, prepared: list) -> list[Encoded]:
         """Token ids and one read position per step, for a whole window (one tokenizer call)."""
         raise NotImplementedError
+
+    # --- conversations a caller already rendered as text (serve: /get_reward, /pooling input) ---
+
+    def encode_rendered(self, texts: list[str]) -> list[Encoded | RowError]:
+        """Text the family's own format rendered, its step markers in it, is read where encode()
+        reads the same question and steps (read_rendered: the family's rule)."""
+        return in_order([self._read(text) for text in texts], self.encode_read)
+
+    def _read(self, text: str):
+        try:
+            return self.read_rendered(text)
+        except RowError as problem:
+            return problem
+
+    def read_rendered(self, text: str):
+        """What encode_read needs of one rendered text; RowError when it is not in the family's format."""
+        raise RowError(records.INVALID_ROW, f"{self.name} models do not read a rendered text; send the question "
+                                            "and its steps (prompt + steps, or messages)")
+
+    def encode_read(self, read: list) -> list[Encoded]:
+        """Token ids and read positions of texts read_rendered accepted, for a whole window."""
+        raise NotImplementedError
+
+    def tagged_text(self, text: str, reply_start: int = 0) -> int:
+        """The number of steps of a rendered text in a tag family's format: one per tag, every tag
+        inside the reply (at or after reply_start), and nothing but special tokens and whitespace
+        after the last one (a final step without its tag would go unscored)."""
+        tags = [m.start() for m in self.tag_pattern().finditer(text)]
+        if not tags:
+            raise RowError(records.INVALID_ROW, f"no step tag {self.tag!r} in the text: {self.name} reads rendered "
+                                                f"text in its card's format, {self.rendered_format}")
+        if tags[0] < reply_start:
+            raise RowError(records.INVALID_ROW, f"a step tag {self.tag!r} stands before the assistant reply: the "
+                                                "card's tags end the reply's steps; remove it from the question")
+        if without_specials(self.tokenizer, text[tags[-1] + len(self.tag):]).strip():
+            raise RowError(records.INVALID_ROW, f"text after the last step tag {self.tag!r} would not be scored: "
+                                                f"end every step with the tag ({self.rendered_format})")
+        return len(tags)
+
+    @cached_property
+    def reply_opener(self) -> str:
+        return chat.reply_opener(self.tokenizer)
 
     def step_scores(self, hidden):
         """(positions, H) hidden states -> (positions,) step scores in [0, 1]."""

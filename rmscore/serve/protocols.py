@@ -51,9 +51,10 @@ def _strip(text: str, markers: list[str], leading: bool = False) -> str:
 
 def reward_response(results: list[dict], unscored: float | None) -> dict:
     """OpenRLHF reads `scores` (else `rewards`), `rewards` and `extra_logs`, aligned with `query`.
-    A row that cannot be scored gets `unscored` (null unless --unscored-reward) and its status."""
+    A row that cannot be scored gets `unscored` (null unless --unscored-reward), its status and why."""
     rewards = [r["score"] if r["score"] is not None else unscored for r in results]
-    return {"rewards": rewards, "scores": rewards, "extra_logs": {}, "status": [r["status"] for r in results]}
+    return {"rewards": rewards, "scores": rewards, "extra_logs": {}, "status": [r["status"] for r in results],
+            "status_detail": [r["status_detail"] for r in results]}
 
 
 def require_scored(results: list[dict]) -> None:
