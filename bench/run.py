@@ -31,12 +31,13 @@ from workload import PRESETS, model_flops  # noqa: E402
 SPEC_PEAK = 989e12  # H100 SXM / H200 dense bf16
 
 
-def run_child(preset: str, scorer: str, out_dir: Path, repeat: int) -> dict:
+def run_child(preset: str, scorer: str, out_dir: Path, repeat: int, budget: int | None = None) -> dict:
     out = out_dir / f"{preset}-{scorer}.json"
     env = {**os.environ, "PYTHONPATH": f"{HERE.parent}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"}
+    extra = ["--budget", str(budget)] if budget else []
     subprocess.run([sys.executable, str(HERE / "scorers.py"), "--preset", preset, "--scorer", scorer,
-                    "--out", str(out), "--repeat", str(repeat)], check=True, env=env)
+                    "--out", str(out), "--repeat", str(repeat), *extra], check=True, env=env)
     return json.loads(out.read_text())
 
 

@@ -16,6 +16,7 @@ import torch
 from rmscore import records
 from rmscore.errors import InputError, RowError
 from rmscore.forward import Runners
+from rmscore.forward.outputs import WindowOutputs
 from rmscore.pipeline import prefetch
 from rmscore.records import Encoded, Sample
 
@@ -107,41 +108,47 @@ class Scorer:
         results: list = [None] * len(encs)
         runner = self.runners.choose(encs) if encs else None
         batches = runner.plan(encs, self.budget, self.batch_cfg.max_batch_size) if encs else []
-        collated = prefetch(((b, runner.collate([encs[i] for i in b])) for b in batches), depth=2)
+        collated = prefetch(((b, runner.collate([encs[i] for i in b], self.budget)) for b in batches), depth=2)
+        kept = WindowOutputs(self.model)  # head outputs stay on the device until the window ends
         for indices, inputs in collated:
             self.check_stop()
-            for i, result in zip(indices, self._forward(runner, [encs[i] for i in indices], inputs)):
+            for i, result in zip(indices, self._forward(runner, [encs[i] for i in indices], inputs, kept)):
                 results[i] = result
+        outputs = kept.rows()  # the window's one copy to the host
         for (sample, enc), u in zip(prepared.ready, which):
-            out, problem = results[u]
-            done[sample.key] = self._row(sample, enc, out, problem)
+            slot, problem = results[u]
+            done[sample.key] = self._row(sample, enc, {} if slot is None else outputs[slot], problem)
         if runner is not None:
             self.summary.paths[runner.name] += len(prepared.ready)
             # Repeated completions are scored once; they still count as tokens the user scored.
             self.summary.tokens += sum(len(enc) for _, enc in prepared.ready) - sum(len(e) for e in encs)
         return [done[s.key] for s in prepared.samples]  # input order, whatever the batch order
 
-    def _forward(self, runner, batch: list[Encoded], inputs: dict | None) -> list[tuple[dict, RowError | None]]:
+    def _forward(self, runner, batch: list[Encoded], inputs: dict | None,
+                 kept: WindowOutputs) -> list[tuple[int | None, RowError | None]]:
+        """Each row's slot in kept.rows(), or its problem."""
         cost = runner.cost(batch)
         try:
-            outputs = runner.score(batch, inputs)
+            outputs = runner.outputs(batch, inputs, self.budget)
         except torch.cuda.OutOfMemoryError:
-            return self._back_off(runner, batch, cost.padded)
+            return self._back_off(runner, batch, cost.padded, kept)
         self.summary.count_batch(cost)
-        return [(out, None) for out in outputs]
+        first = kept.add(batch, outputs)
+        return [(first + k, None) for k in range(len(batch))]
 
-    def _back_off(self, runner, batch: list[Encoded], padded: int) -> list[tuple[dict, RowError | None]]:
+    def _back_off(self, runner, batch: list[Encoded], padded: int,
+                  kept: WindowOutputs) -> list[tuple[int | None, RowError | None]]:
         """Halve the budget for the rest of the run and score the batch again in two halves.
         Every row is still scored exactly once; a row that fails alone gets a status."""
         if self.model.device.type == "cuda":
             torch.cuda.empty_cache()
         self.summary.oom_retries += 1
-        self.budget = max(1, min(self.budget, padded // 2))
+        self.budget = max(1, min(self.budget, padded) // 2)
         if len(batch) == 1:
             problem = RowError(records.OUT_OF_MEMORY, f"out of device memory even alone ({len(batch[0])} tokens)")
-            return [({}, problem)]
+            return [(None, problem)]
         half = len(batch) // 2
-        return self._forward(runner, batch[:half], None) + self._forward(runner, batch[half:], None)
+        return self._forward(runner, batch[:half], None, kept) + self._forward(runner, batch[half:], None, kept)
 
     def _encode(self, samples: list[Sample]) -> list[Encoded | RowError]:
         out: list = [None if s.error is None else RowError(records.INVALID_ROW, s.error) for s in samples]
