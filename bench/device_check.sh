@@ -6,10 +6,11 @@
 #
 # Steps (each under its own time limit, so the whole run ends in time even if one hangs):
 #   env        versions, device, memory, clocks (bench/device_tools.py env)
-#   pytest     the suite's GPU tests: pytest -m gpu (no host sync per batch, real out-of-memory, ...)
+#   pytest     the suite's GPU tests: pytest -m gpu (no host sync per batch, real out-of-memory,
+#              pinned inputs, CUDA budget, --device-map, flex attention compiled for the GPU)
 #   doctor-1b  rmscore doctor on random Llama-3.2-1B-sized weights in bf16: every forward path
-#   doctor-8b  the same at Llama-3-8B size
 #   bench      bench/run.py --preset gpu-8b: baselines and rmscore's paths, tokens/s and MFU
+#   doctor-8b  rmscore doctor at Llama-3-8B size
 #   serve      bench/serve.py's GPU preset, when bench/serve.py exists
 # Writes $OUT/device-check.md and .json (status, seconds and log tail of every step) and each
 # step's full log under $OUT/logs. Exit status: the number of steps that failed.
@@ -28,11 +29,11 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" TOKENIZERS_PARALLELISM=false
 START=$(date +%s)
 
 if [ "$DRY" = 1 ]; then
-  DEVICE=cpu DTYPE=float32 SIZES="tiny" PRESET=tiny BENCH_EXTRA="--scorers per-example,rmscore-auto"
-  SERVE_PRESET=cpu
+  DEVICE=cpu DTYPE=float32 SMALL=tiny LARGE="" PRESET=tiny BENCH_EXTRA="--scorers per-example,rmscore-auto"
+  SERVE_ARGS="--help"  # a CPU serve benchmark would take minutes: check it starts, no more
 else
-  DEVICE=cuda DTYPE=bfloat16 SIZES="1b 8b" PRESET=gpu-8b BENCH_EXTRA=""
-  SERVE_PRESET=gpu
+  DEVICE=cuda DTYPE=bfloat16 SMALL=1b LARGE=8b PRESET=gpu-8b BENCH_EXTRA=""
+  SERVE_ARGS="--preset gpu --out $OUT/serve"
 fi
 
 # step NAME SECONDS COMMAND...: run COMMAND under min(SECONDS, time left), log it, record the outcome.
@@ -56,19 +57,24 @@ step() {
   printf '%s\t%s\t%s\t%s\n' "$name" "$status" $(($(date +%s) - t0)) "$*" >> "$OUT/steps.tsv"
 }
 
-step env 60 "$PY" bench/device_tools.py env --out "$OUT/env.json"
-step pytest 120 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests
-for size in $SIZES; do
-  step "checkpoint-$size" 120 "$PY" bench/device_tools.py checkpoint --size "$size" --out "$WORK/llama-$size" \
+doctor() {  # doctor SIZE: random weights of that size saved like a checkpoint, then rmscore doctor on them
+  step "checkpoint-$1" "$2" "$PY" bench/device_tools.py checkpoint --size "$1" --out "$WORK/llama-$1" \
     --device "$DEVICE" --dtype "$DTYPE"
-  step "doctor-$size" 150 "$PY" -m rmscore doctor -m "$WORK/llama-$size" --model-type seq-cls --dtype "$DTYPE" \
+  step "doctor-$1" "$3" "$PY" -m rmscore doctor -m "$WORK/llama-$1" --model-type seq-cls --dtype "$DTYPE" \
     --device "$DEVICE"
-  rm -rf "$WORK/llama-$size"
-done
+  rm -rf "$WORK/llama-$1"
+}
+
+# Most telling first: a step the window has no time left for is reported as skipped.
+step env 30 "$PY" bench/device_tools.py env --out "$OUT/env.json"
+step pytest 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests
+doctor "$SMALL" 45 60
 # shellcheck disable=SC2086  # BENCH_EXTRA is a list of arguments
-step bench 300 "$PY" bench/run.py --preset "$PRESET" --out "$OUT/bench" $BENCH_EXTRA
+step bench 240 "$PY" bench/run.py --preset "$PRESET" --out "$OUT/bench" $BENCH_EXTRA
+[ -n "$LARGE" ] && doctor "$LARGE" 90 90
 if [ -f bench/serve.py ]; then
-  step serve 150 "$PY" bench/serve.py --preset "$SERVE_PRESET" --out "$OUT/serve"
+  # shellcheck disable=SC2086  # SERVE_ARGS is a list of arguments
+  step serve 150 "$PY" bench/serve.py $SERVE_ARGS
 else
   printf 'serve\tskipped\t0\tbench/serve.py not in this checkout\n' >> "$OUT/steps.tsv"
 fi

@@ -3,6 +3,7 @@
     python bench/run.py --preset cpu              # 2 CPU cores, about 2-3 minutes
     python bench/run.py --preset gpu-8b --out $OUT  # Llama-3-8B-sized random weights, bf16, one GPU
     python bench/run.py --preset gpu-1b
+    python bench/run.py --preset cpu-long --scorers rmscore-padded,rmscore-prompt-reuse --budgets 512,1024,2048
 
 Prints a markdown table and writes bench-<preset>.json (and .md) to --out. Columns: useful tokens/s
 (tokens of the scored rows per second: what a user feels), rows/s, padding efficiency (tokens
@@ -32,7 +33,7 @@ SPEC_PEAK = 989e12  # H100 SXM / H200 dense bf16
 
 
 def run_child(preset: str, scorer: str, out_dir: Path, repeat: int, budget: int | None = None) -> dict:
-    out = out_dir / f"{preset}-{scorer}.json"
+    out = out_dir / f"{preset}-{scorer}{f'-{budget}' if budget else ''}.json"
     env = {**os.environ, "PYTHONPATH": f"{HERE.parent}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"}
     extra = ["--budget", str(budget)] if budget else []
@@ -60,13 +61,14 @@ def summarise(preset, results: dict[str, dict], peak: float | None) -> list[dict
     from transformers import LlamaConfig
 
     config = LlamaConfig(**{"vocab_size": 8005, **preset.arch})
-    reference = results["per-example"]["scores"]
+    reference = next(iter(results.values()))["scores"]  # per-example when it ran: it runs first
     rows = []
     for name, r in results.items():
         useful = sum(r["lengths"])
         flops = sum(model_flops(config, n) for n in r["lengths"])
         row = {
             "scorer": name,
+            "budget": r.get("budget") or "-",  # rmscore's tokens per batch (its default unless --budgets)
             "seconds": round(r["seconds"], 2),
             **({"spread_s": round(r["spread"], 2)} if r["repeat"] > 1 else {}),
             "cpu_s": round(r["cpu_seconds"], 2),
@@ -98,14 +100,19 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE / "out"))
     parser.add_argument("--scorers", default=",".join(SCORERS))
     parser.add_argument("--repeat", type=int, default=1, help="timed runs per scorer; the median is reported")
+    parser.add_argument("--budgets", default="", help="run the rmscore scorers at each of these tokens per batch "
+                        "(e.g. 512,1024,2048); default: the preset's budget, or rmscore's own default")
     args = parser.parse_args()
     preset, out_dir = PRESETS[args.preset], Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     results = {}
+    budgets = [int(b) for b in args.budgets.split(",") if b]
     for name in args.scorers.split(","):
-        print(f"[bench] {args.preset}: {name} ...", file=sys.stderr, flush=True)
-        results[name] = run_child(args.preset, name, out_dir, args.repeat)
+        for budget in (budgets if name.startswith("rmscore") and budgets else [None]):
+            label = f"{name}@{budget}" if budget else name
+            print(f"[bench] {args.preset}: {label} ...", file=sys.stderr, flush=True)
+            results[label] = run_child(args.preset, name, out_dir, args.repeat, budget)
     peak = gemm_peak() if preset.device == "cuda" else None
     rows = summarise(preset, results, peak)
     device = platform.processor() or platform.machine()
@@ -113,8 +120,8 @@ def main() -> None:
         import torch
 
         device = torch.cuda.get_device_name()
-    header = (f"preset {args.preset}, {len(results['per-example']['lengths'])} rows, "
-              f"{sum(results['per-example']['lengths']):,} tokens, device {device}"
+    first = next(iter(results.values()))
+    header = (f"preset {args.preset}, {len(first['lengths'])} rows, {sum(first['lengths']):,} tokens, device {device}"
               + (f", measured bf16 GEMM peak {peak / 1e12:.0f} TFLOP/s" if peak else ", 1 torch thread per process")
               + (f", median of {args.repeat} runs" if args.repeat > 1 else "")
               + f", {time.strftime('%Y-%m-%d')}, total {time.perf_counter() - start:.0f} s")

@@ -86,14 +86,14 @@ def rmscore_scorer(path: str):
             model.set_attn_implementation("flex_attention")
         adapter = SeqClsModel.from_parts(ModelConfig("bench"), model, tokenizer, {}, model.device)
         summary = RunSummary("bench")
-        budget = preset.budget or default_token_budget(adapter, 1 << 20)
+        budget = preset.budget or default_token_budget(adapter, preset.arch.get("max_position_embeddings", 8192))
         scorer = Scorer(adapter, Runners(adapter, path), 1 << 20, BatchConfig(max_tokens_per_batch=budget), summary)
         samples = (Sample(i, 0, r["prompt_id"], [{"role": "user", "content": r["prompt"]}], True, r["completion"])
                    for i, r in enumerate(rows))
         scores = []
         for prepared in prefetch(map(scorer.prepare, chunked(samples, 8192)), depth=1):
             scores += [out["score"] for out in scorer.run(prepared)]
-        return scores, summary.padded_tokens, summary.computed_tokens
+        return scores, summary.padded_tokens, summary.computed_tokens, budget
 
     return run
 
@@ -138,6 +138,7 @@ def main() -> None:
     lengths = [len(tokenizer.apply_chat_template(conversation(r), tokenize=True, return_dict=False)) for r in rows]
     scores, padded = result[0], result[1] or sum(lengths)
     computed = result[2] if len(result) > 2 else sum(lengths)
+    budget = result[3] if len(result) > 3 else None
     if preset.device == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**30
     else:
@@ -145,7 +146,7 @@ def main() -> None:
     Path(args.out).write_text(json.dumps({
         "scorer": args.scorer, "seconds": seconds, "cpu_seconds": cpu_seconds, "spread": spread,
         "repeat": args.repeat, "scores": scores, "lengths": lengths,
-        "padded_tokens": padded, "computed_tokens": computed, "peak_gib": peak,
+        "padded_tokens": padded, "computed_tokens": computed, "peak_gib": peak, "budget": budget,
     }))
 
 

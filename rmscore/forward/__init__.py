@@ -54,15 +54,18 @@ def reuse_saving(encs: list[Encoded]) -> float:
 def default_token_budget(model, max_length: int) -> int:
     """Padded tokens per forward when the user gives none.
 
-    CPU: a few hundred tokens keep activations in cache. GPU: fill what is
-    free after the weights, at the bytes one token needs mid-forward (residual, normed and attention
-    activations 2*d, MLP gate/up/act 3*I, x1.5 for allocator slack) plus the keys and values a
-    reused prompt holds. Capped at 64k tokens: GEMMs are long saturated by then, and the OOM
-    back-off catches what this estimate misses.
+    CPU: 512 (measured, bench/RESULTS.md). One thread runs a GEMM as fast at a few hundred rows as
+    at thousands, so a bigger budget buys nothing; it only batches rows of unequal length together
+    (padding, and on prompt reuse padded prompt keys every query attends over). That holds on long
+    rows too: a row longer than the budget runs alone, without padding, and prompt reuse still
+    shares its prompt (the budget sizes the forwards inside a stage, not the stage). 512 was the
+    fastest of 512-4096 for padded and prompt reuse on the short-row and the long-row presets.
+    GPU: fill what is free after the weights, at the bytes one token needs mid-forward (residual,
+    normed and attention activations 2*d, MLP gate/up/act 3*I, x1.5 for allocator slack) plus the
+    keys and values a reused prompt holds. Capped at 64k tokens: GEMMs are long saturated by then,
+    and the OOM back-off catches what this estimate misses.
     """
     if model.device.type != "cuda":
-        # Measured (bench/RESULTS.md): on CPU batching buys no GEMM efficiency, and the dense
-        # prompt-reuse mask is quadratic in the row; 512 was the fastest of 256-1024 for both paths.
         return 512
     config = model.backbone.config
     hidden = getattr(config, "hidden_size", 4096)
