@@ -201,3 +201,24 @@ def test_prompt_reuse_scores_process_reward_model_steps(tmp_path, write_jsonl):
     for r in out:
         expected = reference(rows[r["input_index"]]["prompt"], rows[r["input_index"]]["steps"])
         assert max(abs(a - b) for a, b in zip(r["step_scores"], expected, strict=True)) < TOL
+
+
+def test_heads_leave_outputs_on_the_device(tiny_models, tmp_path):
+    """Every head returns tensors (no .tolist() per batch: on a GPU that waits for the device);
+    the window copies them to the host once. A head that still returns dicts keeps working."""
+    from rmscore.forward.outputs import WindowOutputs
+    from tiny_orm import save_armorm
+    from tiny_prm import save_qwen_prm
+
+    prompt = [{"role": "user", "content": "What is 2 + 3?"}]
+    for model_dir in (tiny_models["llama-3labels"], save_armorm(tmp_path / "a"), save_qwen_prm(tmp_path / "q")):
+        model, _ = load_model(ModelConfig(str(model_dir)))
+        batch = model.encode([Sample(0, j, "p", prompt, True, c, steps=["2 + 3 = 5.", "So 5."])
+                              for j, c in enumerate(["5", "It is 5, since 2 + 3 = 5."])])
+        runner = Runners(model, "padded").padded
+        outputs = runner.outputs(batch)
+        assert outputs and all(isinstance(v, torch.Tensor) for v in outputs.values()), model_dir.name
+        kept = WindowOutputs(model)
+        assert kept.add(batch, outputs) == 0 and kept.add(batch, runner.score(batch)) == 2
+        rows = kept.rows()
+        assert rows[:2] == rows[2:] == runner.score(batch)  # device copy and direct dicts agree
