@@ -1,14 +1,18 @@
-"""One benchmark run: the same workload through six scorers, one table.
+"""One benchmark run: the same workload through every scorer, one table.
 
-    python bench/run.py --preset cpu              # 2 CPU cores, about 2-3 minutes
-    python bench/run.py --preset gpu-8b --out $OUT  # Llama-3-8B-sized random weights, bf16, one GPU
+    python bench/run.py --preset cpu-long --repeat 3   # issue 12's long-tailed CPU workload, ~15 min
+    python bench/run.py --preset cpu                   # short rows, 2 CPU cores, about 3 minutes
+    python bench/run.py --preset gpu-8b --out $OUT     # Llama-3-8B-sized random weights, bf16, one GPU
     python bench/run.py --preset gpu-1b
+    python bench/run.py --preset cpu-long --scorers rmscore-padded,rmscore-prompt-reuse --budgets 512,1024,2048
 
-Prints a markdown table and writes bench-<preset>.json (and .md) to --out. Columns: useful tokens/s
-(tokens of the scored rows per second: what a user feels), rows/s, padding efficiency (tokens
-computed without padding / tokens computed with it), peak memory, the largest score difference
-from the per-example scorer, and on GPU the model FLOP utilisation against the measured bf16 GEMM
-peak and the 989 TFLOP/s spec. Each scorer runs in its own process (one torch thread on CPU).
+Prints a markdown table and writes bench-<preset>.json (and .md) to --out. Columns: rmscore's
+tokens per batch, useful tokens/s (tokens of the scored rows per second: what a user feels),
+rows/s, padding efficiency (tokens computed without padding / tokens computed with it), peak
+memory, the largest score difference from the per-example scorer, and on GPU the model FLOP
+utilisation against the measured bf16 GEMM peak and the 989 TFLOP/s spec. Each scorer runs in its
+own process (one torch thread on CPU); --repeat N runs N rounds over all scorers and reports each
+one's median round.
 """
 
 from __future__ import annotations
@@ -31,13 +35,22 @@ from workload import PRESETS, model_flops  # noqa: E402
 SPEC_PEAK = 989e12  # H100 SXM / H200 dense bf16
 
 
-def run_child(preset: str, scorer: str, out_dir: Path, repeat: int) -> dict:
-    out = out_dir / f"{preset}-{scorer}.json"
+def run_child(preset: str, scorer: str, out_dir: Path, repeat: int, budget: int | None = None) -> dict:
+    out = out_dir / f"{preset}-{scorer}{f'-{budget}' if budget else ''}.json"
     env = {**os.environ, "PYTHONPATH": f"{HERE.parent}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"}
+    extra = ["--budget", str(budget)] if budget else []
     subprocess.run([sys.executable, str(HERE / "scorers.py"), "--preset", preset, "--scorer", scorer,
-                    "--out", str(out), "--repeat", str(repeat)], check=True, env=env)
+                    "--out", str(out), "--repeat", str(repeat), *extra], check=True, env=env)
     return json.loads(out.read_text())
+
+
+def median_run(runs: list[dict]) -> dict:
+    """One scorer's rounds as one result: the median round's figures, and the spread of wall time."""
+    ordered = sorted(runs, key=lambda r: r["seconds"])
+    median = dict(ordered[len(ordered) // 2])
+    median.update(repeat=len(runs), spread=ordered[-1]["seconds"] - ordered[0]["seconds"])
+    return median
 
 
 def gemm_peak() -> float:
@@ -59,13 +72,14 @@ def summarise(preset, results: dict[str, dict], peak: float | None) -> list[dict
     from transformers import LlamaConfig
 
     config = LlamaConfig(**{"vocab_size": 8005, **preset.arch})
-    reference = results["per-example"]["scores"]
+    reference = next(iter(results.values()))["scores"]  # per-example when it ran: it runs first
     rows = []
     for name, r in results.items():
         useful = sum(r["lengths"])
         flops = sum(model_flops(config, n) for n in r["lengths"])
         row = {
             "scorer": name,
+            "budget": r.get("budget") or "-",  # rmscore's tokens per batch (its default unless --budgets)
             "seconds": round(r["seconds"], 2),
             **({"spread_s": round(r["spread"], 2)} if r["repeat"] > 1 else {}),
             "cpu_s": round(r["cpu_seconds"], 2),
@@ -96,15 +110,24 @@ def main() -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--out", default=str(HERE / "out"))
     parser.add_argument("--scorers", default=",".join(SCORERS))
-    parser.add_argument("--repeat", type=int, default=1, help="timed runs per scorer; the median is reported")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds over all scorers; each scorer's median is reported")
+    parser.add_argument("--budgets", default="", help="run the rmscore scorers at each of these tokens per batch "
+                        "(e.g. 512,1024,2048); default: the preset's budget, or rmscore's own default")
     args = parser.parse_args()
     preset, out_dir = PRESETS[args.preset], Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    results = {}
-    for name in args.scorers.split(","):
-        print(f"[bench] {args.preset}: {name} ...", file=sys.stderr, flush=True)
-        results[name] = run_child(args.preset, name, out_dir, args.repeat)
+    budgets = [int(b) for b in args.budgets.split(",") if b]
+    runs: dict[str, list[dict]] = {}
+    # Rounds: every scorer once per round, so a burst of load on a shared machine hits all of
+    # them alike instead of one scorer's every repeat.
+    for round_ in range(args.repeat):
+        for name in args.scorers.split(","):
+            for budget in (budgets if name.startswith("rmscore") and budgets else [None]):
+                label = f"{name}@{budget}" if budget else name
+                print(f"[bench] {args.preset} round {round_ + 1}/{args.repeat}: {label} ...", file=sys.stderr, flush=True)
+                runs.setdefault(label, []).append(run_child(args.preset, name, out_dir, 1, budget))
+    results = {label: median_run(r) for label, r in runs.items()}
     peak = gemm_peak() if preset.device == "cuda" else None
     rows = summarise(preset, results, peak)
     device = platform.processor() or platform.machine()
@@ -112,10 +135,10 @@ def main() -> None:
         import torch
 
         device = torch.cuda.get_device_name()
-    header = (f"preset {args.preset}, {len(results['per-example']['lengths'])} rows, "
-              f"{sum(results['per-example']['lengths']):,} tokens, device {device}"
+    first = next(iter(results.values()))
+    header = (f"preset {args.preset}, {len(first['lengths'])} rows, {sum(first['lengths']):,} tokens, device {device}"
               + (f", measured bf16 GEMM peak {peak / 1e12:.0f} TFLOP/s" if peak else ", 1 torch thread per process")
-              + (f", median of {args.repeat} runs" if args.repeat > 1 else "")
+              + (f", median of {args.repeat} rounds" if args.repeat > 1 else "")
               + f", {time.strftime('%Y-%m-%d')}, total {time.perf_counter() - start:.0f} s")
     table = markdown(rows)
     print(header + "\n\n" + table)

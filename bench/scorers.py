@@ -4,6 +4,7 @@
   fixed-16      16 rows per batch in input order, padded to the longest (OpenRLHF, RewardBench)
   pipeline      transformers pipeline("text-classification", batch_size=16)
   rmscore-padded / rmscore-packed / rmscore-prompt-reuse: rmscore's own loop, one path forced each
+  rmscore-auto  rmscore's own loop as a user runs it: --forward auto, default budget and backend
 
 Run as a child process by run.py (one scorer per process, so peak memory is the scorer's own).
 """
@@ -24,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from workload import PRESETS, build_model, build_tokenizer, corpus_words, make_rows  # noqa: E402
 
-SCORERS = ("per-example", "fixed-16", "pipeline", "rmscore-padded", "rmscore-packed", "rmscore-prompt-reuse")
+SCORERS = ("per-example", "fixed-16", "pipeline", "rmscore-padded", "rmscore-packed", "rmscore-prompt-reuse",
+           "rmscore-auto")
 
 
 def conversation(row: dict) -> list[dict]:
@@ -71,33 +73,33 @@ def rmscore_scorer(path: str):
     def run(model, tokenizer, rows, preset):
         from rmscore.batching import chunked
         from rmscore.config import BatchConfig, ModelConfig
-        from rmscore.forward import Runners
+        from rmscore.forward import Runners, default_token_budget
         from rmscore.models.seq_cls import SeqClsModel
         from rmscore.pipeline import prefetch
         from rmscore.records import Sample
         from rmscore.scorer import Scorer
         from rmscore.scoring import RunSummary
 
-        if model.device.type == "cuda" and path != "padded":
-            # On a GPU, packed rows and prompt masks are cheap only with block-sparse attention
-            # (flex); sdpa would compute the full T x T of each packed row.
+        if model.device.type == "cuda" and path == "packed":
+            # On a GPU, packed rows are cheap only with block-sparse attention (flex); sdpa would
+            # compute the full T x T of each packed row. Every other path runs on the default sdpa.
             model.set_attn_implementation("flex_attention")
         adapter = SeqClsModel.from_parts(ModelConfig("bench"), model, tokenizer, {}, model.device)
         summary = RunSummary("bench")
-        scorer = Scorer(adapter, Runners(adapter, path), 1 << 20, BatchConfig(max_tokens_per_batch=preset.budget),
-                        summary)
+        budget = preset.budget or default_token_budget(adapter, preset.arch.get("max_position_embeddings", 8192))
+        scorer = Scorer(adapter, Runners(adapter, path), 1 << 20, BatchConfig(max_tokens_per_batch=budget), summary)
         samples = (Sample(i, 0, r["prompt_id"], [{"role": "user", "content": r["prompt"]}], True, r["completion"])
                    for i, r in enumerate(rows))
         scores = []
         for prepared in prefetch(map(scorer.prepare, chunked(samples, 8192)), depth=1):
             scores += [out["score"] for out in scorer.run(prepared)]
-        return scores, summary.padded_tokens, summary.computed_tokens
+        return scores, summary.padded_tokens, summary.computed_tokens, budget
 
     return run
 
 
 FUNCTIONS = {"per-example": per_example, "fixed-16": fixed_batches, "pipeline": pipeline_scorer,
-             **{f"rmscore-{p}": rmscore_scorer(p) for p in ("padded", "packed", "prompt-reuse")}}
+             **{f"rmscore-{p}": rmscore_scorer(p) for p in ("padded", "packed", "prompt-reuse", "auto")}}
 
 
 def main() -> None:
@@ -106,8 +108,11 @@ def main() -> None:
     parser.add_argument("--scorer", required=True, choices=SCORERS)
     parser.add_argument("--out", required=True)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--budget", type=int, default=None, help="rmscore tokens per batch instead of the preset's")
     args = parser.parse_args()
     preset = PRESETS[args.preset]
+    if args.budget:
+        preset.budget = args.budget
     if preset.device == "cpu":
         torch.set_num_threads(1)  # a shared machine: one thread per process, as the figures state
     words = corpus_words()
@@ -133,6 +138,7 @@ def main() -> None:
     lengths = [len(tokenizer.apply_chat_template(conversation(r), tokenize=True, return_dict=False)) for r in rows]
     scores, padded = result[0], result[1] or sum(lengths)
     computed = result[2] if len(result) > 2 else sum(lengths)
+    budget = result[3] if len(result) > 3 else None
     if preset.device == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**30
     else:
@@ -140,7 +146,7 @@ def main() -> None:
     Path(args.out).write_text(json.dumps({
         "scorer": args.scorer, "seconds": seconds, "cpu_seconds": cpu_seconds, "spread": spread,
         "repeat": args.repeat, "scores": scores, "lengths": lengths,
-        "padded_tokens": padded, "computed_tokens": computed, "peak_gib": peak,
+        "padded_tokens": padded, "computed_tokens": computed, "peak_gib": peak, "budget": budget,
     }))
 
 

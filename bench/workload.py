@@ -1,9 +1,14 @@
 """The benchmark's workload, model and tokenizer: deterministic, offline, the same in every process.
 
-K prompts x N completions with long-tailed (lognormal) token lengths, as in performance.md §(b):
-prompt median ~250 and completion median ~700 tokens, totals clipped to [200, 4000] on GPU, all
-divided by 8 on CPU. Text is real English words (HH-RLHF vocabulary) so tokenization costs what
-it costs on real data. Weights are random: throughput does not depend on them.
+K prompts x N completions with long-tailed (lognormal) token lengths. Two profiles:
+  chat       performance.md §(b): prompt median ~250 and completion median ~700 tokens, totals
+             clipped to [200, 4000] on GPU, all divided by 8 on CPU (presets cpu, gpu-1b, gpu-8b);
+  long-tail  issue 12's CPU workload (preset cpu-long): prompt median ~190 tokens (~150 words),
+             completion median ~280 tokens, each clipped to [16, 1280] tokens (~1,000 words);
+             64 prompts x 5 completions come to ~190k tokens, a third of them shared prompt tokens,
+             and most rows are longer than a 512-token budget.
+Text is real English words (HH-RLHF vocabulary) so tokenization costs what it costs on real data.
+Weights are random: throughput does not depend on them.
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ LLAMA_1B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, 
                 tie_word_embeddings=True)
 CPU_SMALL = dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=4, num_attention_heads=8,
                  num_key_value_heads=2, max_position_embeddings=2048)
+CPU_TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                max_position_embeddings=2048)
+CPU_LONG = dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=4096)
 
 
 @dataclass
@@ -39,13 +48,17 @@ class Preset:
     scale: float = 1.0  # divides the token lengths (CPU runs shorter sequences)
     device: str = "cpu"
     dtype: str = "float32"
-    budget: int = 4096  # rmscore's --max-tokens-per-batch
+    budget: int | None = 4096  # rmscore's --max-tokens-per-batch (None: its default)
     fixed_batch: int = 16  # the baselines' rows per batch
     skip: list[str] = field(default_factory=list)
+    profile: str = "chat"  # length distribution: chat or long-tail (see the module docstring)
 
 
 PRESETS = {
+    "tiny": Preset("tiny", CPU_TINY, [(3, 4), (1, 8)], scale=16.0, budget=512),  # tests, device_check --dry-run
     "cpu": Preset("cpu", CPU_SMALL, [(16, 4), (4, 16)], scale=8.0, budget=512),
+    # budget None: rmscore's own default for the device (what a user gets without the flag)
+    "cpu-long": Preset("cpu-long", CPU_LONG, [(64, 5)], budget=None, profile="long-tail"),
     "gpu-1b": Preset("gpu-1b", LLAMA_1B, [(64, 4), (16, 16)], device="cuda", dtype="bfloat16", budget=65536),
     "gpu-8b": Preset("gpu-8b", LLAMA_8B, [(32, 4), (8, 16)], device="cuda", dtype="bfloat16", budget=65536),
 }
@@ -88,6 +101,18 @@ def lengths(rng: random.Random, scale: float) -> tuple[int, int]:
             return max(int(prompt / scale), 4), max(int(completion / scale), 2)
 
 
+def long_tail_lengths(rng: random.Random) -> tuple[int, int]:
+    """Issue 12's mix: lognormal prompt (median 190 tokens) and completion (median 280), each
+    clipped to [16, 1280] tokens."""
+    prompt = min(max(int(rng.lognormvariate(5.25, 0.6)), 16), 1280)  # e^5.25 ~ 190
+    completion = min(max(int(rng.lognormvariate(5.63, 0.75)), 16), 1280)  # e^5.63 ~ 280
+    return prompt, completion
+
+
+def draw_lengths(rng: random.Random, preset: "Preset") -> tuple[int, int]:
+    return long_tail_lengths(rng) if preset.profile == "long-tail" else lengths(rng, preset.scale)
+
+
 def text_of(rng: random.Random, words: list[str], tokenizer, target: int) -> str:
     """Real words until the text is `target` tokens long (within a token or two)."""
     start = rng.randrange(len(words) - 4 * target - 1)
@@ -102,10 +127,10 @@ def make_rows(preset: Preset, tokenizer, words: list[str], seed: int = 0) -> lis
     rows = []
     for k_prompts, n in preset.workloads:
         for k in range(k_prompts):
-            prompt_target, _ = lengths(rng, preset.scale)
+            prompt_target, _ = draw_lengths(rng, preset)
             prompt = text_of(rng, words, tokenizer, prompt_target)
             for _ in range(n):
-                completion = text_of(rng, words, tokenizer, lengths(rng, preset.scale)[1])
+                completion = text_of(rng, words, tokenizer, draw_lengths(rng, preset)[1])
                 rows.append({"prompt": prompt, "completion": completion, "prompt_id": f"n{n}-p{k}"})
     return rows
 

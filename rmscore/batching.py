@@ -83,40 +83,6 @@ def plan_packed(lengths: Sequence[int], max_tokens: int, max_rows: int) -> list[
     return batches
 
 
-def plan_units(prefix: Sequence[int], suffixes: Sequence[Sequence[int]], max_tokens: int,
-               max_rows: int) -> list[list[tuple[int, list[int]]]]:
-    """Batches for shared-prompt packed forwards. Group g is one prompt of prefix[g] tokens followed
-    by its completions of suffixes[g] tokens, all laid end to end in one packed row, so a chunk of a
-    group costs prefix + sum(its suffixes) tokens and no padding. A group bigger than the budget is
-    split into chunks, each with its own copy of the prompt; chunks are then packed like rows.
-
-    Returns batches as lists of (group, [row positions within the group]).
-    """
-    chunks = [(g, rows) for g in range(len(prefix)) for rows in _chunk_group(prefix[g], suffixes[g], max_tokens, max_rows)]
-    sizes = [prefix[g] + sum(suffixes[g][i] for i in rows) for g, rows in chunks]
-    counts = [len(rows) for _, rows in chunks]
-    batches = [[chunks[i] for i in batch] for batch in _next_fit(sizes, counts, max_tokens, max_rows)]
-    placed = sorted((g, i) for batch in batches for g, members in batch for i in members)
-    if placed != [(g, i) for g in range(len(prefix)) for i in range(len(suffixes[g]))]:
-        raise AssertionError("grouped batching lost or duplicated rows")
-    return batches
-
-
-def _chunk_group(prefix: int, suffixes: Sequence[int], max_tokens: int, max_rows: int) -> list[list[int]]:
-    chunks: list[list[int]] = []
-    current: list[int] = []
-    total = prefix
-    for i, size in enumerate(suffixes):
-        if current and (total + size > max_tokens or len(current) >= max_rows):
-            chunks.append(current)
-            current, total = [], prefix
-        current.append(i)
-        total += size
-    if current:
-        chunks.append(current)
-    return chunks
-
-
 def _next_fit(sizes: Sequence[int], counts: Sequence[int], max_tokens: int, max_rows: int) -> list[list[int]]:
     """Largest first, next-fit, on summed sizes and summed row counts."""
     order = sorted(range(len(sizes)), key=lambda i: (-sizes[i], i))
@@ -132,4 +98,49 @@ def _next_fit(sizes: Sequence[int], counts: Sequence[int], max_tokens: int, max_
         rows += counts[index]
     if current:
         batches.append(current)
+    return batches
+
+
+def plan_stages(prefix: Sequence[int], stage_tokens: int) -> list[list[int]]:
+    """Groups (a prompt of prefix[g] tokens + its completions) into stages for prompt-cache reuse:
+    a stage's prompts run first and their keys/values are held while its completions run, so a
+    stage holds at most `stage_tokens` prompt tokens (one group at least, whatever its size).
+    Longest prompt first: a stage's prompts pad little against each other, and neither do the
+    prompt keys its completion batches gather."""
+    if stage_tokens <= 0:
+        raise ValueError("stage_tokens must be positive")
+    stages: list[list[int]] = []
+    held = 0
+    for g in sorted(range(len(prefix)), key=lambda g: (-prefix[g], g)):
+        if stages and held + prefix[g] <= stage_tokens:
+            stages[-1].append(g)
+            held += prefix[g]
+        else:
+            stages.append([g])
+            held = prefix[g]
+    return stages
+
+
+def plan_suffixes(prefix: Sequence[int], suffix: Sequence[int], max_tokens: int, max_rows: int) -> list[list[int]]:
+    """Batches of rows that each attend to a cached prompt of prefix[i] tokens and run suffix[i]
+    tokens of their own. Longest suffix first; a batch's cost is rows x (longest prompt + longest
+    suffix): its queries padded to the longest suffix, and the prompt keys it gathers padded to the
+    longest prompt."""
+    if max_tokens <= 0 or max_rows <= 0:
+        raise ValueError("max_tokens and max_rows must be positive")
+    order = sorted(range(len(suffix)), key=lambda i: (-suffix[i], -prefix[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    width = keys = 0
+    for i in order:
+        new_keys = max(keys, prefix[i]) if current else prefix[i]
+        new_width = width if current else max(suffix[i], 1)
+        if current and ((len(current) + 1) * (new_keys + new_width) > max_tokens or len(current) >= max_rows):
+            batches.append(current)
+            current, new_keys, new_width = [], prefix[i], max(suffix[i], 1)
+        current.append(i)
+        keys, width = new_keys, new_width
+    if current:
+        batches.append(current)
+    _check_partition(batches, len(suffix))
     return batches

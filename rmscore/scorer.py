@@ -16,6 +16,7 @@ import torch
 from rmscore import records
 from rmscore.errors import InputError, RowError
 from rmscore.forward import Runners
+from rmscore.forward.outputs import WindowOutputs
 from rmscore.pipeline import prefetch
 from rmscore.records import Encoded, Sample
 
@@ -83,7 +84,9 @@ class Scorer:
         self.check_stop = check_stop  # raises Interrupted between batches once SIGTERM/SIGUSR1 arrived
         # Shrinks for good after an out-of-memory: the rest of the run keeps the smaller budget.
         self.budget = batch_cfg.max_tokens_per_batch
-        self._done: dict | None = None  # rows of the window being scored that are finished, by key
+        # The window being scored: (rows done by key, samples per distinct row, slot or problem per
+        # distinct row scored so far, the head outputs still on the device). A stop saves its rows.
+        self._window: tuple | None = None
 
     def score_window(self, samples: list[Sample]) -> list[dict]:
         return self.run(self.prepare(samples))
@@ -105,52 +108,75 @@ class Scorer:
         return prepared
 
     def run(self, prepared: Prepared) -> list[dict]:
-        done = self._done = {s.key: self._row(s, enc, {}, problem) for s, enc, problem in prepared.problems}
+        done = {s.key: self._row(s, enc, {}, problem) for s, enc, problem in prepared.problems}
         encs, which = unique_rows([enc for _, enc in prepared.ready])
         users: list[list] = [[] for _ in encs]  # the samples each distinct row stands for
         for pair, u in zip(prepared.ready, which):
             users[u].append(pair)
         runner = self.runners.choose(encs) if encs else None
         batches = runner.plan(encs, self.budget, self.batch_cfg.max_batch_size) if encs else []
-        collated = prefetch(((b, runner.collate([encs[i] for i in b])) for b in batches), depth=2)
+        collated = prefetch(((b, runner.collate([encs[i] for i in b], self.budget)) for b in batches), depth=2)
+        kept = WindowOutputs(self.model)  # head outputs stay on the device until the window ends
+        slots: dict[int, tuple[int | None, RowError | None]] = {}  # distinct row -> its slot in kept, or problem
+        self._window = (done, users, slots, kept)
         for indices, inputs in collated:
             self.check_stop()
-            for i, (out, problem) in zip(indices, self._forward(runner, [encs[i] for i in indices], inputs)):
-                for sample, enc in users[i]:
-                    done[sample.key] = self._row(sample, enc, out, problem)
+            for i, result in zip(indices, self._forward(runner, [encs[i] for i in indices], inputs, kept)):
+                slots[i] = result
+        self._fill(*self._window)  # the window's one copy to the host
         if runner is not None:
             self.summary.paths[runner.name] += len(prepared.ready)
             # Repeated completions are scored once; they still count as tokens the user scored.
             self.summary.tokens += sum(len(enc) for _, enc in prepared.ready) - sum(len(e) for e in encs)
-        self._done = None
+        self._window = None
         return [done[s.key] for s in prepared.samples]  # input order, whatever the batch order
+
+    def _fill(self, done: dict, users: list, slots: dict, kept: WindowOutputs) -> None:
+        """Output rows of every distinct row scored so far (one copy to the host), for each sample
+        it stands for."""
+        outputs = kept.rows()
+        for i, (slot, problem) in slots.items():
+            for sample, enc in users[i]:
+                done[sample.key] = self._row(sample, enc, {} if slot is None else outputs[slot], problem)
 
     def finished(self) -> list[dict]:
         """The rows of the window in flight that are done (rows with a problem, and every batch
         that came back), in input order: what a stop or a failure mid-window still saves."""
-        return [row for _, row in sorted((self._done or {}).items())]
+        if self._window is None:
+            return []
+        done = self._window[0]
+        try:
+            self._fill(*self._window)
+        except Exception:  # a broken device cannot hand its outputs back: save the rows with a problem
+            pass
+        self._window = None
+        return [row for _, row in sorted(done.items())]
 
-    def _forward(self, runner, batch: list[Encoded], inputs: dict | None) -> list[tuple[dict, RowError | None]]:
+    def _forward(self, runner, batch: list[Encoded], inputs: dict | None,
+                 kept: WindowOutputs) -> list[tuple[int | None, RowError | None]]:
+        """Each row's slot in kept.rows(), or its problem."""
         cost = runner.cost(batch)
         try:
-            outputs = runner.score(batch, inputs)
+            outputs = runner.outputs(batch, inputs, self.budget)
         except torch.cuda.OutOfMemoryError:
-            return self._back_off(runner, batch, cost.padded)
+            return self._back_off(runner, batch, cost.padded, kept)
         self.summary.count_batch(cost)
-        return [(out, None) for out in outputs]
+        first = kept.add(batch, outputs)
+        return [(first + k, None) for k in range(len(batch))]
 
-    def _back_off(self, runner, batch: list[Encoded], padded: int) -> list[tuple[dict, RowError | None]]:
+    def _back_off(self, runner, batch: list[Encoded], padded: int,
+                  kept: WindowOutputs) -> list[tuple[int | None, RowError | None]]:
         """Halve the budget for the rest of the run and score the batch again in two halves.
         Every row is still scored exactly once; a row that fails alone gets a status."""
         if self.model.device.type == "cuda":
             torch.cuda.empty_cache()
         self.summary.oom_retries += 1
-        self.budget = max(1, min(self.budget, padded // 2))
+        self.budget = max(1, min(self.budget, padded) // 2)
         if len(batch) == 1:
             problem = RowError(records.OUT_OF_MEMORY, f"out of device memory even alone ({len(batch[0])} tokens)")
-            return [({}, problem)]
+            return [(None, problem)]
         half = len(batch) // 2
-        return self._forward(runner, batch[:half], None) + self._forward(runner, batch[half:], None)
+        return self._forward(runner, batch[:half], None, kept) + self._forward(runner, batch[half:], None, kept)
 
     def _encode(self, samples: list[Sample]) -> list[Encoded | RowError]:
         out: list = [None if s.error is None else RowError(records.INVALID_ROW, s.error) for s in samples]

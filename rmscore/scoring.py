@@ -68,7 +68,7 @@ class RunSummary:
         return self.tokens - self.computed_tokens
 
     def count_batch(self, cost) -> None:
-        self.batches += 1
+        self.batches += cost.forwards
         self.tokens += cost.real
         self.computed_tokens += cost.computed
         self.padded_tokens += cost.padded

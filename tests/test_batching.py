@@ -66,25 +66,32 @@ def test_packed_budget_is_on_the_sum():
     assert plan_packed([5000, 10], 100, 8) == [[0], [1]]
 
 
-def test_units_pack_whole_groups_under_the_budget():
-    from rmscore.batching import plan_units
+def test_stages_hold_whole_groups_within_the_prompt_budget():
+    from rmscore.batching import plan_stages
 
     rng = random.Random(3)
-    prefix = [rng.randint(1, 200) for _ in range(60)]
-    suffixes = [[rng.randint(1, 80) for _ in range(rng.randint(1, 9))] for _ in prefix]
-    batches = plan_units(prefix, suffixes, max_tokens=2048, max_rows=16)
-    placed = sorted((g, i) for b in batches for g, members in b for i in members)
-    assert placed == [(g, i) for g in range(60) for i in range(len(suffixes[g]))]
+    prefix = [rng.choice([0, rng.randint(1, 900)]) for _ in range(60)]
+    stages = plan_stages(prefix, 1000)
+    assert sorted(g for s in stages for g in s) == list(range(60))  # every group in exactly one stage
+    for stage in stages:
+        assert sum(prefix[g] for g in stage) <= 1000 or len(stage) == 1
+    assert plan_stages([5000, 10], 100) == [[0], [1]]  # a prompt over the budget still gets a stage
+
+
+def test_suffix_batches_count_gathered_prompt_keys():
+    from rmscore.batching import plan_suffixes
+
+    rng = random.Random(4)
+    prefix = [rng.randint(0, 300) for _ in range(200)]
+    suffix = [rng.randint(1, 400) for _ in range(200)]
+    batches = plan_suffixes(prefix, suffix, 2048, 16)
+    assert sorted(i for b in batches for i in b) == list(range(200))
     for batch in batches:
-        tokens = sum(prefix[g] + sum(suffixes[g][i] for i in members) for g, members in batch)
-        assert tokens <= 2048 or len(batch) == 1
-        assert sum(len(m) for _, m in batch) <= 16
-    # Most groups stay whole, so their prompt is computed once.
-    assert sum(len(b) for b in batches) <= 65
+        width = max(prefix[i] for i in batch) + max(suffix[i] for i in batch)
+        assert len(batch) * width <= 2048 or len(batch) == 1
+        assert len(batch) <= 16
+    # Longest completions first: the first batch holds the longest one.
+    assert max(suffix) in [suffix[i] for i in batches[0]]
+    assert plan_suffixes([100, 0], [5000, 3], 512, 8) == [[0], [1]]
 
 
-def test_a_group_too_big_for_one_batch_is_split():
-    from rmscore.batching import plan_units
-
-    batches = plan_units([100], [[50] * 10], max_tokens=400, max_rows=64)
-    assert [members for b in batches for _, members in b] == [[0, 1, 2, 3, 4, 5], [6, 7, 8, 9]]

@@ -10,11 +10,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 from scorers import FUNCTIONS, SCORERS  # noqa: E402
-from workload import Preset, build_model, build_tokenizer, corpus_words, make_rows, model_flops  # noqa: E402
+from workload import PRESETS, build_model, build_tokenizer, corpus_words, make_rows, model_flops  # noqa: E402
 
-TINY = Preset("tiny", dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                           num_key_value_heads=2, max_position_embeddings=2048), [(3, 4), (1, 8)], scale=16.0,
-              budget=512)
+TINY = PRESETS["tiny"]
 
 
 def test_every_scorer_gives_the_per_example_numbers():

@@ -7,6 +7,7 @@ import torch
 
 from rmscore.config import BatchConfig, ModelConfig
 from rmscore.forward import Runners, reuse_saving
+from rmscore.forward.prefix import shared_prefix
 from rmscore.models import load_model
 from rmscore.records import OUT_OF_MEMORY, Sample, prompt_hash
 from rmscore.scorer import Scorer
@@ -74,11 +75,11 @@ class FlakyRunner:
     def __getattr__(self, name):
         return getattr(self.runner, name)
 
-    def score(self, batch, inputs=None):
+    def outputs(self, batch, inputs=None, max_tokens=None):
         self.calls.append(len(batch))
         if self.runner.cost(batch).padded > self.limit:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return self.runner.score(batch, inputs)
+        return self.runner.outputs(batch, inputs, max_tokens)
 
 
 def test_out_of_memory_splits_and_keeps_every_row_once(tiny_models):
@@ -136,3 +137,88 @@ def test_repeated_completions_scored_once_and_identically(tiny_models, write_jso
     assert scores[0] != scores[4]  # same completion, other prompt: a different input
     assert summary.tokens == sum(r["num_tokens"] for r in out)
     assert summary.computed_tokens < summary.tokens
+
+
+def test_prompt_reuse_shares_a_group_bigger_than_the_budget(tiny_models, write_jsonl, tmp_path):
+    """One prompt, twelve completions, a budget smaller than the group (and than some rows): the
+    prompt is still computed once, and the scores are the batch-size-1 ones."""
+    rng = random.Random(7)
+    rows = [{"prompt": random_text(rng, 40, 40), "completions": [random_text(rng, 2, 30) for _ in range(12)]}]
+    expected = reference_scores(tiny_models["llama"], rows)
+    summary, out = score(write_jsonl(rows), tiny_models["llama"], tmp_path / "o", 96, forward="prompt-reuse")
+    assert max(r["num_tokens"] for r in out) > 96  # rows longer than the budget
+    model, _ = load_model(ModelConfig(str(tiny_models["llama"])))
+    prompt = [{"role": "user", "content": rows[0]["prompt"]}]
+    encs = model.encode([Sample(0, j, "p", prompt, True, c) for j, c in enumerate(rows[0]["completions"])])
+    shared = shared_prefix([e.ids for e in encs])
+    assert shared > 40 and summary.tokens_saved == 11 * shared  # the prompt computed once, not 12 times
+    assert summary.batches > 2  # the group's completions ran in several forwards
+    assert max(abs(r["score"] - expected[(r["input_index"], r["completion_index"])]) for r in out) < TOL
+
+
+def test_prompt_reuse_on_gemma2_rows_longer_than_its_sliding_window(tiny_models, write_jsonl, tmp_path):
+    """Gemma-2 alternates sliding-window (64 tokens here) and full layers: reused prompt keys must
+    drop out of the window exactly as in a whole-sequence forward."""
+    rng = random.Random(8)
+    rows = [{"prompt": random_text(rng, 30, 45), "completions": [random_text(rng, 5, 40) for _ in range(4)]}
+            for _ in range(3)]
+    expected = reference_scores(tiny_models["gemma2"], rows)
+    summary, out = score(write_jsonl(rows), tiny_models["gemma2"], tmp_path / "o", 400, forward="prompt-reuse")
+    assert min(r["num_tokens"] for r in out) > 64 and summary.tokens_saved > 0
+    assert max(abs(r["score"] - expected[(r["input_index"], r["completion_index"])]) for r in out) < TOL
+
+
+def test_prompt_reuse_reads_armorm_gate_inside_the_shared_prompt(tmp_path, write_jsonl):
+    from tiny_orm import armorm_reference, load_ref_armorm, messages_of, mixed_rows, save_armorm
+
+    armorm = save_armorm(tmp_path / "armorm")
+    rows = [r for r in mixed_rows(seed=3) if len(r["completions"]) > 1]
+    model, tokenizer = load_ref_armorm(armorm)
+    expected = {(i, j): armorm_reference(model, tokenizer, messages_of(r, c))
+                for i, r in enumerate(rows) for j, c in enumerate(r["completions"])}
+    summary, out = score(write_jsonl(rows), armorm, tmp_path / "o", 300, forward="prompt-reuse")
+    assert summary.tokens_saved > 0 and "prompt-reuse" in summary.forward_path
+    for r in out:
+        score_, rewards, gating = expected[(r["input_index"], r["completion_index"])]
+        assert abs(r["score"] - score_) < TOL and max(abs(a - b) for a, b in zip(r["gating_output"], gating)) < TOL
+    # The gate position really is inside the prompt the completions share.
+    adapter, _ = load_model(ModelConfig(str(armorm)))
+    prompt = [{"role": "user", "content": rows[0]["prompt"]}]
+    encs = adapter.encode([Sample(0, j, "p", prompt, True, c) for j, c in enumerate(rows[0]["completions"])])
+    assert encs[0].positions[0] < shared_prefix([e.ids for e in encs])
+
+
+def test_prompt_reuse_scores_process_reward_model_steps(tmp_path, write_jsonl):
+    from prm_cards import qwen_prm_reference
+    from tiny_prm import save_qwen_prm, step_rows
+
+    prm = save_qwen_prm(tmp_path / "prm")
+    reference = qwen_prm_reference(prm)
+    rows = [{"prompt": r["prompt"], "steps": s["steps"]} for r in step_rows(3, seed=9)
+            for s in step_rows(3, seed=10)]  # each prompt with three step lists
+    summary, out = score(write_jsonl(rows), prm, tmp_path / "o", 300, forward="prompt-reuse")
+    assert summary.tokens_saved > 0 and summary.statuses == {"ok": len(rows)}
+    for r in out:
+        expected = reference(rows[r["input_index"]]["prompt"], rows[r["input_index"]]["steps"])
+        assert max(abs(a - b) for a, b in zip(r["step_scores"], expected, strict=True)) < TOL
+
+
+def test_heads_leave_outputs_on_the_device(tiny_models, tmp_path):
+    """Every head returns tensors (no .tolist() per batch: on a GPU that waits for the device);
+    the window copies them to the host once. A head that still returns dicts keeps working."""
+    from rmscore.forward.outputs import WindowOutputs
+    from tiny_orm import save_armorm
+    from tiny_prm import save_qwen_prm
+
+    prompt = [{"role": "user", "content": "What is 2 + 3?"}]
+    for model_dir in (tiny_models["llama-3labels"], save_armorm(tmp_path / "a"), save_qwen_prm(tmp_path / "q")):
+        model, _ = load_model(ModelConfig(str(model_dir)))
+        batch = model.encode([Sample(0, j, "p", prompt, True, c, steps=["2 + 3 = 5.", "So 5."])
+                              for j, c in enumerate(["5", "It is 5, since 2 + 3 = 5."])])
+        runner = Runners(model, "padded").padded
+        outputs = runner.outputs(batch)
+        assert outputs and all(isinstance(v, torch.Tensor) for v in outputs.values()), model_dir.name
+        kept = WindowOutputs(model)
+        assert kept.add(batch, outputs) == 0 and kept.add(batch, runner.score(batch)) == 2
+        rows = kept.rows()
+        assert rows[:2] == rows[2:] == runner.score(batch)  # device copy and direct dicts agree

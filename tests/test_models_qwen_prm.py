@@ -140,8 +140,10 @@ def test_prm800k_real_rows_one_forward_per_completion(model_dir, reference, tmp_
     rows = trajectories + rated_steps
     path = write_rows(tmp_path / "in.jsonl", rows)
     seen = count_backbone_rows(monkeypatch, QwenPrmModel)
+    # Padded rows: one backbone call per batch. (Prompt reuse runs shared prompts in forwards of
+    # their own; tests/test_forward_paths.py checks its PRM scores.)
     cfg = ScoreConfig(InputConfig(str(path)), OutputConfig(str(tmp_path / "out")), ModelConfig(str(model_dir)),
-                      BatchConfig(max_tokens_per_batch=8192))
+                      BatchConfig(max_tokens_per_batch=8192, forward="padded"))
     summary = run_score(cfg, log=lambda *_: None)
     out = ds.dataset(str(tmp_path / "out")).to_table().to_pylist()
     scored = [r for r in out if r["status"] == "ok"]

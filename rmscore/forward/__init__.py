@@ -6,12 +6,12 @@ from __future__ import annotations
 import torch
 
 from rmscore.forward.base import Cost, Runner
-from rmscore.forward.packed import CHEAP_PACKING, PackedForward, attn_implementation
+from rmscore.forward.packed import PackedForward, attn_implementation, is_varlen
 from rmscore.forward.padded import PaddedForward
 from rmscore.forward.prefix import PrefixForward, group_rows, shared_prefix
 from rmscore.records import Encoded
 
-# Prompt reuse costs a second forward per batch and copies of the prompt's keys/values: below
+# Prompt reuse costs a second forward per stage and copies of the prompt's keys/values: below
 # this fraction of tokens saved, sorted padding is as fast and simpler.
 MIN_REUSE_SAVING = 0.15
 
@@ -32,14 +32,11 @@ class Runners:
             return self.padded  # encoders attend both ways: no packing, no shared prompt
         if self.path != "auto":
             return {"padded": self.padded, "packed": self.packed, "prompt-reuse": self.prefix}[self.path]
-        backend = attn_implementation(self.model)
-        # Prompt reuse needs a prompt-aware mask. flex_attention skips the masked blocks; a dense
-        # mask is cheap on CPU at CPU-sized rows, but on a GPU its T x T attention costs more than
-        # the shared prompt saves, so there sorted padding (or packing) wins.
-        reuse_ok = backend == "flex_attention" or self.model.device.type == "cpu"
-        if reuse_ok and reuse_saving(encs) >= MIN_REUSE_SAVING:
+        backend = attn_implementation(self.model) or "sdpa"
+        # Prompt reuse needs a prompt-aware mask, which flash-attention kernels cannot take.
+        if backend in ("sdpa", "eager", "flex_attention") and reuse_saving(encs) >= MIN_REUSE_SAVING:
             return self.prefix
-        if backend in CHEAP_PACKING:
+        if backend == "flex_attention" or is_varlen(self.model):  # packed rows cost no T x T here
             return self.packed
         return self.padded
 
@@ -57,15 +54,18 @@ def reuse_saving(encs: list[Encoded]) -> float:
 def default_token_budget(model, max_length: int) -> int:
     """Padded tokens per forward when the user gives none.
 
-    CPU: a few hundred tokens keep activations in cache. GPU: fill what is
-    free after the weights, at the bytes one token needs mid-forward (residual, normed and attention
-    activations 2*d, MLP gate/up/act 3*I, x1.5 for allocator slack) plus the keys and values a
-    reused prompt holds. Capped at 64k tokens: GEMMs are long saturated by then, and the OOM
-    back-off catches what this estimate misses.
+    CPU: 512 (measured, bench/RESULTS.md). One thread runs a GEMM as fast at a few hundred rows as
+    at thousands, so a bigger budget buys nothing; it only batches rows of unequal length together
+    (padding, and on prompt reuse padded prompt keys every query attends over). That holds on long
+    rows too: a row longer than the budget runs alone, without padding, and prompt reuse still
+    shares its prompt (the budget sizes the forwards inside a stage, not the stage). 512 was the
+    fastest of 512-4096 for padded and prompt reuse on the short-row and the long-row presets.
+    GPU: fill what is free after the weights, at the bytes one token needs mid-forward (residual,
+    normed and attention activations 2*d, MLP gate/up/act 3*I, x1.5 for allocator slack) plus the
+    keys and values a reused prompt holds. Capped at 64k tokens: GEMMs are long saturated by then,
+    and the OOM back-off catches what this estimate misses.
     """
     if model.device.type != "cuda":
-        # Measured (bench/RESULTS.md): on CPU batching buys no GEMM efficiency, and the dense
-        # prompt-reuse mask is quadratic in the row; 512 was the fastest of 256-1024 for both paths.
         return 512
     config = model.backbone.config
     hidden = getattr(config, "hidden_size", 4096)

@@ -24,6 +24,7 @@ class Cost:
     real: int
     computed: int
     padded: int
+    forwards: int = 1  # backbone calls (prompt reuse runs a planned batch as several)
 
 
 class Runner:
@@ -38,22 +39,30 @@ class Runner:
     def cost(self, batch: list[Encoded]) -> Cost:
         raise NotImplementedError
 
-    def collate(self, batch: list[Encoded]) -> dict:
+    def collate(self, batch: list[Encoded], max_tokens: int | None = None) -> dict:
         """CPU tensors for the batch (pinned when the model is on a GPU). Runs on a background
-        thread while the previous batch is on the device."""
+        thread while the previous batch is on the device. `max_tokens` is the current budget, for
+        runners that split a planned batch into several forwards (prompt reuse)."""
         raise NotImplementedError
 
     def hidden(self, inputs: dict, batch: list[Encoded]) -> torch.Tensor:
         """(sum of len(e.positions) over batch, H) hidden states, in batch order."""
         raise NotImplementedError
 
-    def score(self, batch: list[Encoded], inputs: dict | None = None) -> list[dict]:
+    def outputs(self, batch: list[Encoded], inputs: dict | None = None, max_tokens: int | None = None):
+        """The head's output for the batch, still on the device (see RewardModel.head)."""
         with torch.inference_mode():
-            inputs = inputs if inputs is not None else self.collate(batch)
+            inputs = inputs if inputs is not None else self.collate(batch, max_tokens)
             return self.model.head(self.hidden(inputs, batch), batch)
 
-    def tensor(self, values: list[int], *shape: int) -> torch.Tensor:
-        out = torch.tensor(values, dtype=torch.long).view(*shape)
+    def score(self, batch: list[Encoded], inputs: dict | None = None, max_tokens: int | None = None) -> list[dict]:
+        """One output dict per row, on the host now (one device sync): for single batches."""
+        from rmscore.forward.outputs import head_rows
+
+        return head_rows(self.model, self.outputs(batch, inputs, max_tokens), batch)
+
+    def tensor(self, values: list[int], *shape: int, dtype=torch.long) -> torch.Tensor:
+        out = torch.tensor(values, dtype=dtype).view(*shape)
         # Pinned host memory lets the copy to the GPU run asynchronously (non_blocking below).
         return out.pin_memory() if self.model.device.type == "cuda" else out
 
@@ -69,8 +78,7 @@ def padded_flat(rows: list[list[int]], width: int, pad: int) -> list[int]:
     return [t for row in rows for t in (*row, *[pad] * (width - len(row)))]
 
 
-def gather(hidden: torch.Tensor, rows: list[int], cols: list[int]) -> torch.Tensor:
-    """hidden (B, T, H) -> (len(rows), H) at the given (row, column) pairs."""
-    index_rows = torch.tensor(rows, device=hidden.device)
-    index_cols = torch.tensor(cols, device=hidden.device)
-    return hidden[index_rows, index_cols]
+def gather(hidden: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """hidden (B, T, H) -> (len(rows), H) at the given (row, column) pairs (host index tensors,
+    pinned on a GPU: copied without a sync)."""
+    return hidden[rows.to(hidden.device, non_blocking=True), cols.to(hidden.device, non_blocking=True)]

@@ -21,9 +21,6 @@ from rmscore.batching import plan_packed
 from rmscore.forward.base import Cost, Runner, gather
 from rmscore.records import Encoded
 
-# Backends where a packed row costs the sum of each sequence's own attention, not T^2.
-CHEAP_PACKING = ("flash_attention_2", "flash_attention_3", "flash_attention_4", "flex_attention")
-
 
 class PackedForward(Runner):
     name = "packed"
@@ -35,29 +32,39 @@ class PackedForward(Runner):
         real = sum(len(e) for e in batch)
         return Cost(real, real, real)
 
-    def collate(self, batch: list[Encoded]) -> dict:
+    def collate(self, batch: list[Encoded], max_tokens: int | None = None) -> dict:
         lengths = [len(e) for e in batch]
         total = sum(lengths)
         inputs = {
             "input_ids": self.tensor([t for e in batch for t in e.ids], 1, total),  # (1, T)
             "position_ids": self.tensor([p for n in lengths for p in range(n)], 1, total),  # (1, T)
         }
-        if attn_implementation(self.model).startswith("flash_attention"):
+        if is_varlen(self.model):
             bounds = [0, *accumulate(lengths)]
-            inputs["cu_seq_lens_q"] = inputs["cu_seq_lens_k"] = torch.tensor(bounds, dtype=torch.int32)
+            inputs["cu_seq_lens_q"] = inputs["cu_seq_lens_k"] = self.tensor(bounds, len(bounds), dtype=torch.int32)
+        starts = [0, *accumulate(lengths)][:-1]
+        cols = [start + p for start, e in zip(starts, batch) for p in e.positions]
+        inputs["read_rows"] = self.tensor([0] * len(cols), len(cols))  # (sum positions,)
+        inputs["read_cols"] = self.tensor(cols, len(cols))
         return inputs
 
     def hidden(self, inputs: dict, batch: list[Encoded]) -> torch.Tensor:
-        kwargs = self.to_device(inputs)
+        kwargs = self.to_device({k: v for k, v in inputs.items() if not k.startswith("read_")})
         if "cu_seq_lens_q" in kwargs:
             # Python ints: no device sync inside every attention layer.
             kwargs["max_length_q"] = kwargs["max_length_k"] = max(len(e) for e in batch)
         hidden = self.backbone(**kwargs)  # (1, T, H)
-        starts = [0, *accumulate(len(e) for e in batch)][:-1]
-        cols = [start + p for start, e in zip(starts, batch) for p in e.positions]
-        return gather(hidden, [0] * len(cols), cols)  # (sum positions, H)
+        return gather(hidden, inputs["read_rows"], inputs["read_cols"])  # (sum positions, H)
 
 
 def attn_implementation(model) -> str:
     config = getattr(model.backbone, "config", None)
     return str(getattr(config, "_attn_implementation", None) or "")
+
+
+def is_varlen(model) -> bool:
+    """Flash-attention kernels (pip packages or `kernels` hub copies, e.g. kernels-community/flash-attn3):
+    they take sequence boundaries as cu_seq_lens instead of a mask."""
+    from transformers.utils.generic import is_flash_attention_requested
+
+    return is_flash_attention_requested(requested_attention_implementation=attn_implementation(model) or None)

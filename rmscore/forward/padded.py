@@ -27,19 +27,24 @@ class PaddedForward(Runner):
         real = sum(len(e) for e in batch)
         return Cost(real, real, len(batch) * max(len(e) for e in batch))
 
-    def collate(self, batch: list[Encoded]) -> dict:
+    def collate(self, batch: list[Encoded], max_tokens: int | None = None) -> dict:
         model, lengths = self.model, [len(e) for e in batch]
         width = max(lengths)
         inputs = {"input_ids": self.tensor(padded_flat([e.ids for e in batch], width, model.pad_id), len(batch), width)}
         if not model.is_causal:
             positions = torch.arange(width).expand(len(batch), width)  # (B, T)
             inputs["attention_mask"] = (positions < torch.tensor(lengths)[:, None]).long()  # (B, T)
+            if model.device.type == "cuda":
+                inputs["attention_mask"] = inputs["attention_mask"].pin_memory()
         if any(e.token_type_ids is not None for e in batch):
             types = [e.token_type_ids or [0] * len(e) for e in batch]
             inputs["token_type_ids"] = self.tensor(padded_flat(types, width, 0), len(batch), width)
+        rows = [i for i, e in enumerate(batch) for _ in e.positions]
+        inputs["read_rows"] = self.tensor(rows, len(rows))  # (sum positions,)
+        inputs["read_cols"] = self.tensor([p for e in batch for p in e.positions], len(rows))
         return inputs
 
     def hidden(self, inputs: dict, batch: list[Encoded]) -> torch.Tensor:
-        hidden = self.backbone(**self.to_device(inputs))  # (B, T, H)
-        rows = [i for i, e in enumerate(batch) for _ in e.positions]
-        return gather(hidden, rows, [p for e in batch for p in e.positions])  # (sum positions, H)
+        model_inputs = {k: v for k, v in inputs.items() if not k.startswith("read_")}
+        hidden = self.backbone(**self.to_device(model_inputs))  # (B, T, H)
+        return gather(hidden, inputs["read_rows"], inputs["read_cols"])  # (sum positions, H)

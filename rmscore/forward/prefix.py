@@ -1,39 +1,45 @@
 """Shared-prompt reuse: N completions of one prompt pay for the prompt once.
 
-Rows with the same prompt_id form a group. Their longest common token prefix (found on the token
-ids, never assumed from the prompt text: templates can tokenize across the boundary) is laid down
-once, followed by each row's remaining tokens, and several groups share one packed row:
+Rows with the same prompt_id form a group; their longest common token prefix (found on the token
+ids, never assumed from the prompt text: templates can tokenize across the boundary) is the
+group's prompt. The groups of a window are cut into stages, and a stage runs in two steps:
+  1. its prompts, once each, as length-sorted padded rows; every layer's keys and values of their
+     real tokens are kept, flat: (kv heads, prompt tokens of the stage, head dim);
+  2. its completions' own tokens, as length-sorted padded rows mixing the stage's groups, in as
+     many batches as the budget needs. Each row gathers its prompt's keys/values into a cache, its
+     position ids continue after its prompt, and a 4-D mask lets each token see its own prompt (not
+     the prompt padding) and its own earlier tokens: exactly what it sees in a whole-sequence
+     forward, so scores equal the batch-size-1 ones. Read positions inside the prompt (ArmoRM's
+     gating token) are read from the prompt's forward.
 
-    [ P1 | r11 | r12 | r13 | P2 | r21 | r22 | ... ]      position ids: P 0..p-1, each r p..p+len-1
-
-A mask lets each completion see its own prompt and itself (causally) and nothing else, so every
-token computes exactly what it computes in a whole-sequence forward, with no padding anywhere.
-Read positions inside the shared prompt (ArmoRM's gating token) are gathered from the prompt's span.
-
-The mask is handed to the model as a finished 4-D mask (transformers passes those through): a
-block-sparse BlockMask on flex_attention (GPU: masked blocks are skipped), a dense bool mask on
-sdpa and an additive one on eager (exact, but quadratic in the row length, so rows are capped).
-Flash-attention kernels cannot take such a mask; there the padded path runs instead.
-
-Why not a KV cache (prompt forward, then the completions against a repeated cache)? Completions of
-one prompt vary widely in length, so the completion batch is mostly padding: simulated on the
-benchmark's length mix it computes ~2x the real tokens, where this layout computes ~0.78x.
+Why this layout: attention costs each completion token its own prompt plus itself, as in a
+per-example forward, on every backend that takes a mask: dense on sdpa and eager, a BlockMask that
+skips the prompt padding on flex. The earlier layout, one packed row [P | r1 | r2 ...] per group
+under a prompt-aware mask, made every token pay for the whole row (T x T) on sdpa/eager, which ate
+the saving once rows were longer than a few hundred tokens, and it could not split a group bigger
+than the budget without repeating the prompt. Here completions sort by length across groups, so
+their batches carry little padding, and a group of any size computes its prompt once.
+Flash-attention kernels take no 4-D mask: there this runner falls back to padded rows.
 """
 
 from __future__ import annotations
 
-from itertools import accumulate
+import inspect
 
 import torch
 
-from rmscore.batching import plan_units
-from rmscore.forward.base import Cost, Runner
+from rmscore.batching import plan_batches, plan_stages, plan_suffixes
+from rmscore.forward.base import Cost, Runner, padded_flat
 from rmscore.forward.packed import attn_implementation
 from rmscore.forward.padded import PaddedForward
 from rmscore.records import Encoded
 
-DENSE_ROW_LIMIT = 8192  # tokens per packed row when the mask is dense: T^2 entries
-MASKABLE = ("sdpa", "eager", "flex_attention")
+# Prompt tokens a stage holds at least: their keys/values stay on the device while the stage's
+# completions run (128 KiB a token for an 8B model in bf16: 1 GiB). More groups per stage let
+# completions of similar length share a batch.
+STAGE_TOKENS = 8192
+UNSEEN = 1 << 30  # the position given to prompt padding: after every query
+MASK_KINDS = ("full_attention", "sliding_attention")  # layer kinds our masks can draw
 
 
 class PrefixForward(Runner):
@@ -43,99 +49,207 @@ class PrefixForward(Runner):
         super().__init__(model)
         self.fallback = PaddedForward(model)
         self.backend = attn_implementation(model) or "sdpa"
-        # Our mask replaces the model's own; a sliding window would cut long rows differently.
-        self.window = getattr(getattr(model.backbone, "config", None), "sliding_window", None)
+        self.kinds, self.window = mask_kinds(model)
+        # transformers >= 5.2x names the cache argument `cache`; earlier 5.x `past_key_values`.
+        params = inspect.signature(model.backbone.forward).parameters
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
+        self.max_tokens, self.max_rows = 4096, 512  # set by plan(); sizes the batches inside a stage
 
     def plan(self, encs: list[Encoded], max_tokens: int, max_rows: int) -> list[list[int]]:
-        if self.backend != "flex_attention":
-            max_tokens = min(max_tokens, DENSE_ROW_LIMIT)
+        self.max_tokens, self.max_rows = max_tokens, max_rows
         groups = group_rows(encs)
         shared = [shared_prefix([encs[i].ids for i in g]) for g in groups]
-        suffixes = [[len(encs[i]) - p for i in g] for g, p in zip(groups, shared)]
-        return [[groups[g][i] for g, members in batch for i in members]
-                for batch in plan_units(shared, suffixes, max_tokens, max_rows)]
+        stages = plan_stages(shared, max(max_tokens, STAGE_TOKENS))
+        return [[i for g in stage for i in groups[g]] for stage in stages]
 
     def cost(self, batch: list[Encoded]) -> Cost:
-        if self._unsupported(batch):
+        if self._unsupported():
             return self.fallback.cost(batch)
+        layout = self._layout(batch, self.max_tokens)
         real = sum(len(e) for e in batch)
-        shared = sum((len(g) - 1) * shared_prefix([batch[i].ids for i in g]) for g in group_rows(batch))
-        return Cost(real, real - shared, real - shared)
+        computed = sum(layout.prefix) + sum(len(e) - layout.prefix[g] for e, g in zip(batch, layout.group_of))
+        padded = sum(len(b) * max(layout.prefix[g] for g in b) for b in layout.prompts)
+        padded += sum(len(b) * max(len(batch[i]) - layout.prefix[layout.group_of[i]] for i in b)
+                      for b in layout.completions)
+        return Cost(real, computed, padded, len(layout.prompts) + len(layout.completions))
 
-    def collate(self, batch: list[Encoded]) -> dict:
-        if self._unsupported(batch):
+    def collate(self, batch: list[Encoded], max_tokens: int | None = None) -> dict:
+        if self._unsupported():
             return {"fallback": self.fallback.collate(batch)}
-        spans, owner, starts, reads = self._layout(batch)
-        ids = [t for span in spans for t in span]
-        positions = [p for span, start in zip(spans, starts) for p in range(start, start + len(span))]
-        segment = [s for s, span in enumerate(spans) for _ in span]
-        return {
-            "input_ids": self.tensor(ids, 1, len(ids)),  # (1, T)
-            "position_ids": self.tensor(positions, 1, len(ids)),  # (1, T)
-            "segment": torch.tensor(segment),  # (T,) which span each token belongs to
-            "prompt": torch.tensor([owner[s] for s in segment]),  # (T,) the span of its prompt
-            "reads": torch.tensor(reads),  # (sum positions,) flat token index of each read
-        }
+        if max_tokens is not None:
+            self.max_tokens = max_tokens
+        layout = self._layout(batch, self.max_tokens)
+        slots: dict[tuple[int, int], int] = {}  # (row, read k) -> index in execution order
+        prompts = [self._prompt_inputs(batch, layout, b, slots) for b in layout.prompts]
+        completions = [self._completion_inputs(batch, layout, b, slots) for b in layout.completions]
+        order = [slots[(i, k)] for i, e in enumerate(batch) for k in range(len(e.positions))]
+        return {"prompts": prompts, "completions": completions, "order": self.tensor(order, len(order))}
 
     def hidden(self, inputs: dict, batch: list[Encoded]) -> torch.Tensor:
         if "fallback" in inputs:
             return self.fallback.hidden(inputs["fallback"], batch)
-        device = self.model.device
-        mask = self._mask(inputs["segment"].to(device), inputs["prompt"].to(device))
-        hidden = self.backbone(input_ids=inputs["input_ids"].to(device, non_blocking=True),
-                               position_ids=inputs["position_ids"].to(device, non_blocking=True),
-                               attention_mask=mask)  # (1, T, H)
-        return hidden[0, inputs["reads"].to(hidden.device)]  # (sum positions, H)
+        reads, keys, values = [], [], []
+        for step in inputs["prompts"]:
+            cache = self._empty_cache()
+            hidden = self.backbone(input_ids=self._dev(step["input_ids"]), **{self.cache_arg: cache})  # (B, T, H)
+            keep = self._dev(step["keep"])  # (real prompt tokens,) flat (row, column) indices
+            for layer, (k, v) in enumerate(_layers(cache)):
+                if layer == len(keys):
+                    keys.append([])
+                    values.append([])
+                keys[layer].append(_flat(k)[:, keep])  # (kv heads, real tokens, head dim)
+                values[layer].append(_flat(v)[:, keep])
+            reads.append(hidden.flatten(0, 1)[self._dev(step["reads"])])
+        keys = [torch.cat(k, dim=1) for k in keys]  # per layer (kv heads, stage prompt tokens, head dim)
+        values = [torch.cat(v, dim=1) for v in values]
+        for step in inputs["completions"]:
+            hidden = self.backbone(**self._completion_kwargs(step, keys, values))  # (B, R, H)
+            reads.append(hidden.flatten(0, 1)[self._dev(step["reads"])])
+        return torch.cat(reads)[self._dev(inputs["order"])]  # (sum positions, H) in batch order
 
-    def _layout(self, batch: list[Encoded]):
-        """Spans of the packed row (a prompt, then its completions' own tokens), the prompt span of
-        each span, each span's first position id, and the flat index of every read position."""
-        spans: list[list[int]] = []
-        owner: list[int] = []  # the span each span may attend to besides itself
-        starts: list[int] = []  # position id of each span's first token
-        placed: dict[int, tuple[int, int, int]] = {}  # row -> (prompt span, own span, shared length)
-        for group in group_rows(batch):
-            p = shared_prefix([batch[i].ids for i in group])
-            prompt_span = len(spans)
-            if p:
-                spans.append(batch[group[0]].ids[:p])
-                owner.append(prompt_span)
-                starts.append(0)
-            for i in group:
-                own = len(spans)
-                placed[i] = (prompt_span, own, p)
-                spans.append(batch[i].ids[p:])
-                owner.append(prompt_span if p else own)
-                starts.append(p)
-        offsets = [0, *accumulate(len(s) for s in spans)]
-        reads = []
-        for i, e in enumerate(batch):
-            prompt_span, own, p = placed[i]
-            reads += [offsets[prompt_span] + q if q < p else offsets[own] + q - p for q in e.positions]
-        return spans, owner, starts, reads
+    def _completion_kwargs(self, step: dict, keys: list, values: list) -> dict:
+        kwargs = {"input_ids": self._dev(step["input_ids"]), "position_ids": self._dev(step["position_ids"])}
+        if "kv_index" not in step:  # no row of this batch has a shared prompt: a plain causal forward
+            return kwargs
+        index = self._dev(step["kv_index"])  # (B, P) flat prompt-token index, 0 on padding
+        cache = self._empty_cache()
+        for layer, (k, v) in enumerate(zip(keys, values)):
+            cache.update(k[:, index].transpose(0, 1), v[:, index].transpose(0, 1), layer)  # (B, kv, P, hd)
+        kwargs[self.cache_arg] = cache
+        kwargs["attention_mask"] = self._mask(self._dev(step["prompt_lengths"]), index.shape[1], kwargs["input_ids"].shape[1])
+        return kwargs
 
-    def _mask(self, segment: torch.Tensor, prompt: torch.Tensor):
-        """May key k be seen from query q? Causal, and k is in q's own span or in q's prompt."""
+    def _mask(self, prompt: torch.Tensor, width: int, length: int):
+        """Masks (B, 1, R, P + R), one per kind of layer. Key k < P is prompt token k of the row,
+        key P + j its own token j. Each key gets its position (k, or prompt + j; prompt padding a
+        position no query reaches), so a query at position prompt + q sees the keys at or before
+        it, and on a sliding layer only those fewer than `window` positions behind."""
+        k = torch.arange(width + length, device=prompt.device)
+        own = prompt[:, None] + k - width  # (B, K)
+        key_pos = torch.where(k < width, torch.where(k < prompt[:, None], k, UNSEEN), own)  # (B, K)
+        masks = {kind: self._draw(prompt, key_pos, length, kind == "sliding_attention") for kind in self.kinds}
+        return masks if len(masks) > 1 else next(iter(masks.values()))
+
+    def _draw(self, prompt: torch.Tensor, key_pos: torch.Tensor, length: int, sliding: bool):
+        window = self.window
         if self.backend == "flex_attention":
+            # A BlockMask: blocks of prompt padding are skipped, not computed. The rule reads no
+            # tensor indexed by the query (Inductor's CPU flex template miscompiles those).
             from torch.nn.attention.flex_attention import create_block_mask
 
             def allowed(b, h, q, k):
-                return (k <= q) & ((segment[k] == segment[q]) | (segment[k] == prompt[q]))
+                behind = prompt[b] + q - key_pos[b, k]
+                return (behind >= 0) & (behind < window) if sliding else behind >= 0
 
-            size = segment.numel()
-            return create_block_mask(allowed, 1, None, size, size, device=segment.device)
-        index = torch.arange(segment.numel(), device=segment.device)
-        keep = (index[None, :] <= index[:, None]) & (
-            (segment[None, :] == segment[:, None]) | (segment[None, :] == prompt[:, None]))  # (T, T)
-        if self.backend == "eager":  # eager adds the mask to the scores
-            dtype = next(self.model.backbone.parameters()).dtype
-            zero = torch.zeros((), dtype=dtype, device=segment.device)
-            return torch.where(keep, zero, torch.finfo(dtype).min)[None, None]  # (1, 1, T, T)
-        return keep[None, None]  # (1, 1, T, T)
+            batch, keys = key_pos.shape
+            return create_block_mask(allowed, batch, None, length, keys, device=key_pos.device)
+        query_pos = prompt[:, None] + torch.arange(length, device=prompt.device)  # (B, R)
+        behind = query_pos[:, :, None] - key_pos[:, None, :]  # (B, R, K)
+        allowed = (behind >= 0) & (behind < window) if sliding else behind >= 0
+        return self._format(allowed[:, None])  # (B, 1, R, K)
 
-    def _unsupported(self, batch: list[Encoded]) -> bool:
-        too_long = bool(self.window) and max(len(e) for e in batch) > self.window
-        return self.backend not in MASKABLE or too_long
+    def _format(self, allowed: torch.Tensor) -> torch.Tensor:
+        # Additive (0 / dtype min), as eager needs; sdpa takes it as is and would convert a bool mask
+        # to this itself on every layer (measured on CPU: attention 12% faster when given it).
+        dtype = next(self.model.backbone.parameters()).dtype
+        return torch.where(allowed, torch.zeros((), dtype=dtype, device=allowed.device), torch.finfo(dtype).min)
+
+    def _unsupported(self) -> bool:
+        # Our 4-D mask replaces the model's own: only for backends that take one, and layer kinds we can draw.
+        return self.backend not in ("sdpa", "eager", "flex_attention") or not self.kinds <= set(MASK_KINDS)
+
+    def _empty_cache(self):
+        from transformers import DynamicCache
+
+        return DynamicCache()
+
+    def _dev(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(self.model.device, non_blocking=True)
+
+    def _layout(self, batch: list[Encoded], max_tokens: int) -> "Layout":
+        return Layout(batch, max_tokens, self.max_rows)
+
+    def _prompt_inputs(self, batch, layout: "Layout", rows: list[int], slots: dict) -> dict:
+        """One padded batch of prompts (rows are groups); keep = flat indices of their real tokens."""
+        width = max(layout.prefix[g] for g in rows)
+        ids = [batch[layout.groups[g][0]].ids[:layout.prefix[g]] for g in rows]
+        keep = [r * width + t for r, g in enumerate(rows) for t in range(layout.prefix[g])]
+        reads = []
+        for r, g in enumerate(rows):
+            for i in layout.groups[g]:
+                for k, q in enumerate(batch[i].positions):
+                    if q < layout.prefix[g]:
+                        slots[(i, k)] = len(slots)
+                        reads.append(r * width + q)
+        return {"input_ids": self.tensor(padded_flat(ids, width, self.model.pad_id), len(rows), width),
+                "keep": self.tensor(keep, len(keep)), "reads": self.tensor(reads, len(reads))}
+
+    def _completion_inputs(self, batch, layout: "Layout", rows: list[int], slots: dict) -> dict:
+        """One padded batch of completions (each row's tokens after its group's prompt)."""
+        prefix = [layout.prefix[layout.group_of[i]] for i in rows]
+        own = [batch[i].ids[p:] for i, p in zip(rows, prefix)]
+        width = max(len(o) for o in own)
+        reads = []
+        for r, (i, p) in enumerate(zip(rows, prefix)):
+            for k, q in enumerate(batch[i].positions):
+                if q >= p:
+                    slots[(i, k)] = len(slots)
+                    reads.append(r * width + q - p)
+        step = {"input_ids": self.tensor(padded_flat(own, width, self.model.pad_id), len(rows), width),
+                "position_ids": self.tensor([p + t for p in prefix for t in range(width)], len(rows), width),
+                "reads": self.tensor(reads, len(reads))}
+        keys = max(prefix)
+        if keys:
+            base = [layout.offset[layout.group_of[i]] for i in rows]
+            index = [b + t if t < p else 0 for b, p in zip(base, prefix) for t in range(keys)]
+            step["kv_index"] = self.tensor(index, len(rows), keys)
+            step["prompt_lengths"] = self.tensor(prefix, len(rows))
+        return step
+
+
+class Layout:
+    """Where each row of a stage goes: its group, the group's shared prompt length, the prompt
+    batches (lists of groups with a prompt) and the completion batches (lists of rows)."""
+
+    def __init__(self, batch: list[Encoded], max_tokens: int, max_rows: int):
+        self.groups = group_rows(batch)
+        self.prefix = [shared_prefix([batch[i].ids for i in g]) for g in self.groups]
+        self.group_of = [0] * len(batch)
+        for g, members in enumerate(self.groups):
+            for i in members:
+                self.group_of[i] = g
+        with_prompt = [g for g, p in enumerate(self.prefix) if p]
+        self.prompts = [[with_prompt[b] for b in batch_] for batch_ in
+                        plan_batches([self.prefix[g] for g in with_prompt], max_tokens, max_rows)] if with_prompt else []
+        # Flat prompt-token offset of each group, in the order the prompt batches keep them.
+        self.offset = [0] * len(self.groups)
+        total = 0
+        for rows in self.prompts:
+            for g in rows:
+                self.offset[g] = total
+                total += self.prefix[g]
+        prefix = [self.prefix[g] for g in self.group_of]
+        suffix = [len(e) - p for e, p in zip(batch, prefix)]
+        self.completions = plan_suffixes(prefix, suffix, max_tokens, max_rows)
+
+
+def _layers(cache):
+    """(keys, values) of every layer: (B, kv heads, T, head dim) each."""
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _flat(states: torch.Tensor) -> torch.Tensor:
+    """(B, kv, T, hd) -> (kv, B * T, hd), token (b, t) at b * T + t."""
+    return states.transpose(0, 1).flatten(1, 2)
+
+
+def mask_kinds(model) -> tuple[set[str], int | None]:
+    """The kinds of attention layer a 4-D mask must be drawn for, and the sliding window. A model
+    with mixed kinds (Gemma-2: sliding and full) takes {kind: mask}; one kind takes the mask alone."""
+    config = getattr(model.backbone, "config", None)
+    window = getattr(config, "sliding_window", None)
+    kinds = set(getattr(config, "layer_types", None) or ())
+    return kinds or {"sliding_attention" if window else "full_attention"}, window
 
 
 def group_rows(encs: list[Encoded]) -> list[list[int]]:

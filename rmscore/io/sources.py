@@ -203,15 +203,25 @@ class _DatasetsSource(Source):
             yield RawRow(index, data)
 
 
+def _datasets():
+    """`datasets` is needed for Hub names and save_to_disk folders only, so rmscore imports and
+    reads JSONL/Parquet without it (GPU images often lack it)."""
+    try:
+        import datasets
+    except ImportError:
+        raise InputError("reading Hub datasets and save_to_disk folders needs the `datasets` package",
+                         "pip install datasets, or give the input as JSONL or Parquet") from None
+    return datasets
+
+
 class DiskSource(_DatasetsSource):
     def __init__(self, path: Path, split: str):
-        from datasets import DatasetDict, load_from_disk
-
+        datasets = _datasets()
         try:
-            dataset = load_from_disk(str(path))  # memory-mapped Arrow: bounded memory
+            dataset = datasets.load_from_disk(str(path))  # memory-mapped Arrow: bounded memory
         except Exception as exc:
             raise InputError(f"cannot load save_to_disk folder {path}: {exc}") from exc
-        if isinstance(dataset, DatasetDict):
+        if isinstance(dataset, datasets.DatasetDict):
             if split not in dataset:
                 raise InputError(f"{path} has no split {split!r}", f"choose --split from {sorted(dataset)}")
             dataset = dataset[split]
@@ -223,10 +233,9 @@ class DiskSource(_DatasetsSource):
 
 class HubSource(_DatasetsSource):
     def __init__(self, name: str, split: str, config_name: str | None):
-        from datasets import load_dataset
-
+        datasets = _datasets()
         try:
-            dataset = load_dataset(name, config_name, split=split, streaming=True)
+            dataset = datasets.load_dataset(name, config_name, split=split, streaming=True)
             first = next(iter(dataset), None)
         except Exception as exc:
             raise InputError(

@@ -111,13 +111,12 @@ class ArmoRM(RewardModel):
         return RowError(records.INVALID_ROW, "no '<|eot_id|><|start_header_id|>assistant' before the reply, "
                                              "which the gate reads (ArmoRM needs its Llama-3 chat template)")
 
-    def head(self, hidden: torch.Tensor, batch: list[Encoded]) -> list[dict]:
+    def head(self, hidden: torch.Tensor, batch: list[Encoded]) -> dict[str, torch.Tensor]:
         hidden = hidden.to(self.transform.device, torch.float32).view(len(batch), 2, -1)  # (B, gate|last, H)
         gate = self.gating(hidden[:, 0])  # (B, n)
         rewards = self.rewards_head(hidden[:, 1])  # (B, n)
         score = (gate * (rewards @ self.transform)).sum(dim=-1)  # (B,)
-        return [{"score": s, "rewards": r, "gating_output": g}
-                for s, r, g in zip(score.tolist(), rewards.tolist(), gate.tolist())]
+        return {"score": score, "rewards": rewards, "gating_output": gate}
 
     def output_fields(self) -> list[pa.Field]:
         return [pa.field("rewards", pa.list_(pa.float64())), pa.field("gating_output", pa.list_(pa.float64()))]

@@ -103,13 +103,20 @@ class RewardModel:
 
         return RenderedText(self.tokenizer)
 
-    def head(self, hidden: "torch.Tensor", batch: list[Encoded]) -> list[dict]:
-        """Scores from the hidden states at every read position of the batch.
+    def head(self, hidden: "torch.Tensor", batch: list[Encoded]) -> "dict[str, torch.Tensor] | list[dict]":
+        """Scores from the hidden states at every read position of the batch, left on the device.
 
         hidden: (sum of len(e.positions) over batch, hidden_size), in batch order.
-        Returns one dict of output columns per sample; `score` is always one of them.
+        Returns {column: tensor}, each (len(batch), ...) or, for per-position columns,
+        (sum of positions, ...); `score` is always one of them. The loop copies them to the host
+        once per window and hands them to rows(). (Returning one output dict per sample also
+        works, at the cost of a device sync per batch.)
         """
         raise NotImplementedError
+
+    def rows(self, columns: dict[str, list], batch: list[Encoded]) -> list[dict]:
+        """One dict of output columns per sample, from head()'s columns as host lists."""
+        return [{name: values[i] for name, values in columns.items()} for i in range(len(batch))]
 
     def output_fields(self) -> list["pa.Field"]:
         """Output columns this family adds beside `score` (vectors, step scores, ...)."""

@@ -79,12 +79,10 @@ class DebertaPair(RewardModel):
         types = enc.get("token_type_ids") or [None] * len(samples)
         return [Encoded(ids, [0], token_type_ids=t) for ids, t in zip(enc["input_ids"], types)]
 
-    def head(self, hidden: torch.Tensor, batch: list[Encoded]) -> list[dict]:
+    def head(self, hidden: torch.Tensor, batch: list[Encoded]) -> dict[str, torch.Tensor]:
         hidden = hidden.to(next(self.cls_head.parameters()).device, torch.float32)
         logits = self.cls_head(hidden[:, None, :])  # (B, 1, H) as if a whole sequence -> (B, num_labels)
-        if self.num_labels == 1:
-            return [{"score": v} for v in logits[:, 0].tolist()]
-        return [{"score": row[0], "scores": row} for row in logits.tolist()]
+        return {"score": logits[:, 0]} if self.num_labels == 1 else {"score": logits[:, 0], "scores": logits}
 
     def output_fields(self) -> list[pa.Field]:
         return [pa.field("scores", pa.list_(pa.float64()))] if self.num_labels > 1 else []

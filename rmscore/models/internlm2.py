@@ -134,9 +134,9 @@ class InternLM2Reward(RewardModel):
         rows = [[*ids, self.reward_token_id] for ids in chat.tokenize(self.tokenizer, texts, self.bos)]
         return [Encoded(ids, [len(ids) - 1]) for ids in rows]
 
-    def head(self, hidden: torch.Tensor, batch: list[Encoded]) -> list[dict]:
+    def head(self, hidden: torch.Tensor, batch: list[Encoded]) -> dict[str, torch.Tensor]:
         values = self.v_head(hidden.to(self.v_head.weight.device, torch.float32))  # (B, 1)
-        return [{"score": v} for v in values[:, 0].tolist()]
+        return {"score": values[:, 0]}
 
     def metadata(self) -> dict:
         return {"template_hash": loading.template_hash(self.template), "bos": self.bos,

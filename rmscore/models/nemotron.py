@@ -65,9 +65,9 @@ class Nemotron(RewardModel):
     def _read(self, texts: list[str]) -> list[Encoded]:
         return [Encoded(ids, [len(ids) - 1]) for ids in chat.tokenize(self.tokenizer, texts, self.bos)]
 
-    def head(self, hidden: torch.Tensor, batch: list[Encoded]) -> list[dict]:
+    def head(self, hidden: torch.Tensor, batch: list[Encoded]) -> dict[str, torch.Tensor]:
         logits = hidden.to(self.row.device, torch.float32) @ self.row + self.bias  # (B,)
-        return [{"score": v} for v in logits.tolist()]
+        return {"score": logits}
 
     def metadata(self) -> dict:
         return {"template_hash": loading.template_hash(self.template), "bos": self.bos,

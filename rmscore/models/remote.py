@@ -108,15 +108,11 @@ class RemoteModel(RewardModel):
     def _read(self, texts: list[str]) -> list[Encoded]:
         return [Encoded(ids, [len(ids) - 1]) for ids in chat.tokenize(self.tokenizer, texts, self.bos)]
 
-    def head(self, hidden: torch.Tensor, batch: list[Encoded]) -> list[dict]:
+    def head(self, hidden: torch.Tensor, batch: list[Encoded]) -> dict[str, torch.Tensor]:
         parts = dict(zip([n for n, _ in self.backbone.layout],
                          hidden.float().split([w for _, w in self.backbone.layout], dim=1)))
         score = parts["score"][:, 0] if "score" in parts else parts["logits"][:, 0]  # (B,)
-        rows = [{"score": s} for s in score.tolist()]
-        for name in self._vectors():
-            for row, values in zip(rows, parts[name].tolist()):
-                row[name] = values
-        return rows
+        return {"score": score, **{name: parts[name] for name in self._vectors()}}
 
     def _vectors(self) -> list[str]:
         # rewards always (named outputs); logits only when they are more than the score itself

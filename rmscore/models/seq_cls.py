@@ -77,12 +77,10 @@ class SeqClsModel(RewardModel):
     def _read(self, texts: list[str]) -> list[Encoded]:
         return [Encoded(ids, [len(ids) - 1]) for ids in chat.tokenize(self.tokenizer, texts, self.cfg.bos)]
 
-    def head(self, hidden: torch.Tensor, batch: list[Encoded]) -> list[dict]:
+    def head(self, hidden: torch.Tensor, batch: list[Encoded]) -> dict[str, torch.Tensor]:
         hidden = hidden.to(self.score_head.weight.device, torch.float32)  # (B, H): one position per row
         logits = self.score_head(hidden)  # (B, num_labels)
-        if self.num_labels == 1:
-            return [{"score": v} for v in logits[:, 0].tolist()]
-        return [{"score": row[0], "scores": row} for row in logits.tolist()]
+        return {"score": logits[:, 0]} if self.num_labels == 1 else {"score": logits[:, 0], "scores": logits}
 
     def output_fields(self) -> list[pa.Field]:
         return [pa.field("scores", pa.list_(pa.float64()))] if self.num_labels > 1 else []

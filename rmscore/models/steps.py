@@ -248,8 +248,11 @@ class ProcessRewardModel(RewardModel):
         """(positions, H) hidden states -> (positions,) step scores in [0, 1]."""
         raise NotImplementedError
 
-    def head(self, hidden, batch: list[Encoded]) -> list[dict]:
-        scores = self.step_scores(hidden).tolist()
+    def head(self, hidden, batch: list[Encoded]) -> dict:
+        return {"step_scores": self.step_scores(hidden)}  # (sum positions,): one per step
+
+    def rows(self, columns: dict[str, list], batch: list[Encoded]) -> list[dict]:
+        scores = columns["step_scores"]
         rows, start = [], 0
         for enc in batch:
             mine = scores[start:start + len(enc.positions)]

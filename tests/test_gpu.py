@@ -1,0 +1,119 @@
+"""What only a GPU can show: no host sync per batch, a real out-of-memory back-off, pinned inputs,
+the CUDA token budget, --device-map and flex attention compiled for the GPU.
+
+Run by `bench/device_check.sh` (pytest -m gpu); skipped where CUDA is absent.
+"""
+
+import warnings
+
+import pytest
+import torch
+
+from test_forward_paths import shared_prompt_rows
+from test_scoring import reference_scores, score
+from tiny import completions_rows
+
+pytestmark = pytest.mark.gpu
+
+
+def cuda_model(model_dir, **kw):
+    from rmscore.config import ModelConfig
+    from rmscore.models import load_model
+
+    model, _ = load_model(ModelConfig(str(model_dir), device="cuda", dtype="float32", **kw))
+    return model
+
+
+def samples_of(rows):
+    from rmscore.records import Sample, prompt_hash
+
+    return [Sample(i, j, prompt_hash([{"role": "user", "content": r["prompt"]}]), [{"role": "user", "content": r["prompt"]}],
+                   True, c) for i, r in enumerate(rows) for j, c in enumerate(r["completions"])]
+
+
+def scorer_for(model, path, budget):
+    from rmscore.config import BatchConfig
+    from rmscore.forward import Runners
+    from rmscore.scorer import Scorer
+    from rmscore.scoring import RunSummary
+
+    summary = RunSummary("gpu")
+    return Scorer(model, Runners(model, path), 4096, BatchConfig(max_tokens_per_batch=budget), summary), summary
+
+
+def syncs_while_scoring(model, path, budget, samples) -> tuple[int, int]:
+    """(device syncs counted by torch.cuda.set_sync_debug_mode, forwards) for one window."""
+    scorer, summary = scorer_for(model, path, budget)
+    scorer.score_window(samples[:4])  # warm-up: allocator, kernels, lazily built buffers
+    summary.batches = 0
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            scorer.score_window(samples)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    return len(syncs), summary.batches
+
+
+@pytest.mark.parametrize("path", ["padded", "prompt-reuse"])
+def test_no_host_sync_per_batch(tiny_models, path):
+    """Heads leave scores on the device and the window copies them back once: the syncs of a
+    window do not grow with its number of forwards."""
+    model = cuda_model(tiny_models["llama"])
+    samples = samples_of(shared_prompt_rows(n_prompts=6, n_completions=5, seed=31))
+    few, few_forwards = syncs_while_scoring(model, path, 100_000, samples)
+    many, many_forwards = syncs_while_scoring(model, path, 96, samples)
+    assert many_forwards > 4 * few_forwards
+    assert many == few <= 2, f"{many} syncs for {many_forwards} forwards, {few} for {few_forwards}"
+
+
+def test_out_of_memory_on_real_memory_backs_off_and_scores_every_row(tiny_models):
+    model = cuda_model(tiny_models["llama"])
+    samples = samples_of(completions_rows(n_prompts=64, n_completions=40, seed=32))  # 2,560 distinct rows
+    clean, _ = scorer_for(model, "padded", 4096)
+    expected = {(r["input_index"], r["completion_index"]): r["score"] for r in clean.score_window(samples)}
+    # Leave ~4 MiB free: the first batch (512 rows, ~100k padded tokens) needs far more.
+    torch.cuda.empty_cache()
+    free, _ = torch.cuda.mem_get_info()
+    filler = torch.empty(max(free - 4 * 2**20, 0), dtype=torch.uint8, device="cuda")
+    try:
+        scorer, summary = scorer_for(model, "padded", 1 << 20)
+        out = scorer.score_window(samples)
+    finally:
+        del filler
+        torch.cuda.empty_cache()
+    assert summary.oom_retries > 0 and scorer.budget < 1 << 20
+    assert [r["status"] for r in out] == ["ok"] * len(samples)
+    assert max(abs(r["score"] - expected[(r["input_index"], r["completion_index"])]) for r in out) < 1e-4
+
+
+def test_inputs_are_pinned_and_the_cuda_budget_fills_free_memory(tiny_models):
+    from rmscore.forward import PaddedForward, default_token_budget
+
+    model = cuda_model(tiny_models["llama"])
+    batch = model.encode(samples_of(completions_rows(2, 2, seed=33)))
+    assert all(t.is_pinned() for t in PaddedForward(model).collate(batch).values())
+    budget = default_token_budget(model, 2048)
+    assert 2048 <= budget <= 65_536
+
+
+def test_device_map_auto_scores_like_the_reference(tiny_models, write_jsonl, tmp_path):
+    rows = completions_rows(n_prompts=3, n_completions=3, seed=34)
+    expected = reference_scores(tiny_models["llama"], rows)
+    summary, out = score(write_jsonl(rows), tiny_models["llama"], tmp_path / "o", 512, device_map="auto",
+                         dtype="float32")
+    assert summary.statuses == {"ok": len(expected)}
+    assert max(abs(r["score"] - expected[(r["input_index"], r["completion_index"])]) for r in out) < 1e-4
+
+
+@pytest.mark.parametrize("path", ["padded", "packed", "prompt-reuse"])
+def test_flex_attention_on_the_gpu(tiny_models, write_jsonl, tmp_path, path):
+    rows = shared_prompt_rows(n_prompts=3, n_completions=3, seed=35)
+    expected = reference_scores(tiny_models["llama"], rows)
+    summary, out = score(write_jsonl(rows), tiny_models["llama"], tmp_path / path, 600, forward=path, device="cuda",
+                         dtype="float32", attn_implementation="flex_attention")
+    assert path in summary.forward_path
+    assert max(abs(r["score"] - expected[(r["input_index"], r["completion_index"])]) for r in out) < 1e-4
