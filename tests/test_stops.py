@@ -45,11 +45,11 @@ def stop_at_batch(monkeypatch, k: int, action) -> dict:
     """Run `action` when the k-th batch starts; count the rows of the batches that came back."""
     forward, seen = rmscore.scorer.Scorer._forward, {"batches": 0, "rows": 0}
 
-    def counting(self, runner, batch, inputs):
+    def counting(self, runner, batch, inputs, *rest):
         seen["batches"] += 1
         if seen["batches"] == k:
             action()
-        out = forward(self, runner, batch, inputs)
+        out = forward(self, runner, batch, inputs, *rest)
         seen["rows"] += len(batch)
         return out
 
