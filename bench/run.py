@@ -105,6 +105,29 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def load_average() -> float | None:
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def run_meta(args, load_at_start: float | None) -> dict:
+    """What bench/readme.py prints beside a table: the command, date, versions, and how busy the
+    machine was (1-minute load average at the start and the end: a shared machine moves timings)."""
+    import torch
+    import transformers
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
+                                text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    return {
+        "preset": args.preset, "repeat": args.repeat, "date": time.strftime("%Y-%m-%d"),
+        "command": "python bench/run.py " + " ".join(sys.argv[1:]), "commit": commit,
+        "torch": torch.__version__, "transformers": transformers.__version__,
+        "cpu_count": os.cpu_count(), "load_average": [load_at_start, load_average()],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
@@ -116,7 +139,7 @@ def main() -> None:
     args = parser.parse_args()
     preset, out_dir = PRESETS[args.preset], Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
+    start, load_at_start = time.perf_counter(), load_average()
     budgets = [int(b) for b in args.budgets.split(",") if b]
     runs: dict[str, list[dict]] = {}
     # Rounds: every scorer once per round, so a burst of load on a shared machine hits all of
@@ -142,7 +165,9 @@ def main() -> None:
               + f", {time.strftime('%Y-%m-%d')}, total {time.perf_counter() - start:.0f} s")
     table = markdown(rows)
     print(header + "\n\n" + table)
-    (out_dir / f"bench-{args.preset}.json").write_text(json.dumps({"header": header, "rows": rows}, indent=2))
+    meta = run_meta(args, load_at_start)
+    (out_dir / f"bench-{args.preset}.json").write_text(json.dumps({"header": header, "meta": meta, "rows": rows},
+                                                                  indent=2))
     (out_dir / f"bench-{args.preset}.md").write_text(header + "\n\n" + table + "\n")
 
 
