@@ -53,6 +53,18 @@ def test_missing_input_stops_before_the_model(tmp_path):
     one_line_error(result, "input not found")
 
 
+@pytest.mark.parametrize("name", ["data.jsonl", "data.xlsx", "gens/data.parquet"])
+def test_a_missing_file_is_not_a_hub_dataset(tmp_path, monkeypatch, name):
+    # Issue 19: a typo in an empty folder said "cannot load Hub dataset 'data.jsonl'". A name that
+    # looks like a file says "input not found" and where it looked, for score and eval alike.
+    monkeypatch.chdir(tmp_path)
+    for command in (("score", name, "-o", "scored/"), ("eval", name)):
+        result = invoke(*command)
+        one_line_error(result, f"input not found: {name}", str(tmp_path / name))
+        assert "Hub" not in result.output.splitlines()[0]
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
 def test_unknown_layout_and_empty_input(write_jsonl, tmp_path):
     one_line_error(invoke("score", write_jsonl([{"q": 1}]), "-o", tmp_path / "o"), "row shape", "--prompt-col")
     empty = tmp_path / "empty.jsonl"

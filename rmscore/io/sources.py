@@ -97,9 +97,11 @@ def open_source(path: str, split: str = "train", config_name: str | None = None)
                                  "give a JSON array file by itself")
             return JsonlSource(jsonl, f"{path} ({len(jsonl)} JSONL files)")
         raise InputError(f"{path} holds no .parquet or .jsonl files and is not a save_to_disk folder")
-    if _looks_like_hub_name(path) and not path.endswith((*JSONL_SUFFIXES, *DELIMITED, ".parquet", ".gz")):
+    if _looks_like_hub_name(path) and not _looks_like_file(path):
         return HubSource(path, split, config_name)
-    raise InputError(f"input not found: {path}", "check the path, or give a Hub dataset name like org/name")
+    # A typo or the wrong folder must not read as a failed Hub download: say where we looked.
+    raise InputError(f"input not found: {path} (no file or folder at {p.absolute()})",
+                     "check the name and the folder you run from; a Hub dataset is named like org/name")
 
 
 def _hidden(path: Path, root: Path) -> bool:
@@ -110,6 +112,12 @@ def _hidden(path: Path, root: Path) -> bool:
 def _looks_like_hub_name(path: str) -> bool:
     parts = path.split("/")
     return len(parts) <= 2 and not path.startswith((".", "/", "~")) and all(parts)
+
+
+def _looks_like_file(path: str) -> bool:
+    """A data file's extension, or any extension on a name without an owner/ part ("data.xlsx"):
+    a missing file, never a Hub dataset."""
+    return path.endswith((*JSONL_SUFFIXES, *DELIMITED, ".parquet", ".gz")) or ("/" not in path and "." in path)
 
 
 def _first_byte(path: Path) -> bytes:
