@@ -76,6 +76,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     golden: str = ""
     golden_ok: bool | None = None  # None: not run
+    paths: tuple[str, ...] = ()  # the forward paths compared with one row per forward
 
     @property
     def ok(self) -> bool:
@@ -138,9 +139,7 @@ def compare_batching(single: list[dict], batched: list[dict], report: Report, pa
 def check_golden(model, family: str, path: str, report: Report) -> None:
     found = golden_for(path)
     if found is None:
-        names = [n for n, g in GOLDEN.items() if g.family == family]
-        report.golden = (f"not run (weights for {', '.join(names)} not present)" if names
-                         else f"not run (no model card publishes reference numbers for {family})")
+        report.golden = no_golden(path, family)
         return
     name, golden = found
     prompt = [{"role": "user", "content": golden.prompt}]
@@ -158,6 +157,21 @@ def check_golden(model, family: str, path: str, report: Report) -> None:
                      + ("" if not misses else ": " + "; ".join(misses)))
 
 
+def no_golden(path: str, family: str) -> str:
+    """Why no card's numbers were checked, worded as what it is: nothing to compare with, not a
+    failure. The batching check is then the whole check."""
+    from rmscore.config import default_model
+
+    if Path(path).resolve() == Path(default_model()).resolve():
+        return ("none to run: the demo model is rmscore's own toy, with no published numbers "
+                "(its held-out accuracy is in data/demo-rm/README.md); the batching check above is the check")
+    names = [n for n, g in GOLDEN.items() if g.family == family]
+    if not names:
+        return f"none to run: no model card publishes reference numbers for {family}"
+    return (f"none to run: {path} is not a checkpoint whose card publishes numbers (for {family}: "
+            f"{', '.join(names)}; pass one of those, or a folder of the same name, to check it)")
+
+
 def _fmt(values: list[float]) -> str:
     return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
 
@@ -171,7 +185,8 @@ def run_doctor(cfg: ModelConfig, log=print) -> Report:
     log(f"model {cfg.path} as {family}, {dtype} on {model.device}; {len(PROBES)} probes")
     samples = probe_samples()
     single = score_samples(model, samples, max_batch_size=1, budget=model.max_length)
-    for path in forward_paths(model):
+    report.paths = forward_paths(model)
+    for path in report.paths:
         try:
             batched = score_samples(model, samples, len(samples), len(samples) * model.max_length, path)
         except Exception as exc:  # a path that cannot run this model is a finding, not a crash

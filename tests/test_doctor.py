@@ -35,8 +35,20 @@ def doctor(*args):
 def test_passes_on_a_correct_adapter(models):
     result = doctor("-m", models["armorm"])
     assert result.exit_code == 0, result.output
-    assert "batching: PASS" in result.output and "for float32" in result.output
-    assert "golden check: not run (weights for RLHFlow/ArmoRM-Llama3-8B-v0.1 not present)" in result.output
+    assert "batching: PASS: 13 probes scored one per forward and batched (padded, packed, prompt-reuse)" \
+        in result.output and "for float32" in result.output
+    assert (f"golden check: none to run: {models['armorm']} is not a checkpoint whose card publishes numbers "
+            "(for armorm: RLHFlow/ArmoRM-Llama3-8B-v0.1;") in result.output
+
+
+def test_the_demo_model_has_no_golden_numbers_and_says_what_was_checked():
+    # Issue 19: "golden check: not run (weights for Skywork/... not present)" read like a failure.
+    result = doctor()
+    assert result.exit_code == 0, result.output
+    assert "batching: PASS: 13 probes scored one per forward and batched" in result.output
+    assert "golden check: none to run: the demo model is rmscore's own toy, with no published numbers" \
+        in result.output
+    assert "not present" not in result.output and "Skywork" not in result.output
 
 
 def test_fails_on_an_adapter_that_lets_padding_in(models, monkeypatch):
@@ -70,7 +82,7 @@ def test_golden_numbers_are_checked_when_the_checkpoint_is_recognised(models, mo
 
 def test_families_without_card_numbers_say_so(models):
     result = doctor("-m", models["pair"])
-    assert "golden check: not run (no model card publishes reference numbers for deberta-pair)" in result.output
+    assert "golden check: none to run: no model card publishes reference numbers for deberta-pair" in result.output
 
 
 def test_golden_table_is_keyed_by_checkpoint_name():

@@ -43,7 +43,8 @@ def doctor(
     report = run_doctor(cfg, log=lambda text: echo(f"[rmscore] {text}"))
     rtol, atol = report.tolerance
     verdict = "PASS" if report.batching_ok else "FAIL"
-    typer.echo(f"batching: {verdict}: largest difference batched vs one per forward {report.max_diff:.3g}"
+    typer.echo(f"batching: {verdict}: {report.probes} probes scored one per forward and batched "
+               f"({', '.join(report.paths)}); largest difference {report.max_diff:.3g}"
                + (f" ({report.worst})" if report.worst else "")
                + f"; tolerance {atol:g} + {rtol:g}*|x| for {report.dtype}")
     for line in report.problems + report.notes:
