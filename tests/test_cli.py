@@ -124,3 +124,9 @@ def test_python_dash_m_entry_point():
 def test_help_teaches(command, needle):
     result = invoke(command, "--help")
     assert result.exit_code == 0 and needle in result.output
+
+
+def test_token_budget_help_states_both_defaults():
+    # issue 19.9: the CPU default (512) and the GPU rule, not only "from free device memory"
+    text = " ".join(runner.invoke(app, ["score", "--help"], env={"COLUMNS": "200"}).output.split())
+    assert "512 on CPU" in text and "capped at 65,536" in text
