@@ -37,13 +37,18 @@ def inspect(
     file: margins, how often and by how much the chosen answer is longer, and the within-prompt
     correlation. Prints one screen; writes inspect.json and PNGs (with the plot extra).
 
-    Examples:
+    Examples (after `make demo`, which wrote demo-out/scored and demo-out/pairs.parquet):
 
+    \b
       rmscore inspect demo-out/scored
-
       rmscore inspect demo-out/pairs.parquet -o demo-out/pairs-inspect
+      rmscore inspect demo-out/scored --no-text -o demo-out/scored-no-text
 
-      rmscore inspect prm-scored/ --score-column score_min --no-text
+    With a Hub model (downloads it):
+
+    \b
+      rmscore score data/prm800k_phase1_test_trajectories.jsonl.gz -m Qwen/Qwen2.5-Math-PRM-7B --prompt-col problem -o prm-scored/
+      rmscore inspect prm-scored/ --score-column score_min
     """
     from rmscore.inspect import run_inspect
 
