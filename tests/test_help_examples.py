@@ -184,10 +184,11 @@ class Server:
     """`rmscore serve ARGS` run by the CLI in a thread, bound to a free port instead of the one asked
     for; everything else (option parsing, config, model load, routes) is the real thing."""
 
-    def __init__(self, example: Example, attempt: int, monkeypatch):
+    def __init__(self, example: Example, attempt: int):
         from rmscore.serve import server as module
 
         self.example, self.attempt, self.asked, self.servers, self.result = example, attempt, None, [], None
+        self.patches = pytest.MonkeyPatch()  # undone on stop: the next example gets the real functions
         bind, build = module.bind, module.build
 
         def free_port(host, port):
@@ -198,11 +199,15 @@ class Server:
             self.servers.append(build(*args, **kwargs))
             return self.servers[-1]
 
-        monkeypatch.setattr(module, "bind", free_port)
-        monkeypatch.setattr(module, "build", keep)
+        self.patches.setattr(module, "bind", free_port)
+        self.patches.setattr(module, "build", keep)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
-        wait_for(self._ready, 60, f"{example.line!r} to be ready")
+        try:
+            wait_for(self._ready, 60, f"{example.line!r} to be ready")
+        except BaseException:
+            self.stop(check=False)
+            raise
 
     def _run(self):
         self.result = runner.invoke(app, self.example.args[1:], env={"RMSCORE_DEBUG": ""})
@@ -231,11 +236,13 @@ class Server:
     def get(self, path: str) -> tuple[int, str]:
         return self.request("GET", path, None, {})
 
-    def stop(self) -> None:
-        self.servers[0].should_exit = True
+    def stop(self, check: bool = True) -> None:
+        if self.servers:
+            self.servers[0].should_exit = True
         self.thread.join(30)
+        self.patches.undo()
         assert not self.thread.is_alive(), f"{self.example.line!r} did not stop"
-        if self.result.exit_code != 0:
+        if check and self.result.exit_code != 0:
             fail(self.example, self.attempt, f"exit code {self.result.exit_code} on stopping", self.result.output)
 
 
@@ -275,7 +282,7 @@ def run_examples(examples: list[Example], monkeypatch) -> None:
                     server, running = None, server
                     running.stop()
                 if program == "rmscore" and example.args[1:2] == ["serve"]:
-                    server = Server(example, attempt, monkeypatch)
+                    server = Server(example, attempt)
                 elif program == "rmscore":
                     run_rmscore(example, attempt)
                 elif program == "python":
@@ -284,9 +291,12 @@ def run_examples(examples: list[Example], monkeypatch) -> None:
                     run_curl(example, attempt, server)
                 else:
                     fail(example, attempt, f"this test does not know how to run {program!r}")
-        finally:
+        except BaseException:
             if server is not None:
-                server.stop()
+                server.stop(check=False)
+            raise
+        if server is not None:
+            server.stop()
 
 
 # --- the tests -----------------------------------------------------------------------------------
