@@ -122,6 +122,8 @@ def make_demo_commands() -> list[list[str]]:
     assert recipe, "Makefile has no demo target"
     commands = []
     for line in recipe.group(1).splitlines():
+        if line.strip().lstrip("@-").startswith("echo "):
+            continue  # what make demo says, not what it makes
         assert "rmscore " in line, f"make demo runs {line.strip()!r}: teach this test to do the same"
         commands.append(shlex.split(line.split("rmscore ", 1)[1]))
     return commands

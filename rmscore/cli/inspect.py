@@ -37,12 +37,12 @@ def inspect(
     file: margins, how often and by how much the chosen answer is longer, and the within-prompt
     correlation. Prints one screen; writes inspect.json and PNGs (with the plot extra).
 
-    Examples (after `make demo`, which wrote demo-out/scored and demo-out/pairs.parquet):
+    Examples (after `make demo`, which wrote demo-out/scored and demo-out/pairs.parquet; --no-text
+    because the demo texts are HH-RLHF red-team material: drop it to see them):
 
     \b
-      rmscore inspect demo-out/scored
-      rmscore inspect demo-out/pairs.parquet -o demo-out/pairs-inspect
-      rmscore inspect demo-out/scored --no-text -o demo-out/scored-no-text
+      rmscore inspect demo-out/scored --no-text
+      rmscore inspect demo-out/pairs.parquet -o demo-out/pairs-report --no-text
 
     With a Hub model (downloads it):
 
