@@ -49,11 +49,13 @@ def best_of_n(
     Exact expectations over all N-subsets of each prompt's completions (ties shared evenly), not
     sampling. A prompt with fewer completions than N uses all it has.
 
-    Examples:
+    Examples (after `make demo`: GSM8K solutions with correctness labels, shipped in data/; drop --limit
+    to score all 1,319 questions):
 
-      rmscore score gens.jsonl -m MODEL -o scored/ --keep-columns is_correct,answer
-
-      rmscore best-of-n scored/ --label-column is_correct --answer-column answer -o bon/
+    \b
+      python recipes/gsm8k_bon.py -o demo-out/gsm8k_bon4.jsonl
+      rmscore score demo-out/gsm8k_bon4.jsonl -o demo-out/gsm8k-scored --keep-columns is_correct,answer --limit 100
+      rmscore best-of-n demo-out/gsm8k-scored --label-column is_correct --answer-column answer -o demo-out/gsm8k-bon
     """
     from rmscore.evaluate import run_best_of_n
 

@@ -29,12 +29,16 @@ def doctor(
     """Score built-in probes one per forward and batched, report the largest difference, and check
     the model card's published numbers when MODEL is one of those checkpoints. Exit 1 on failure.
 
-    Examples:
+    Examples (from the repository root; the first checks the shipped demo model):
 
+    \b
+      rmscore doctor
+      rmscore doctor -m data/demo-rm --model-type seq-cls --dtype float32
+
+    With a Hub model (downloads it):
+
+    \b
       rmscore doctor -m RLHFlow/ArmoRM-Llama3-8B-v0.1
-
-      rmscore doctor -m ./my-rm --model-type seq-cls --dtype float32
-
       rmscore doctor -m HuggingFaceTB/SmolLM2-135M-Instruct --model-type lm-judge --score-tokens 'Yes No'
     """
     from rmscore.doctor import run_doctor

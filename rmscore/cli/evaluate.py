@@ -90,15 +90,17 @@ def evaluate(
     scoring settings stay the same, compared by content (every input file, the model's files, a
     --chat-template file), never by the names as typed.
 
-    Examples:
+    Examples (from the repository root, on the shipped data, with the shipped demo model):
 
+    \b
+      rmscore eval data/truthfulqa_mc_v0.jsonl.gz --limit 100
       rmscore eval data/demo/hh_rlhf_heldout.jsonl.gz -m data/demo-rm
 
+    With a Hub model (downloads it):
+
+    \b
       rmscore eval data/truthfulqa_mc_v0.jsonl.gz -m Skywork/Skywork-Reward-V2-Qwen3-0.6B
-
-      rmscore eval allenai/reward-bench --split filtered -m MODEL --subset-column subset
-
-      rmscore eval data/truthfulqa_mc_v0.jsonl.gz -m SmolLM2-135M-Instruct.Q4_1.gguf --model-type lm-judge
+      rmscore eval allenai/reward-bench --split filtered -m Skywork/Skywork-Reward-V2-Qwen3-0.6B --subset-column subset
     """
     params = dict(locals())  # the options as given, before anything else is defined
     from rmscore.evaluate import run_eval

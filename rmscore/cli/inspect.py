@@ -37,13 +37,18 @@ def inspect(
     file: margins, how often and by how much the chosen answer is longer, and the within-prompt
     correlation. Prints one screen; writes inspect.json and PNGs (with the plot extra).
 
-    Examples:
+    Examples (after `make demo`, which wrote demo-out/scored and demo-out/pairs.parquet; --no-text
+    because the demo texts are HH-RLHF red-team material: drop it to see them):
 
-      rmscore inspect demo-out/scored
+    \b
+      rmscore inspect demo-out/scored --no-text
+      rmscore inspect demo-out/pairs.parquet -o demo-out/pairs-report --no-text
 
-      rmscore inspect demo-out/pairs.parquet -o demo-out/pairs-inspect
+    With a Hub model (downloads it):
 
-      rmscore inspect prm-scored/ --score-column score_min --no-text
+    \b
+      rmscore score data/prm800k_phase1_test_trajectories.jsonl.gz -m Qwen/Qwen2.5-Math-PRM-7B --prompt-col problem -o prm-scored/
+      rmscore inspect prm-scored/ --score-column score_min
     """
     from rmscore.inspect import run_inspect
 

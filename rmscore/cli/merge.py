@@ -23,9 +23,10 @@ def merge(
     Names the shards that have not finished and exits non-zero if any is missing. Readers that
     take a folder (pyarrow.dataset, datasets, rmscore build-pairs) can also use FOLDER directly.
 
-    Examples:
+    Examples (after `make demo`, which scored the demo data into demo-out/scored):
 
-      rmscore merge scored/ -o scored.parquet
+    \b
+      rmscore merge demo-out/scored -o demo-out/scored.parquet --overwrite
     """
     from rmscore.io.merge import merge as merge_folder
 

@@ -7,7 +7,14 @@ from rmscore.cli.app import command, echo
 
 @command("models")
 def models():
-    """List the reward-model families (--model-type values) and what each reads and outputs."""
+    """List the reward-model families (--model-type values) and what each reads and outputs.
+
+    Examples (the second forces a family instead of detecting it):
+
+    \b
+      rmscore models
+      rmscore doctor --model-type seq-cls
+    """
     import typer
 
     from rmscore.models import ADAPTERS, get_adapter

@@ -63,17 +63,20 @@ def build_pairs(
     score, never enter a pair; nor do ties or texts identical after whitespace normalisation.
     Every drop is counted: a summary is printed and written as JSON next to the output.
 
-    Examples:
+    Examples (after `make demo`, which scored the demo data into demo-out/scored):
 
-      rmscore build-pairs scored/ -o pairs.parquet
+    \b
+      rmscore build-pairs demo-out/scored -o demo-out/pairs.parquet --overwrite
+      rmscore build-pairs demo-out/scored -o demo-out/pairs-rest.parquet --rule best-vs-rest --min-margin 0.5 --overwrite
+      rmscore build-pairs demo-out/scored -o demo-out/simpo.parquet --format simpo --overwrite
+      rmscore build-pairs demo-out/scored -o demo-out/pairs-1.5x.parquet --max-length-ratio 1.5 --overwrite
 
-      rmscore build-pairs scored/ -o pairs.parquet --rule best-vs-rest --pairs-per-prompt 3 --min-margin 0.5
+    With a Hub model (downloads it), pairs of GSM8K solutions by their weakest step:
 
-      rmscore build-pairs run1/ run2/ -o simpo.parquet --format simpo
-
-      rmscore build-pairs prm-scored/ -o pairs.parquet --score-column score_min
-
-      rmscore build-pairs scored/ -o pairs.parquet --max-length-ratio 1.5
+    \b
+      python recipes/gsm8k_bon.py -o demo-out/gsm8k_bon4.jsonl
+      rmscore score demo-out/gsm8k_bon4.jsonl -m Qwen/Qwen2.5-Math-PRM-7B --step-separator '\\n' -o demo-out/gsm8k-prm
+      rmscore build-pairs demo-out/gsm8k-prm -o demo-out/gsm8k-prm-pairs.parquet --score-column score_min --overwrite
     """
     from rmscore.build_pairs import run_build_pairs
 

@@ -91,15 +91,18 @@ def score(
     skips the rows already saved. Several GPUs: torchrun --nproc-per-node N -m rmscore score ...;
     SLURM arrays shard by themselves. See recipes/.
 
-    Examples:
+    Examples (from the repository root, on the shipped data, with the shipped demo model):
 
-      rmscore score data/demo/prompts.jsonl -o scored/
+    \b
+      rmscore score data/demo/hh_rlhf_demo.jsonl -o scored/
+      rmscore score data/demo/hh_rlhf_heldout.jsonl.gz -o demo-out/heldout-scored --limit 100 --keep-columns id
 
-      rmscore score gens.parquet -m Skywork/Skywork-Reward-V2-Llama-3.1-8B -o scored/ --max-length 8192
+    With a Hub model (downloads it):
 
-      rmscore score steps.jsonl -m Qwen/Qwen2.5-Math-PRM-7B --aggregate min -o prm/
-
-      rmscore score gens.jsonl -m HuggingFaceTB/SmolLM2-135M-Instruct --model-type lm-judge -o judged/
+    \b
+      rmscore score data/demo/hh_rlhf_demo.jsonl -m Skywork/Skywork-Reward-V2-Llama-3.1-8B -o skywork-scored/
+      rmscore score data/prm800k_phase1_test_trajectories.jsonl.gz -m Qwen/Qwen2.5-Math-PRM-7B --prompt-col problem -o prm-scored/
+      rmscore score data/demo/hh_rlhf_demo.jsonl -m HuggingFaceTB/SmolLM2-135M-Instruct --model-type lm-judge -o judged/
     """
     params = dict(locals())  # the options as given, before anything else is defined
     from rmscore.scoring import run_score

@@ -67,13 +67,20 @@ def serve(
     GET /health, /v1/models, /metrics. Requests from all clients are batched together by tokens.
     One process per GPU: --device cuda:N and its own --port (recipes/serve_all_gpus.sh).
 
-    Examples:
+    Examples (the shipped demo model):
 
+    \b
       rmscore serve --port 8000
 
-      rmscore serve -m Skywork/Skywork-Reward-V2-Llama-3.1-8B --device cuda:0 --port 8000 --api-key secret
+    Then, from another shell:
 
+    \b
       curl -s localhost:8000/v1/score -d '{"rows": [{"prompt": "Hi", "completion": "Hello!"}]}'
+
+    With a Hub model (downloads it):
+
+    \b
+      rmscore serve -m Skywork/Skywork-Reward-V2-Llama-3.1-8B --device cuda:0 --port 8000 --api-key secret
     """
     params = dict(locals())  # the options as given, before anything else is defined
     from rmscore.serve import require
