@@ -83,3 +83,43 @@ def copy_model(tmp_path):
         return dst
 
     return copy
+
+
+def make_demo_commands() -> list[list[str]]:
+    """The `rmscore ...` lines of the Makefile's demo target (argv after `rmscore`)."""
+    import re
+    import shlex
+
+    recipe = re.search(r"^demo:.*\n((?:\t.*\n)+)", (REPO / "Makefile").read_text(), re.M)
+    assert recipe, "Makefile has no demo target"
+    commands = []
+    for line in recipe.group(1).splitlines():
+        if line.strip().lstrip("@-").startswith("echo "):
+            continue  # what make demo says, not what it makes
+        assert "rmscore " in line, f"make demo runs {line.strip()!r}: teach the tests to do the same"
+        commands.append(shlex.split(line.split("rmscore ", 1)[1]))
+    return commands
+
+
+@pytest.fixture(scope="session")
+def made_demo(tmp_path_factory):
+    """A folder as a fresh clone is after `make demo`: data/ and recipes/ linked, demo-out/ written
+    by the Makefile's demo lines (run in-process, once per session). Returns (folder, [(argv,
+    output)]); a failing line fails every test that uses it."""
+    from typer.testing import CliRunner
+
+    from rmscore.cli import app
+
+    root = tmp_path_factory.mktemp("make-demo")
+    for name in ("data", "recipes"):
+        (root / name).symlink_to(REPO / name, target_is_directory=True)
+    outputs, old = [], Path.cwd()
+    os.chdir(root)
+    try:
+        for args in make_demo_commands():
+            result = CliRunner().invoke(app, args, env={"RMSCORE_DEBUG": ""})
+            assert result.exit_code == 0, f"make demo's `rmscore {' '.join(args)}` failed:\n{result.output}"
+            outputs.append((args, result.output))
+    finally:
+        os.chdir(old)
+    return root, outputs

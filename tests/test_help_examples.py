@@ -116,34 +116,14 @@ def first_own(examples: list[Example]) -> list[Example]:
 
 # --- the workspace: what a fresh clone holds after `make demo` ---------------------------------
 
-def make_demo_commands() -> list[list[str]]:
-    """The `rmscore ...` lines of the Makefile's demo target, so the state here is the one it makes."""
-    recipe = re.search(r"^demo:.*\n((?:\t.*\n)+)", (REPO / "Makefile").read_text(), re.M)
-    assert recipe, "Makefile has no demo target"
-    commands = []
-    for line in recipe.group(1).splitlines():
-        if line.strip().lstrip("@-").startswith("echo "):
-            continue  # what make demo says, not what it makes
-        assert "rmscore " in line, f"make demo runs {line.strip()!r}: teach this test to do the same"
-        commands.append(shlex.split(line.split("rmscore ", 1)[1]))
-    return commands
-
-
 def link_repo(root: Path) -> None:
     for name in ("data", "recipes"):
         (root / name).symlink_to(REPO / name, target_is_directory=True)
 
 
 @pytest.fixture(scope="module")
-def after_make_demo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("make-demo")
-    link_repo(root)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        for args in make_demo_commands():
-            result = runner.invoke(app, args, env={"RMSCORE_DEBUG": ""})
-            assert result.exit_code == 0, f"make demo's `rmscore {shlex.join(args)}` failed:\n{result.output}"
-    return root / "demo-out"
+def after_make_demo(made_demo):
+    return made_demo[0] / "demo-out"
 
 
 @pytest.fixture

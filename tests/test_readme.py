@@ -102,30 +102,14 @@ def test_readme_shell_blocks_run_top_to_bottom(tmp_path):
                 assert figure in output, f"README.md line `{code}` says {figure}; the run printed:\n{output[-2000:]}"
 
 
-def make_demo_commands() -> list[str]:
-    """The rmscore lines of the Makefile's demo recipe, with $(BIN)/ dropped."""
-    recipe, lines = False, []
-    for line in (REPO / "Makefile").read_text().splitlines():
-        if line.startswith("demo:"):
-            recipe = True
-        elif recipe and line.startswith("\t"):
-            lines.append(line.strip())
-        elif recipe:
-            break
-    return [ln.replace("$(BIN)/", "") for ln in lines if ln.startswith("$(BIN)/rmscore")]
-
-
-def test_make_demo_commands_run_and_hide_the_red_team_texts(tmp_path):
-    (tmp_path / "data").symlink_to(REPO / "data")
-    demo = make_demo_commands()
-    assert [c.split()[1] for c in demo] == ["score", "build-pairs", "inspect", "inspect"]
-    for code in demo:
-        status, output = run_line(shlex.split(code), tmp_path)
-        assert status == 0, f"make demo: `{code}` exited {status}:\n{output[-3000:]}"
-        if code.split()[1] == "inspect":
+def test_make_demo_commands_run_and_hide_the_red_team_texts(made_demo):
+    _, outputs = made_demo
+    assert [args[0] for args, _ in outputs] == ["score", "build-pairs", "inspect", "inspect"]
+    for args, output in outputs:
+        if args[0] == "inspect":
             # no prompt or completion text reaches the screen: the demo data is red-team material
             shown = [t for t in demo_texts() if t in output]
-            assert not shown, f"make demo: `{code}` printed demo texts, e.g. {shown[0]!r}"
+            assert not shown, f"make demo: `rmscore {shlex.join(args)}` printed demo texts, e.g. {shown[0]!r}"
 
 
 def demo_texts() -> list[str]:
