@@ -126,3 +126,14 @@ def test_code_layout_names_every_package_and_top_level_module():
     names += [p.name for p in package.glob("*.py") if not p.name.startswith("__")]
     missing = [n for n in sorted(names) if not re.search(rf"(?<![\w/]){re.escape(n)}", layout)]
     assert not missing, f"README's code layout does not mention {missing}"
+
+
+def test_every_link_inside_the_readme_lands_on_a_heading():
+    text = (REPO / "README.md").read_text()
+
+    def anchor(heading: str) -> str:  # GitHub's rule: lower case, punctuation dropped, spaces to -
+        return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+    headings = {anchor(h) for h in re.findall(r"^#+ (.*)$", text, re.M)}
+    broken = sorted(set(re.findall(r"\]\(#([^)]+)\)", text)) - headings)
+    assert not broken, f"README links to missing headings: {broken}"
