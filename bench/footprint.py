@@ -5,18 +5,17 @@
     python bench/footprint.py --list                      # the figures and what each runs
 
 Each figure runs its command in a fresh process, with the user's environment and rmscore's
-defaults (no thread pinning), and reads that process's peak RSS from the kernel (ru_maxrss of the
-waited-for child, which covers any processes it waited for in turn). Inputs are generated,
-deterministically, in a temporary folder, once per invocation. Writes bench/results/footprint.json
-(merged: a figure not run keeps its last measurement) and prints a markdown table;
-`python bench/readme.py` renders the JSON into the README.
+defaults (no thread pinning), started by a small wrapper process that reads the command's peak RSS
+from the kernel (ru_maxrss of its children: the command, and any process the command waited for).
+Inputs are generated, deterministically, in a temporary folder, once per invocation. Writes
+bench/results/footprint.json (merged: a figure not run keeps its last measurement) and prints a
+markdown table; `python bench/readme.py` renders the JSON into the README.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -86,18 +85,31 @@ def rmscore_argv() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "rmscore"]
 
 
+# Runs the command and reports its peak RSS and wall time. A fresh, small process of its own: a
+# child's ru_maxrss starts from the RSS of the process it was forked from (Linux keeps the old
+# memory's high-water mark across exec), so forking from this script, which holds generated inputs,
+# would report this script's size for any command smaller than it.
+WRAPPER = """
+import json, resource, subprocess, sys, time
+start = time.perf_counter()
+code = subprocess.call(sys.argv[2:])
+wall = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux; the command is the only child
+open(sys.argv[1], "w").write(json.dumps({"code": code, "peak_kib": peak, "wall_s": wall}))
+"""
+
+
 def measure(argv: list[str], log: Path, cwd: Path = REPO) -> tuple[float, float]:
     """Run argv once; its (peak RSS in MiB, wall seconds). Raises with the log's tail if it fails."""
+    result = log.with_suffix(".result.json")
     with open(log, "wb") as out:
-        start = time.perf_counter()
-        child = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
-        _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage, not the sum of all children
-        wall = time.perf_counter() - start
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
+        subprocess.run([sys.executable, "-c", WRAPPER, str(result), *argv], stdout=out, stderr=subprocess.STDOUT,
+                       cwd=cwd, check=False)
+    done = json.loads(result.read_text())
+    if done["code"] != 0:
         tail = log.read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"{' '.join(argv)} exited with {child.returncode}:\n{tail}")
-    return usage.ru_maxrss / 1024, wall  # ru_maxrss is in KiB on Linux
+        raise RuntimeError(f"{' '.join(argv)} exited with {done['code']}:\n{tail}")
+    return done["peak_kib"] / 1024, done["wall_s"]
 
 
 def spread(values: list[float], digits: int) -> dict:

@@ -53,9 +53,9 @@ def versions(meta: dict) -> str:
 
 def caption(meta: dict, fallback_machine: str = "") -> str:
     commit = f" at commit {meta['commit']}" if meta.get("commit") else ""
-    parts = [f"Measured {meta.get('date', 'on an unrecorded date')}{commit} with `{meta.get('command', '?')}`",
-             f"on {machine(meta, fallback_machine)}", versions(meta)]
-    return "; ".join(p for p in parts if p)
+    where = (f"Measured {meta.get('date', 'on an unrecorded date')}{commit} with `{meta.get('command', '?')}` "
+             f"on {machine(meta, fallback_machine)}")
+    return "; ".join(p for p in (where, versions(meta)) if p)
 
 
 def seconds(value: float) -> str:

@@ -29,9 +29,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from meta import load_average, run_meta  # noqa: E402
 from scorers import SCORERS  # noqa: E402
 from workload import PRESETS, model_flops  # noqa: E402
-from meta import load_average, run_meta  # noqa: E402
 
 SPEC_PEAK = 989e12  # H100 SXM / H200 dense bf16
 
