@@ -29,6 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from meta import load_average, run_meta  # noqa: E402
 from scorers import SCORERS  # noqa: E402
 from workload import PRESETS, model_flops  # noqa: E402
 
@@ -105,27 +106,12 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def load_average() -> float | None:
-    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
-
-
-def run_meta(args, load_at_start: float | None) -> dict:
-    """What bench/readme.py prints beside a table: the command, date, versions, and how busy the
-    machine was (1-minute load average at the start and the end: a shared machine moves timings)."""
-    import torch
-    import transformers
-
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
-                                text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
-    return {
-        "preset": args.preset, "repeat": args.repeat, "date": time.strftime("%Y-%m-%d"),
-        "command": "python bench/run.py " + " ".join(sys.argv[1:]), "commit": commit,
-        "torch": torch.__version__, "transformers": transformers.__version__,
-        "cpu_count": os.cpu_count(), "load_average": [load_at_start, load_average()],
-    }
+def bench_meta(args, load_at_start: float | None, first: dict, device: str, seconds: float) -> dict:
+    """What bench/readme.py prints beside a table: the command, date, versions, machine, workload,
+    and how busy the machine was (1-minute load average at the start and the end)."""
+    return run_meta("python bench/run.py", load_at_start, preset=args.preset, repeat=args.repeat, device=device,
+                    torch_threads=1 if PRESETS[args.preset].device == "cpu" else None,
+                    rows=len(first["lengths"]), tokens=sum(first["lengths"]), total_s=round(seconds))
 
 
 def main() -> None:
@@ -165,7 +151,7 @@ def main() -> None:
               + f", {time.strftime('%Y-%m-%d')}, total {time.perf_counter() - start:.0f} s")
     table = markdown(rows)
     print(header + "\n\n" + table)
-    meta = run_meta(args, load_at_start)
+    meta = bench_meta(args, load_at_start, first, device, time.perf_counter() - start)
     (out_dir / f"bench-{args.preset}.json").write_text(json.dumps({"header": header, "meta": meta, "rows": rows},
                                                                   indent=2))
     (out_dir / f"bench-{args.preset}.md").write_text(header + "\n\n" + table + "\n")
