@@ -83,8 +83,8 @@ def test_footprint_table_gives_command_median_range_and_input(tmp_path):
     lines = block(path.read_text(), "footprint").splitlines()
     assert lines[0].startswith("Measured 2026-11-29 at commit abc1234 with `python bench/footprint.py --repeat 3` "
                                "on 2 cores of Test CPU 9000")
-    assert ("| rmscore score, 20k rows | `rmscore score $TMP/jsonl-20k.jsonl -o $TMP/out-score-20k --overwrite` "
-            "| 707 (700-712) | 95.1 (90.0-99.0) |") in lines
+    assert ("| score-20k | rmscore score, 20k rows | `rmscore score $TMP/jsonl-20k.jsonl -o $TMP/out-score-20k "
+            "--overwrite` | 3 | 707 (700-712) | 95.1 (90.0-99.0) |") in lines
     assert "- `$TMP/jsonl-20k.jsonl`: 20,000 generated rows" in lines
 
 
