@@ -99,7 +99,8 @@ def from_header(header: str) -> dict:
     parts = header.split(", ")
     found = {"device": next((p.split("device ", 1)[1] for p in parts if p.startswith("device ")), "")}
     if len(parts) > 2 and parts[1].endswith(" rows") and parts[2].endswith(" tokens"):
-        found |= {"rows": int(parts[1].split()[0].replace(",", "")), "tokens": int(parts[2].split()[0].replace(",", ""))}
+        rows, tokens = (int(p.split()[0].replace(",", "")) for p in parts[1:3])
+        found |= {"rows": rows, "tokens": tokens}
     if "1 torch thread per process" in parts:
         found["torch_threads"] = 1
     return found
@@ -116,9 +117,11 @@ def render_bench(doc: dict) -> str:
     if repeat > 1:
         workload.append(f"seconds: median of {repeat} rounds over all scorers"
                         + (f" (each scorer's max - min: {min(spreads):.2f}-{max(spreads):.2f} s)" if spreads else ""))
-    lines.append("; ".join(w for w in workload if w).capitalize() + ".") if any(workload) else None
-    lines += ["", "| scorer | seconds | useful tok/s | padding efficiency | tokens computed | max diff vs per-example |",
-              "|---|---:|---:|---:|---:|---:|"]
+    if any(workload):
+        text = "; ".join(w for w in workload if w)
+        lines.append(text[0].upper() + text[1:] + ".")
+    lines += ["", "| scorer | seconds | useful tok/s | padding efficiency | tokens computed "
+              "| max diff vs per-example |", "|---|---:|---:|---:|---:|---:|"]
     lines += [scorer_row(r) for r in rows]
     summary = speedups(rows)
     return "\n".join(lines + (["", summary] if summary else []))
