@@ -46,7 +46,7 @@ class Figure:
 
 FIGURES = [
     Figure("score-20k", "rmscore score, 20k rows", "jsonl-20k", ("score", "{in}", "-o", "{out}", "--overwrite")),
-    # ~90 minutes on 2 shared cores (the demo model scores ~40 rows/s there): only with --only
+    # ~2 hours on 2 shared cores (the demo model scored ~30 rows/s there, 2026-11-29): only with --only
     Figure("score-200k", "rmscore score, 200k rows", "jsonl-200k", ("score", "{in}", "-o", "{out}", "--overwrite"),
            default=False),
     Figure("build-pairs-1m", "rmscore build-pairs, 1M scored rows", "scored-1m",
@@ -64,7 +64,7 @@ INPUTS = {  # key: (description, generator or None for a shipped file)
     "scored-200k": data.SCORED_DESCRIPTION.format(rows="200,000"),
     "scored-1m": data.SCORED_DESCRIPTION.format(rows="1,000,000"),
     "scored-4m": data.SCORED_DESCRIPTION.format(rows="4,000,000"),
-    "demo": "data/demo/hh_rlhf_demo.jsonl (shipped: 200 conversations x 2 completions)",
+    "demo": "shipped with rmscore, make demo's input: 200 conversations x 2 completions",
 }
 
 

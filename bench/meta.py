@@ -50,7 +50,8 @@ def version(package: str) -> str | None:
 def run_meta(script: str, load_at_start: float | None, **extra) -> dict:
     """The run's provenance; `script` is how the command starts (e.g. "python bench/run.py")."""
     return {
-        "date": time.strftime("%Y-%m-%d", time.gmtime()), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": " ".join([script, *sys.argv[1:]]), "commit": git_commit(),
         "torch": version("torch"), "transformers": version("transformers"), "python": platform.python_version(),
         "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "load_average": [load_at_start, load_average()],

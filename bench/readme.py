@@ -10,7 +10,8 @@ line of its own. NAME picks the JSON and the table:
     cpu-long    bench/results/bench-cpu-long.json (python bench/run.py --preset cpu-long --repeat 3 --out bench/results)
     cpu         bench/results/bench-cpu.json      (python bench/run.py --preset cpu --repeat 3 --out bench/results)
 
-A block whose JSON is missing, or whose NAME is not one of these, is left as it is, with a warning.
+A block whose JSON is missing, or whose NAME is not one of these, is left as it is, with a warning;
+a marker without its pair is an error (exit 2).
 Every rendered table starts with a caption: the date, the command, the commit and the machine.
 """
 
@@ -93,11 +94,22 @@ def speedups(rows: list[dict]) -> str:
     return "rmscore at its defaults, in wall time: " + ", ".join(ratios) + "."
 
 
+def from_header(header: str) -> dict:
+    """What a JSON written before run.py recorded it in meta says in its header line."""
+    parts = header.split(", ")
+    found = {"device": next((p.split("device ", 1)[1] for p in parts if p.startswith("device ")), "")}
+    if len(parts) > 2 and parts[1].endswith(" rows") and parts[2].endswith(" tokens"):
+        rows, tokens = (int(p.split()[0].replace(",", "")) for p in parts[1:3])
+        found |= {"rows": rows, "tokens": tokens}
+    if "1 torch thread per process" in parts:
+        found["torch_threads"] = 1
+    return found
+
+
 def render_bench(doc: dict) -> str:
-    meta, rows = doc.get("meta", {}), doc["rows"]
-    header_device = next((p.split("device ", 1)[1] for p in doc.get("header", "").split(", ")
-                          if p.startswith("device ")), "")
-    lines = [caption(meta, header_device) + "."]
+    rows, old = doc["rows"], from_header(doc.get("header", ""))
+    meta = {k: v for k, v in old.items() if k != "device"} | doc.get("meta", {})
+    lines = [caption(meta, old["device"]) + "."]
     workload = [f"{meta['rows']:,} rows, {meta['tokens']:,} tokens" if meta.get("rows") else "",
                 f"{meta['torch_threads']} torch thread per process" if meta.get("torch_threads") else ""]
     repeat = meta.get("repeat") or rows[0].get("repeat", 1)
@@ -105,9 +117,11 @@ def render_bench(doc: dict) -> str:
     if repeat > 1:
         workload.append(f"seconds: median of {repeat} rounds over all scorers"
                         + (f" (each scorer's max - min: {min(spreads):.2f}-{max(spreads):.2f} s)" if spreads else ""))
-    lines.append("; ".join(w for w in workload if w).capitalize() + ".") if any(workload) else None
-    lines += ["", "| scorer | seconds | useful tok/s | padding efficiency | tokens computed | max diff vs per-example |",
-              "|---|---:|---:|---:|---:|---:|"]
+    if any(workload):
+        text = "; ".join(w for w in workload if w)
+        lines.append(text[0].upper() + text[1:] + ".")
+    lines += ["", "| scorer | seconds | useful tok/s | padding efficiency | tokens computed "
+              "| max diff vs per-example |", "|---|---:|---:|---:|---:|---:|"]
     lines += [scorer_row(r) for r in rows]
     summary = speedups(rows)
     return "\n".join(lines + (["", summary] if summary else []))
@@ -121,20 +135,17 @@ def spread_cell(stat: dict, fmt: str, repeat: int) -> str:
 
 def render_footprint(doc: dict) -> str:
     figures = doc["figures"]
-    runs: dict[str, list[dict]] = {}  # one caption per run of footprint.py (a figure keeps its run's meta)
+    runs: dict[str, list[str]] = {}  # one caption per run of footprint.py (a figure keeps its run's meta)
     for f in figures:
-        runs.setdefault(json.dumps(f.get("meta", {}), sort_keys=True), []).append(f)
-    lines = []
-    for key, group in runs.items():
-        names = "" if len(runs) == 1 else " (" + ", ".join(f["what"] for f in group) + ")"
-        lines.append(caption(json.loads(key)) + names + ".")
-    repeats = sorted({f["repeat"] for f in figures})
-    runs_text = " or ".join(str(r) for r in repeats)
-    lines.append(f"Each command runs {runs_text} time{'s' if repeats != [1] else ''} in its own process, with "
-                 "rmscore's defaults; cells: median (min-max); peak RSS: the process's ru_maxrss.")
-    lines += ["", "| what | command | peak RSS, MiB | wall time, s |", "|---|---|---:|---:|"]
+        runs.setdefault(json.dumps(f.get("meta", {}), sort_keys=True), []).append(f["name"])
+    lines = [caption(json.loads(key)) + ("" if len(runs) == 1 else f" (figures: {', '.join(names)})") + "."
+             for key, names in runs.items()]
+    lines.append("Each command runs in its own process as a user runs it, with rmscore's defaults; cells: median "
+                 "(min-max) of the runs; peak RSS: the process's ru_maxrss.")
+    lines += ["", "| figure | what | command | runs | peak RSS, MiB | wall time, s |", "|---|---|---|---:|---:|---:|"]
     for f in figures:
-        lines.append(f"| {f['what']} | `{f['command']}` | {spread_cell(f['rss_mib'], '{:,.0f}', f['repeat'])} "
+        lines.append(f"| {f['name']} | {f['what']} | `{f['command']}` | {f['repeat']} "
+                     f"| {spread_cell(f['rss_mib'], '{:,.0f}', f['repeat'])} "
                      f"| {spread_cell(f['wall_s'], '{:.1f}', f['repeat'])} |")
     inputs = {}
     for f in figures:
