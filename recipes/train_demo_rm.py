@@ -32,8 +32,31 @@ Training
   (whole turns, the last user turn always kept); evaluation never truncates.
   Deterministic: fixed seeds, deterministic torch algorithms, a fixed number of threads.
 
+Reproducibility
+  Same versions, same thread count, same kind of CPU: a rerun rewrites every output byte for byte
+  (weights, tokenizer, config.json, data/demo/*); only the two timing figures in the card change.
+  Elsewhere the tokenizer and data/demo/* still come out byte for byte, but the weights differ
+  slightly: floating-point sums run in another order, and 170 AdamW steps carry the last-bit
+  differences into the bfloat16 weights. The card records the environment (versions, CPU, CPU
+  kernels, threads), and the recipe says at start where yours differs from the shipped model's.
+  Measured on 2026-11-29 on a shared 2-core Intel Xeon VM (AVX-512; torch 2.13.0+cpu, tokenizers
+  0.23.3, safetensors 0.8.0, Python 3.11.7):
+  - three full runs, two under transformers 5.24.0 and one under 5.23.0, wrote identical weights,
+    tokenizer and data/demo/* (config.json differs by its transformers_version field only) and the
+    same accuracies (60.2% held out, 82.7% train);
+  - against the weights shipped then (trained under transformers 5.23.0, the rest of the
+    environment not recorded): 24 of 30 tensors, 5.6% of the 1,532,160 values, differ, by at most
+    0.0047 (embeddings; 0.0039 in one norm; 0.0005 in the other matrices); the card's accuracies
+    are identical. A run on another
+    machine reported at most 0.0039 and 60.0% held out.
+  - what moves the bits, on 3 training steps from the same initial weights: the instruction set
+    (ATEN_CPU_CAPABILITY=avx2, or MKL_ENABLE_INSTRUCTIONS=AVX2: all 93 rewards and gradients differ, by
+    up to 3e-7) and the thread count (1 vs 2: 81 of 93 tensors differ). The transformers version does
+    not (5.23.0 and 5.24.0: the same tokenizer, initial weights and gradients, bit for bit).
+
 Time: about 2 minutes on 2 idle CPU cores (1.6 min to train, 0.4 min to evaluate); several times
-longer when other jobs share the cores.
+longer when other jobs share the cores (17-21 min wall, 7-10 CPU-minutes, measured 2026-11-29 with
+the load average near 6).
 
 Run from the repository root:
     python recipes/train_demo_rm.py
@@ -45,6 +68,7 @@ import gzip
 import hashlib
 import json
 import math
+import platform
 import random
 import re
 import shutil
@@ -318,6 +342,44 @@ def length_baseline(train_pairs: list[dict], test_pairs: list[dict]) -> tuple[fl
 # ---------------------------------------------------------------- saving
 
 
+def environment(s: Settings) -> dict:
+    """What the weights' last bits depend on besides the code and the data: recorded in the card."""
+    import safetensors
+    import tokenizers
+    import transformers
+
+    return {
+        "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__, "safetensors": safetensors.__version__,
+        "cpu": cpu_name(), "cpu_kernels": torch.backends.cpu.get_cpu_capability(), "threads": s.threads,
+    }
+
+
+def cpu_name() -> str:
+    """The CPU model: MKL and oneDNN pick their kernels, and so their summation order, by it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def recorded_environment(card: str) -> dict | None:
+    """The environment a model card records: the JSON block under '## Reproducibility'."""
+    found = re.search(r"^## Reproducibility$.*?^```json\n(.*?)\n```", card, re.DOTALL | re.MULTILINE)
+    return json.loads(found.group(1)) if found else None
+
+
+def say_what_differs(before: dict | None, env: dict) -> None:
+    """Byte-identical outputs need the shipped model's environment: say up front when this one differs."""
+    moved = [f"{k} {before.get(k)} -> {v}" for k, v in env.items() if before is not None and before.get(k) != v]
+    if moved:
+        print(f"not the shipped model's environment ({'; '.join(moved)}): the weights may come out slightly "
+              "different, and the held-out accuracy with them (see this script's docstring)")
+
+
 def save(model, tokenizer, s: Settings) -> None:
     shutil.rmtree(MODEL_DIR, ignore_errors=True)  # no stale files from an earlier run
     tokenizer.model_max_length = s.max_positions
@@ -334,10 +396,11 @@ def reload():
     return LlamaForSequenceClassification.from_pretrained(MODEL_DIR, dtype=torch.float32).eval()
 
 
-def model_card(model, s: Settings, r: dict) -> str:
+def model_card(model, s: Settings, r: dict, env: dict) -> str:
     params = sum(p.numel() for p in model.parameters())
     return CARD_TEMPLATE.read_text().format(
         **asdict(s), **r, params=params, params_m=params / 1e6, settings=json.dumps(asdict(s), indent=2),
+        environment=json.dumps(env, indent=2),
         heldout_pct=100 * r["heldout_accuracy"], train_pct=100 * r["train_accuracy"],
         length_train_pct=100 * r["length_train"], length_heldout_pct=100 * r["length_heldout"],
     )
@@ -347,6 +410,9 @@ def main() -> None:
     s = Settings()
     torch.set_num_threads(s.threads)
     torch.use_deterministic_algorithms(True)
+    env = environment(s)
+    card = MODEL_DIR / "README.md"
+    say_what_differs(recorded_environment(card.read_text()) if card.is_file() else None, env)
     wall, cpu = time.perf_counter(), time.process_time()
     pairs = load_pairs(SOURCE)
     train_pairs = [p for p in pairs if not is_heldout(p["id"])]
@@ -371,7 +437,7 @@ def main() -> None:
         "train_accuracy": evaluate(shipped, tokenizer, train_pairs, s.tokens_per_batch),
     }
     results["length_train"], results["length_heldout"] = length_baseline(train_pairs, heldout)
-    (MODEL_DIR / "README.md").write_text(model_card(shipped, s, results))
+    (MODEL_DIR / "README.md").write_text(model_card(shipped, s, results, env))
     print(json.dumps(results, indent=2))
     print(f"saved {MODEL_DIR} ({sum(f.stat().st_size for f in MODEL_DIR.iterdir()) / 1e6:.1f} MB)")
 
