@@ -35,6 +35,7 @@ from rmscore.pairs import DropReport, select_pairs
 ORDER = [("_first_input", pa.int64()), ("_first_completion", pa.int32()), ("_rank", pa.int32())]
 ORDER_KEY = ["_first_input", "_first_completion", "prompt_id", "_rank"]
 WRITE_ROWS = 4096
+MERGE_ROWS = 32768  # pair rows the merge of the bucket parts holds, all parts together
 
 
 @dataclass
@@ -69,7 +70,7 @@ def run_build_pairs(cfg: PairConfig, log=print) -> BuildSummary:
     with tempfile.TemporaryDirectory(prefix=".tmp-build-pairs-", dir=out.parent) as tmp:
         tables = scored_io.iter_buckets(scored, buckets, Path(tmp) / "spill")
         _write(_progress((_pairs_table(t, cfg, fmt, report) for t in tables), buckets, report, log),
-               out, schema, Path(tmp))
+               out, schema, Path(tmp), buckets)
     content = report.as_dict() | {"output": str(out), "inputs": [str(f) for f in scored.files],
                                   "settings": _settings(cfg, fmt), "scoring": scored.metadata}
     path = report_path(out)
@@ -128,19 +129,23 @@ def _pairs_table(table: pa.Table, cfg: PairConfig, fmt: str, report: DropReport)
     return pa.Table.from_pylist(rows, schema=schema).sort_by([(k, "ascending") for k in ORDER_KEY])
 
 
-def _write(tables: Iterator[pa.Table], out: Path, schema: pa.Schema, tmp: Path) -> None:
+def _write(tables: Iterator[pa.Table], out: Path, schema: pa.Schema, tmp: Path, buckets: int) -> None:
+    # The merge reads every part at once, a row group at a time: small groups keep it to about
+    # MERGE_ROWS rows in memory, whatever the number of parts (a part written as one group, the
+    # default, had every pair of the run in memory during the merge).
+    group = max(256, MERGE_ROWS // max(1, buckets))
     parts = []
     for i, table in enumerate(tables):
         parts.append(tmp / f"pairs-{i:05d}.parquet")
-        pq.write_table(table, parts[-1])
+        pq.write_table(table, parts[-1], row_group_size=group)
     staging = out.parent / f".tmp-{out.name}"
     with pq.ParquetWriter(staging, schema, compression="zstd") as writer:
-        for table in _merged(parts, schema):
+        for table in _merged(parts, schema, group):
             writer.write_table(table.select(schema.names).cast(schema))
     os.replace(staging, out)  # atomic: a reader sees the old file or the whole new one
 
 
-def _merged(parts: list[Path], schema: pa.Schema) -> Iterator[pa.Table]:
+def _merged(parts: list[Path], schema: pa.Schema, group: int) -> Iterator[pa.Table]:
     """The rows of the sorted part files, in one sorted stream."""
     if len(parts) == 1:
         for batch in pq.ParquetFile(parts[0]).iter_batches(batch_size=WRITE_ROWS):
@@ -148,7 +153,7 @@ def _merged(parts: list[Path], schema: pa.Schema) -> Iterator[pa.Table]:
         return
 
     def rows(path: Path) -> Iterator[dict]:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=WRITE_ROWS):
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=group):
             yield from batch.to_pylist()
 
     stream = heapq.merge(*(rows(p) for p in parts), key=lambda r: tuple(r[k] for k in ORDER_KEY))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -40,3 +42,23 @@ def subprocess_env(**extra: str) -> dict:
 
 
 PYTHON = sys.executable
+
+
+# A fresh, small wrapper process runs the command and reads its peak RSS: a child's ru_maxrss
+# starts from the high-water mark of the process it was forked from, so measuring from pytest
+# itself would report pytest's size for any command smaller than it.
+_PEAK = """
+import json, resource, subprocess, sys
+code = subprocess.call(sys.argv[2:], stdout=subprocess.DEVNULL, stderr=open(sys.argv[1] + ".err", "w"))
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
+open(sys.argv[1], "w").write(json.dumps({"code": code, "peak_mib": peak / 1024}))
+"""
+
+
+def peak_rss_mib(argv: list[str], scratch: Path, timeout: float = 600) -> float:
+    """Runs argv (with subprocess_env) and returns its peak RSS in MiB; fails with its stderr."""
+    result = scratch / "peak.json"
+    subprocess.run([PYTHON, "-c", _PEAK, str(result), *argv], env=subprocess_env(), timeout=timeout, check=True)
+    done = json.loads(result.read_text())
+    assert done["code"] == 0, Path(str(result) + ".err").read_text()[-3000:]
+    return done["peak_mib"]

@@ -6,8 +6,6 @@ writes them (completions of 20 to 2,000 characters, 8 per prompt, ArmoRM-shaped 
 """
 
 import json
-import resource
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rmscore.io.output import BASE_SCHEMA
-from scored import subprocess_env
+from scored import peak_rss_mib
 
 ROWS, PER_PART, PER_PROMPT, OBJECTIVES = 1_000_000, 50_000, 8, 19
 WORDS = np.array("the a reward model prefers longer answers when it is not careful about length".split())
@@ -56,11 +54,26 @@ def make_scored(folder: Path, rows: int = ROWS, seed: int = 0) -> None:
 def test_a_million_rows_in_bounded_memory(tmp_path):
     make_scored(tmp_path / "scored")
     command = [sys.executable, "-m", "rmscore", "inspect", str(tmp_path / "scored"), "-o", str(tmp_path / "out")]
-    done = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
+    peak_mib = peak_rss_mib(command, tmp_path)
     report = json.loads((tmp_path / "out" / "inspect.json").read_text())
-    print(f"\npeak RSS of `rmscore inspect` on {ROWS:,} rows: {peak_mib:,.0f} MiB\n{done.stderr}")
+    print(f"\npeak RSS of `rmscore inspect` on {ROWS:,} rows: {peak_mib:,.0f} MiB")
     assert report["rows"] == ROWS and report["sample"]["is_sample"]
     assert report["length_bias"]["characters"]["within_prompts"]["mean"] > 0.3  # score = log(length) + noise
     assert peak_mib < 1024
+
+
+@pytest.mark.slow
+def test_build_pairs_memory_does_not_grow_with_the_bucket_count(tmp_path):
+    # More buckets for the same rows is what a bigger input does (one bucket per ~64 MiB of columns).
+    # Every bucket's pairs used to be in memory at once in the final merge, and each spill writer
+    # kept up to 1Mi rows buffered: 1M rows peaked at 0.98 GiB with 14 buckets, 1.41 GiB with 56.
+    make_scored(tmp_path / "scored")
+    peaks = {}
+    for buckets in (14, 56):
+        out = tmp_path / f"pairs-{buckets}.parquet"
+        command = [sys.executable, "-m", "rmscore", "build-pairs", str(tmp_path / "scored"), "-o", str(out),
+                   "--buckets", str(buckets)]
+        peaks[buckets] = peak_rss_mib(command, tmp_path)
+    print(f"\npeak RSS of `rmscore build-pairs` on {ROWS:,} rows by bucket count: {peaks}")
+    assert pq.read_table(tmp_path / "pairs-14.parquet").equals(pq.read_table(tmp_path / "pairs-56.parquet"))
+    assert peaks[56] < peaks[14] + 150

@@ -31,6 +31,11 @@ from rmscore.pairs import Completion
 from rmscore.records import stable_bucket
 
 BUCKET_BYTES = 64 * 2**20  # uncompressed bytes of the needed columns per bucket (~6x that in RAM)
+# Uncompressed bytes the spill pass's K open Parquet writers hold together. A writer keeps its row
+# group in memory until the group is full, and pyarrow's default group is 1Mi rows: with the
+# default, every bucket's whole spill stayed in memory until the end of the pass (1M ArmoRM-shaped
+# rows peaked at 1.0 GiB, 4M at 2.6 GiB). Groups of SPILL_BYTES / K keep the pass flat.
+SPILL_BYTES = 64 * 2**20
 KEY_COLUMNS = ("prompt_id", "input_index", "completion_index", "status", "completion", "prompt", "prompt_is_text")
 SLICE_ROWS = 4096
 
@@ -42,6 +47,7 @@ class ScoredInput:
     schema: pa.Schema  # of the rows handed out: KEY_COLUMNS + the score column (an objective picked out)
     metadata: dict  # the scoring run's provenance (first file that has it)
     nbytes: int  # uncompressed size of those columns, from the Parquet footers
+    rows: int  # rows in the files, from the Parquet footers
     projection: dict = field(default_factory=dict)  # output column -> expression over `columns`
     models: list[str] = field(default_factory=list)  # the reward models recorded, when more than one
 
@@ -62,7 +68,8 @@ def open_scored(inputs: list[str], score_column: str, allow_mixed_models: bool =
     schema = pa.schema([first.field(c) for c in KEY_COLUMNS] + [pa.field(score_column, kind)])
     projection = {c: pc.field(c) for c in KEY_COLUMNS} | {score_column: expression}
     nbytes = sum(_column_bytes(path, columns) for path in files)
-    return ScoredInput(files, columns, schema, next(iter(metas.values()), {}), nbytes, projection, models)
+    rows = sum(pq.ParquetFile(path).metadata.num_rows for path in files)
+    return ScoredInput(files, columns, schema, next(iter(metas.values()), {}), nbytes, rows, projection, models)
 
 
 def recorded_model(metadata: dict, by_digest: bool) -> str:
@@ -141,13 +148,20 @@ def iter_buckets(scored: ScoredInput, buckets: int, spill_dir: Path) -> Iterator
         yield data.to_table(columns=scored.projection)
         return
     part = ds.partitioning(pa.schema([("_bucket", pa.int32())]))
+    group = spill_group_rows(scored, buckets)
     ds.write_dataset(_with_buckets(data, scored.projection, buckets), spill_dir, format="parquet", partitioning=part,
                      schema=scored.schema.append(pa.field("_bucket", pa.int32())), max_partitions=buckets,
-                     existing_data_behavior="overwrite_or_ignore")
+                     max_rows_per_group=group, min_rows_per_group=group // 2, existing_data_behavior="overwrite_or_ignore")
     for b in range(buckets):
         folder = spill_dir / str(b)
         if folder.is_dir():
             yield ds.dataset(folder, format="parquet", schema=scored.schema).to_table()
+
+
+def spill_group_rows(scored: ScoredInput, buckets: int) -> int:
+    """Rows per row group of a spilled bucket, so that K writers' open groups hold SPILL_BYTES."""
+    row_bytes = max(1, scored.nbytes // max(1, scored.rows))
+    return int(min(2**20, max(1024, SPILL_BYTES // (buckets * row_bytes))))
 
 
 def _with_buckets(data: ds.Dataset, projection: dict, buckets: int) -> Iterator[pa.RecordBatch]:
