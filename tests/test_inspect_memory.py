@@ -66,7 +66,7 @@ def test_a_million_rows_in_bounded_memory(tmp_path):
 def test_build_pairs_memory_does_not_grow_with_the_bucket_count(tmp_path):
     # More buckets for the same rows is what a bigger input does (one bucket per ~64 MiB of columns).
     # Every bucket's pairs used to be in memory at once in the final merge, and each spill writer
-    # kept up to 1Mi rows buffered: 1M rows peaked at 0.98 GiB with 14 buckets, 1.41 GiB with 56.
+    # kept up to 1Mi rows buffered, so the peak grew with the bucket count (and with the input).
     make_scored(tmp_path / "scored")
     peaks = {}
     for buckets in (14, 56):
