@@ -9,45 +9,19 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rmscore.io.output import BASE_SCHEMA
-from scored import peak_rss_mib
+from scored import REPO, peak_rss_mib
 
-ROWS, PER_PART, PER_PROMPT, OBJECTIVES = 1_000_000, 50_000, 8, 19
-WORDS = np.array("the a reward model prefers longer answers when it is not careful about length".split())
+sys.path.insert(0, str(REPO / "bench"))
+from footprint_data import write_scored  # noqa: E402
+
+ROWS = 1_000_000
 
 
-def make_scored(folder: Path, rows: int = ROWS, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    base = " ".join(rng.choice(WORDS, 2000))  # texts are slices of it: compressible, like real text
-    extra = [pa.field("rewards", pa.list_(pa.float32())), pa.field("gating_output", pa.list_(pa.float32()))]
-    meta = {"model": "generated", "model_type": "armorm", "objectives": [f"objective_{j}" for j in range(OBJECTIVES)]}
-    schema = pa.schema(list(BASE_SCHEMA) + extra, metadata={"rmscore": json.dumps(meta)})
-    folder.mkdir(parents=True)
-    for part, start in enumerate(range(0, rows, PER_PART)):
-        n = min(PER_PART, rows - start)
-        index = np.arange(start, start + n)
-        lengths = rng.integers(20, 2000, n)
-        prompts = index // PER_PROMPT
-        statuses = np.where(rng.random(n) < 0.01, "too_long", "ok")
-        scores = np.where(statuses == "ok", np.log(lengths) + rng.normal(0, 1, n), np.nan)
-        flat = pa.array(rng.normal(0, 1, n * OBJECTIVES).astype(np.float32))
-        offsets = pa.array(np.arange(0, n * OBJECTIVES + 1, OBJECTIVES, dtype=np.int32))
-        table = pa.table({
-            "input_index": pa.array(prompts, pa.int64()), "completion_index": pa.array(index % PER_PROMPT, pa.int32()),
-            "prompt_id": pa.array([f"{p:016x}" for p in prompts]), "side": pa.nulls(n, pa.string()),
-            "prompt": pa.array([[{"role": "user", "content": f"question {p}"}] for p in prompts], BASE_SCHEMA.field("prompt").type),
-            "prompt_is_text": pa.array(np.ones(n, bool)), "completion": pa.array([base[:k] for k in lengths]),
-            "score": pa.array(scores, from_pandas=True), "num_tokens": pa.array(lengths // 4 + 20, pa.int32()),
-            "status": pa.array(statuses), "status_detail": pa.array([None if s == "ok" else "longer than the max length "
-                                                                    "(9000 > 8192 tokens)" for s in statuses]),
-            "rewards": pa.ListArray.from_arrays(offsets, flat), "gating_output": pa.ListArray.from_arrays(offsets, flat),
-        }, schema=schema)
-        pq.write_table(table, folder / f"part-00000-of-00001-{part:05d}.parquet", row_group_size=5000)
+def make_scored(folder: Path, rows: int = ROWS) -> None:
+    write_scored(folder, rows)  # the folder bench/footprint.py measures (seed 0)
 
 
 @pytest.mark.slow
