@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import torch
-from torch import nn
 
 from rmscore import records
 from rmscore.errors import ConfigError, ModelError, RowError
@@ -118,7 +117,7 @@ class LmJudge(RewardModel):
         model = self._load_lm(cfg)
         self.pad_id = loading.pad_id(model.config, self.tokenizer)
         self.scale, self.cap = logit_transform(model.config)
-        self.label_head = label_rows(model, self.score_ids)
+        self.label_head = loading.label_rows(model, self.score_ids)
         self._check_against_full_head(model)
         return self
 
@@ -197,14 +196,3 @@ class LmJudge(RewardModel):
                 "judge_template_hash": loading.template_hash(self.template_text),
                 "judge_template_default": self.cfg.judge_template is None,
                 "score_tokens": self.words, "score_token_ids": self.score_ids, "date_string": chat.PINNED_DATE}
-
-
-def label_rows(model, ids: list[int]) -> nn.Linear:
-    """An fp32 Linear(H, 2) holding the score tokens' rows of the LM head (and bias, if any)."""
-    lm_head = model.get_output_embeddings()
-    head = nn.Linear(lm_head.in_features, len(ids), bias=lm_head.bias is not None)
-    with torch.no_grad():
-        head.weight.copy_(lm_head.weight[ids])
-        if lm_head.bias is not None:
-            head.bias.copy_(lm_head.bias[ids])
-    return head.float().to(lm_head.weight.device).eval()

@@ -166,3 +166,14 @@ def pad_id(config, tokenizer) -> int:
         if isinstance(candidate, int):
             return candidate
     return 0
+
+
+def label_rows(model, ids: list[int]) -> torch.nn.Linear:
+    """An fp32 Linear(H, len(ids)) holding these tokens' rows of the LM head (and bias, if any)."""
+    lm_head = model.get_output_embeddings()
+    head = torch.nn.Linear(lm_head.in_features, len(ids), bias=lm_head.bias is not None)
+    with torch.no_grad():
+        head.weight.copy_(lm_head.weight[ids])
+        if lm_head.bias is not None:
+            head.bias.copy_(lm_head.bias[ids])
+    return head.float().to(lm_head.weight.device).eval()

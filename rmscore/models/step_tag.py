@@ -42,13 +42,7 @@ def load_label_head(self, cfg, label_ids: list[int]) -> nn.Linear:
         raise ModelError(f"cannot load {cfg.path} as a causal LM: {str(exc).splitlines()[0]}") from exc
     self.device = loading.place(model, cfg, self.device)
     self.backbone = getattr(model, model.base_model_prefix)
-    lm_head = model.get_output_embeddings()
-    head = nn.Linear(lm_head.in_features, len(label_ids), bias=lm_head.bias is not None)
-    with torch.no_grad():
-        head.weight.copy_(lm_head.weight[label_ids])
-        if lm_head.bias is not None:
-            head.bias.copy_(lm_head.bias[label_ids])
-    return head.float().to(lm_head.weight.device).eval()
+    return loading.label_rows(model, label_ids)
 
 
 def label_probability(head: nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
