@@ -19,10 +19,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
-from rmscore.cli import app
 from scored import TOL, rows_of
+from cli_runner import invoke
 
 GOOD = [("What is the capital of France?", "Paris."), ("Name a prime number.", "Seven."),
         ("How do I boil an egg?", "Simmer it for nine minutes."), ("Say hello.", "Hello!")]
@@ -175,10 +174,6 @@ SHAPES = {"rows.jsonl": "completion", "rows.csv": "completion", "rows.json": "co
 
 def test_the_catalogue_is_large_enough():
     assert len(CASES) >= 30 and len({c.name for c in CASES}) == len(CASES)
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args], env={"RMSCORE_DEBUG": ""})
 
 
 def write_case(case: Case, path: Path) -> None:

@@ -9,16 +9,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
 from conftest import REPO
-from rmscore.cli import app
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], env={"RMSCORE_DEBUG": ""})
+from cli_runner import invoke
 
 
 def load_recipe():

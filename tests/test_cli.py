@@ -9,12 +9,9 @@ from typer.testing import CliRunner
 
 from rmscore.cli import app
 from tiny import completions_rows
+from cli_runner import invoke
 
 runner = CliRunner()
-
-
-def invoke(*args, env=None):
-    return runner.invoke(app, [str(a) for a in args], env=env or {"RMSCORE_DEBUG": ""})
 
 
 def test_score_end_to_end(tiny_models, write_jsonl, tmp_path):

@@ -12,19 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from rmscore.cli import app
 from rmscore.distributed import group
 from rmscore.distributed.env import DistInfo, dist_info
 from rmscore.errors import ConfigError, ResumeConflict
 from rmscore.io import resume
 from scored import PYTHON, REPO, assert_same_rows, rows_of, subprocess_env
 from tiny import completions_rows
-
-
-def invoke(*args, env=None):
-    return CliRunner().invoke(app, [str(a) for a in args], env={"RMSCORE_DEBUG": "", **(env or {})})
+from cli_runner import invoke
 
 
 def array_env(task, count, low=0, step=1):

@@ -6,17 +6,12 @@ import shutil
 import subprocess
 
 import pytest
-from typer.testing import CliRunner
 
-from rmscore.cli import app
 from rmscore.distributed.env import dist_info
 from rmscore.errors import ConfigError
 from scored import PYTHON, assert_same_rows, rows_of, subprocess_env
 from tiny import completions_rows
-
-
-def invoke(*args, env=None):
-    return CliRunner().invoke(app, [str(a) for a in args], env={"RMSCORE_DEBUG": "", **(env or {})})
+from cli_runner import invoke
 
 
 def array_env(task, count, low=0, step=1):

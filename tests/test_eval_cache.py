@@ -4,22 +4,9 @@ the same content (every file read, the chat template's text, resolved paths)."""
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from rmscore.cli import app
 from test_evaluate import PAIRS
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], env={"RMSCORE_DEBUG": ""})
-
-
-def run(*args):
-    result = invoke(*args)
-    assert result.exit_code == 0, result.output
-    return result
+from cli_runner import invoke, run
 
 
 def write_pairs(path, rows):

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from rmscore import metrics
 from rmscore.cli import app
 from test_bestofn_cli import check_png
+from cli_runner import run
 
 runner = CliRunner()
 
@@ -42,12 +43,6 @@ def mc_rows(reverse=False):
         rows.append({"question": question, "mc1_targets": {"choices": choices, "labels": labels}})
     rows.append({"question": "broken", "mc1_targets": {"choices": ["a", "b"], "labels": [1]}})
     return rows
-
-
-def run(*args):
-    result = runner.invoke(app, [str(a) for a in args], env={"RMSCORE_DEBUG": ""})
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def cached_rows(out):

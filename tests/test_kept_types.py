@@ -7,21 +7,14 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
-from rmscore.cli import app
 from rmscore.io import promote
 from rmscore.io.scored import read_columns
 from rmscore.records import prompt_hash, stable_bucket
+from cli_runner import run
 
 MIXED = [None, 1, 2.0, 2.5, "x", True, {"a": 1, "b": None}, [1, 2.0]]
 AS_TEXT = [None, "1", "2", "2.5", "x", "true", '{"a": 1}', "[1, 2]"]  # the rule, worked by hand
-
-
-def invoke(*args):
-    result = CliRunner().invoke(app, [str(a) for a in args], env={"RMSCORE_DEBUG": ""})
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def write(path, values, key="meta"):
@@ -49,11 +42,11 @@ def test_int_then_float_keeps_the_float(tiny_models, tmp_path):
     """{"meta": 1} then {"meta": 2.5} in two windows: main stored 2 (cast to the first window's int)."""
     path = write(tmp_path / "in.jsonl", [1, 2.5])
     out = tmp_path / "out"
-    invoke("score", path, "-m", tiny_models["llama"], "-o", out, "--keep-columns", "meta", "--window", 1,
-           "--no-progress")
+    run("score", path, "-m", tiny_models["llama"], "-o", out, "--keep-columns", "meta", "--window", 1,
+        "--no-progress")
     assert {pq.read_schema(p).field("meta").type for p in out.glob("part-*")} == {pa.int64(), pa.float64()}
     assert kept(out) == [1.0, 2.5]
-    invoke("merge", out, "-o", tmp_path / "merged.parquet")
+    run("merge", out, "-o", tmp_path / "merged.parquet")
     assert pq.read_table(tmp_path / "merged.parquet")["meta"].to_pylist() == [1.0, 2.5]
 
 
@@ -62,22 +55,22 @@ def test_int_then_float_keeps_the_float(tiny_models, tmp_path):
 def test_a_later_window_of_another_type_does_not_crash(tiny_models, tmp_path, values, want):
     path = write(tmp_path / "in.jsonl", values)
     out = tmp_path / "out"
-    invoke("score", path, "-m", tiny_models["llama"], "-o", out, "--keep-columns", "meta", "--window", 1,
-           "--no-progress")
-    invoke("merge", out, "-o", tmp_path / "merged.parquet")
+    run("score", path, "-m", tiny_models["llama"], "-o", out, "--keep-columns", "meta", "--window", 1,
+        "--no-progress")
+    run("merge", out, "-o", tmp_path / "merged.parquet")
     assert kept(out) == want == pq.read_table(tmp_path / "merged.parquet")["meta"].to_pylist()
 
 
 def test_every_path_stores_the_same_values(tiny_models, tmp_path):
     path = write(tmp_path / "in.jsonl", MIXED)
     base = ("score", path, "-m", tiny_models["llama"], "--keep-columns", "meta", "--no-progress")
-    invoke(*base, "-o", tmp_path / "one")  # one window: the column is text at once
-    invoke(*base, "-o", tmp_path / "many", "--window", 1)  # one window per row: null, int, float, text parts
-    invoke(*base, "-o", tmp_path / "resumed", "--window", 1, "--limit", 4)  # int/float parts, then resumed
-    invoke(*base, "-o", tmp_path / "resumed", "--window", 1)
+    run(*base, "-o", tmp_path / "one")  # one window: the column is text at once
+    run(*base, "-o", tmp_path / "many", "--window", 1)  # one window per row: null, int, float, text parts
+    run(*base, "-o", tmp_path / "resumed", "--window", 1, "--limit", 4)  # int/float parts, then resumed
+    run(*base, "-o", tmp_path / "resumed", "--window", 1)
     assert kept(tmp_path / "one") == AS_TEXT
     for name in ("many", "resumed"):
-        invoke("merge", tmp_path / name, "-o", tmp_path / f"{name}.parquet")
+        run("merge", tmp_path / name, "-o", tmp_path / f"{name}.parquet")
         assert pq.read_table(tmp_path / f"{name}.parquet")["meta"].to_pylist() == AS_TEXT, name
         assert kept(tmp_path / name) == AS_TEXT, name
 
@@ -91,11 +84,11 @@ def test_merge_of_shards_that_kept_different_types(tiny_models, tmp_path):
     path = write(tmp_path / "in.jsonl", values)
     out = tmp_path / "out"
     for index in (0, 1):
-        invoke("score", path, "-m", tiny_models["llama"], "-o", out, "--keep-columns", "meta", "--shard",
-               f"{index}/2", "--no-progress")
+        run("score", path, "-m", tiny_models["llama"], "-o", out, "--keep-columns", "meta", "--shard",
+            f"{index}/2", "--no-progress")
     types = {pq.read_schema(p).field("meta").type for p in out.glob("part-*.parquet")}
     assert types == {pa.null(), pa.int64()}
-    invoke("merge", out, "-o", tmp_path / "merged.parquet")
+    run("merge", out, "-o", tmp_path / "merged.parquet")
     assert pq.read_table(tmp_path / "merged.parquet")["meta"].to_pylist() == values
 
 
@@ -105,9 +98,9 @@ def test_id_col_values_of_mixed_type_follow_the_rule(tiny_models, tmp_path):
     path = tmp_path / "in.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
-    invoke("score", path, "-m", tiny_models["llama"], "-o", out, "--id-col", "id", "--keep-columns", "id",
-           "--window", 1, "--no-progress")
-    invoke("merge", out, "-o", tmp_path / "merged.parquet")
+    run("score", path, "-m", tiny_models["llama"], "-o", out, "--id-col", "id", "--keep-columns", "id",
+        "--window", 1, "--no-progress")
+    run("merge", out, "-o", tmp_path / "merged.parquet")
     merged = pq.read_table(tmp_path / "merged.parquet")
     assert merged["prompt_id"].to_pylist() == ["7", "7", "7", prompt_hash([{"role": "user", "content": "Question?"}])]
     assert merged["id"].to_pylist() == ["7", "7", "7", None]

@@ -5,23 +5,10 @@ import json
 import shutil
 
 from safetensors.torch import load_file, save_file
-from typer.testing import CliRunner
 
-from rmscore.cli import app
 from rmscore.io.output import read_metadata
 from tiny import completions_rows
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], env={"RMSCORE_DEBUG": ""})
-
-
-def run(*args):
-    result = invoke(*args)
-    assert result.exit_code == 0, result.output
-    return result
+from cli_runner import invoke, run
 
 
 def two_inputs(tmp_path):

@@ -5,15 +5,14 @@ import math
 
 import pyarrow.dataset as ds
 import pytest
-from typer.testing import CliRunner
 
-from rmscore.cli import app
 from rmscore.io.output import read_metadata
 from rmscore.models.steps import aggregates, split_steps
 from prm_cards import qwen_prm_reference
 from tiny_prm import (
     save_qwen_prm, save_rlhflow, save_skywork_prm, save_step_tag, score_cli, step_rows, write_rows,
 )
+from cli_runner import invoke
 
 TOL = 1e-5
 # What each card's reference takes as the prompt: one question, and a system turn only in Qwen's.
@@ -40,10 +39,6 @@ def families(prm, tmp_path_factory):
 def assert_close(got, want):
     assert len(got) == len(want), (got, want)
     assert max(abs(a - b) for a, b in zip(got, want)) < TOL, (got, want)
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args], env={"RMSCORE_DEBUG": ""})
 
 
 def one_line_error(result, *needles):

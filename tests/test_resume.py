@@ -6,11 +6,10 @@ import subprocess
 import time
 
 import pytest
-from typer.testing import CliRunner
 
-from rmscore.cli import app
 from scored import PYTHON, assert_same_rows, keys_of, rows_of, subprocess_env
 from tiny import completions_rows
+from cli_runner import invoke
 
 # Each forward sleeps a little, so a run is still going when the test's signal arrives.
 SLOW_CLI = (
@@ -21,10 +20,6 @@ SLOW_CLI = (
     "main()\n"
 )
 SMALL = ("--rows-per-part", "12", "--window", "6", "--max-batch-size", "2", "--no-progress")
-
-
-def invoke(*args, env=None):
-    return CliRunner().invoke(app, [str(a) for a in args], env=env or {"RMSCORE_DEBUG": ""})
 
 
 @pytest.fixture(scope="module")

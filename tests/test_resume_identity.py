@@ -5,17 +5,12 @@ import json
 import os
 
 import pytest
-from typer.testing import CliRunner
 
-from rmscore.cli import app
 from scored import assert_same_rows, keys_of, rows_of
 from tiny import completions_rows
+from cli_runner import invoke
 
 SMALL = ("--rows-per-part", "8", "--window", "8", "--no-progress")
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args], env={"RMSCORE_DEBUG": ""})
 
 
 def write(path, rows):

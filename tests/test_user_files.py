@@ -7,10 +7,9 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
-from rmscore.cli import app
 from tiny import completions_rows
+from cli_runner import invoke
 
 USER_FILES = {
     "notes.txt": b"my notes",
@@ -21,10 +20,6 @@ USER_FILES = {
     "pairs.report.json": b'{"my": "report"}',
     "scores/README.txt": b"my scores",
 }
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args], env={"RMSCORE_DEBUG": ""})
 
 
 @pytest.fixture(scope="module")
