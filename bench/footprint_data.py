@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rmscore.io.output import BASE_SCHEMA
+from rmscore.store.output import BASE_SCHEMA
 
 DEMO = Path(__file__).resolve().parent.parent / "data" / "demo" / "hh_rlhf_demo.jsonl"
 JSONL_DESCRIPTION = ("{rows} prompt + completion rows, JSON lines of ~250 characters (~64 tokens of the demo "

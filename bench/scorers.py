@@ -71,14 +71,14 @@ def pipeline_scorer(model, tokenizer, rows, preset) -> tuple[list[float], int]:
 
 def rmscore_scorer(path: str):
     def run(model, tokenizer, rows, preset):
-        from rmscore.batching import chunked
+        from rmscore.score.batching import chunked
         from rmscore.config import BatchConfig, ModelConfig
-        from rmscore.forward import Runners, default_token_budget
+        from rmscore.score.forward import Runners, default_token_budget
         from rmscore.models.seq_cls import SeqClsModel
-        from rmscore.pipeline import prefetch
-        from rmscore.records import Sample
-        from rmscore.scorer import Scorer
-        from rmscore.scoring import RunSummary
+        from rmscore.score.pipeline import prefetch
+        from rmscore.score.records import Sample
+        from rmscore.score.scorer import Scorer
+        from rmscore.score.summary import RunSummary
 
         if model.device.type == "cuda" and path == "packed":
             # On a GPU, packed rows are cheap only with block-sparse attention (flex); sdpa would

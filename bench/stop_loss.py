@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = """
 import errno, os, sys, time
 import pyarrow.parquet as pq
-import rmscore.scorer as scorer
+import rmscore.score.scorer as scorer
 kind, at, counter = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 state = {"batches": 0, "rows": 0}
 forward = scorer.Scorer._forward

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rmscore.io.output import BASE_SCHEMA
+from rmscore.store.output import BASE_SCHEMA
 
 
 def rows(prompt_id, scores, *, texts=None, statuses=None, input_index=0, prompt=None, first=0, **extra):

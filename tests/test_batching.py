@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from rmscore.batching import chunked, padding_efficiency, plan_batches
+from rmscore.score.batching import chunked, padding_efficiency, plan_batches
 
 
 def test_every_index_once_and_budget_respected():
@@ -52,7 +52,7 @@ def test_chunked_windows():
 
 
 def test_packed_budget_is_on_the_sum():
-    from rmscore.batching import plan_packed
+    from rmscore.score.batching import plan_packed
 
     rng = random.Random(2)
     lengths = [rng.randint(1, 300) for _ in range(500)]
@@ -67,7 +67,7 @@ def test_packed_budget_is_on_the_sum():
 
 
 def test_stages_hold_whole_groups_within_the_prompt_budget():
-    from rmscore.batching import plan_stages
+    from rmscore.score.batching import plan_stages
 
     rng = random.Random(3)
     prefix = [rng.choice([0, rng.randint(1, 900)]) for _ in range(60)]
@@ -79,7 +79,7 @@ def test_stages_hold_whole_groups_within_the_prompt_budget():
 
 
 def test_suffix_batches_count_gathered_prompt_keys():
-    from rmscore.batching import plan_suffixes
+    from rmscore.score.batching import plan_suffixes
 
     rng = random.Random(4)
     prefix = [rng.randint(0, 300) for _ in range(200)]

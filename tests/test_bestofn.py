@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from rmscore import bestofn
-from rmscore.bestofn import Group
+from rmscore.evaluate import bestofn
+from rmscore.evaluate.bestofn import Group
 from rmscore.errors import InputError
 
 

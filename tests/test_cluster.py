@@ -16,7 +16,7 @@ import pytest
 from rmscore.distributed import group
 from rmscore.distributed.env import DistInfo, dist_info
 from rmscore.errors import ConfigError, ResumeConflict
-from rmscore.io import resume
+from rmscore.store import resume
 from scored import PYTHON, REPO, assert_same_rows, rows_of, subprocess_env
 from tiny import completions_rows
 from cli_runner import invoke
@@ -308,7 +308,7 @@ def test_workers_meet_through_the_store_and_a_failed_one_is_not_waited_for(monke
 def test_totals_are_every_workers_and_a_shard_counts_its_own_rows(job, tmp_path):
     from rmscore.cli.score import summary_lines
     from rmscore.config import InputConfig, ModelConfig, OutputConfig, ScoreConfig, ShardConfig
-    from rmscore.scoring import run_score
+    from rmscore.score.run import run_score
 
     def run(index, out="out"):
         return run_score(ScoreConfig(InputConfig(str(job["input"])), OutputConfig(str(tmp_path / out), False, 8),
@@ -351,7 +351,7 @@ def test_an_array_task_outside_its_count_is_refused():
 # 10. nothing outlives the run
 
 def test_prefetch_stops_and_joins_its_thread_when_the_consumer_stops():
-    from rmscore.pipeline import prefetch
+    from rmscore.score.pipeline import prefetch
 
     def slow():
         for i in range(100):

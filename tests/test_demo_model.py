@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rmscore.config import BatchConfig, InputConfig, ModelConfig, OutputConfig, ScoreConfig
-from rmscore.scoring import run_score
+from rmscore.score.run import run_score
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_RM = REPO / "rmscore" / "data" / "demo-rm"

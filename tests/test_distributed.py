@@ -115,7 +115,7 @@ def test_merge_drops_duplicates_and_checks_its_target(job, tmp_path):
 
 def test_a_shard_folder_reads_as_one_input(job, tmp_path):
     """rmscore's own readers skip what pyarrow.dataset skips: parts being written, .rmscore/."""
-    from rmscore.io.sources import open_source
+    from rmscore.read.sources import open_source
 
     out = tmp_path / "out"
     for task in (0, 1):

@@ -63,7 +63,7 @@ def test_fails_on_an_adapter_that_lets_padding_in(models, monkeypatch):
 
 
 def test_golden_numbers_are_checked_when_the_checkpoint_is_recognised(models, monkeypatch):
-    from rmscore import doctor as lib
+    from rmscore.doctor import checks as lib
     from rmscore.config import ModelConfig
     from rmscore.models import load_model
 
@@ -86,7 +86,7 @@ def test_families_without_card_numbers_say_so(models):
 
 
 def test_golden_table_is_keyed_by_checkpoint_name():
-    from rmscore.doctor import GOLDEN, golden_for
+    from rmscore.doctor.checks import GOLDEN, golden_for
 
     assert golden_for("Skywork/Skywork-Reward-V2-Llama-3.1-8B")[0] == "Skywork/Skywork-Reward-V2-Llama-3.1-8B"
     hub_cache = "/root/.cache/huggingface/hub/models--internlm--internlm2-20b-reward/snapshots/abc"
@@ -101,7 +101,7 @@ def test_prm_golden_examples_give_one_score_per_card_step(tmp_path, name, family
     """The cards' examples go through the family's own step handling: four steps each, so with
     real weights the comparison is step for step (random tiny weights fail it, as they should)."""
     from rmscore.config import ModelConfig
-    from rmscore.doctor import Report, check_golden
+    from rmscore.doctor.checks import Report, check_golden
     from rmscore.models import load_model
     from tiny_prm import save_qwen_prm, save_step_tag
 

@@ -3,8 +3,8 @@
 import pyarrow.dataset as ds
 
 from rmscore.config import BatchConfig, InputConfig, ModelConfig, OutputConfig, ScoreConfig
-from rmscore.engine import ECHOED, Engine
-from rmscore.scoring import run_score
+from rmscore.score.engine import ECHOED, Engine
+from rmscore.score.run import run_score
 
 ROWS = [
     {"prompt": "How do I bake bread?", "completion": "Mix flour, water, salt and yeast."},

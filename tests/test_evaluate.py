@@ -7,7 +7,7 @@ import pyarrow.dataset as ds
 import pytest
 from typer.testing import CliRunner
 
-from rmscore import metrics
+from rmscore.evaluate import metrics
 from rmscore.cli import app
 from test_bestofn_cli import check_png
 from cli_runner import run

@@ -12,10 +12,11 @@ import pytest
 
 from rmscore.config import ColumnMap
 from rmscore.distributed.env import DistInfo
-from rmscore.io import formats
-from rmscore.io.layout import detect_layout
-from rmscore.io.sources import open_source
-from rmscore.scoring import RunSummary, iter_samples
+from rmscore.read import formats
+from rmscore.read.layout import detect_layout
+from rmscore.read.sources import open_source
+from rmscore.score.run import iter_samples
+from rmscore.score.summary import RunSummary
 
 ROWS = [
     {"prompt": "What is 2+2?", "completion": "4", "id": "a"},

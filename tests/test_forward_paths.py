@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from rmscore.config import BatchConfig, ModelConfig
-from rmscore.forward import Runners, reuse_saving
-from rmscore.forward.prefix import shared_prefix
+from rmscore.score.forward import Runners, reuse_saving
+from rmscore.score.forward.prefix import shared_prefix
 from rmscore.models import load_model
-from rmscore.records import OUT_OF_MEMORY, Sample, prompt_hash
-from rmscore.scorer import Scorer
-from rmscore.scoring import RunSummary
+from rmscore.score.records import OUT_OF_MEMORY, Sample, prompt_hash
+from rmscore.score.scorer import Scorer
+from rmscore.score.summary import RunSummary
 from test_scoring import reference_scores, score
 from tiny import completions_rows, random_text
 
@@ -58,7 +58,7 @@ def test_auto_picks_prompt_reuse_only_when_it_pays(tiny_models, write_jsonl, tmp
 
 
 def test_reuse_saving_counts_only_shared_tokens():
-    from rmscore.records import Encoded
+    from rmscore.score.records import Encoded
 
     encs = [Encoded([1, 2, 3, 4], [3], group="a"), Encoded([1, 2, 3, 9, 9], [4], group="a"),
             Encoded([1, 2, 3, 4], [3], group="b")]
@@ -111,7 +111,7 @@ def test_out_of_memory_splits_and_keeps_every_row_once(tiny_models):
 
 
 def test_prefetch_keeps_order_and_raises():
-    from rmscore.pipeline import prefetch
+    from rmscore.score.pipeline import prefetch
 
     assert list(prefetch(iter(range(50)), depth=3)) == list(range(50))
 
@@ -206,7 +206,7 @@ def test_prompt_reuse_scores_process_reward_model_steps(tmp_path, write_jsonl):
 def test_heads_leave_outputs_on_the_device(tiny_models, tmp_path):
     """Every head returns tensors (no .tolist() per batch: on a GPU that waits for the device);
     the window copies them to the host once. A head that still returns dicts keeps working."""
-    from rmscore.forward.outputs import WindowOutputs
+    from rmscore.score.forward.outputs import WindowOutputs
     from tiny_orm import save_armorm
     from tiny_prm import save_qwen_prm
 

@@ -25,7 +25,7 @@ def cuda_model(model_dir, **kw):
 
 
 def samples_of(rows):
-    from rmscore.records import Sample, prompt_hash
+    from rmscore.score.records import Sample, prompt_hash
 
     return [Sample(i, j, prompt_hash([{"role": "user", "content": r["prompt"]}]), [{"role": "user", "content": r["prompt"]}],
                    True, c) for i, r in enumerate(rows) for j, c in enumerate(r["completions"])]
@@ -33,9 +33,9 @@ def samples_of(rows):
 
 def scorer_for(model, path, budget):
     from rmscore.config import BatchConfig
-    from rmscore.forward import Runners
-    from rmscore.scorer import Scorer
-    from rmscore.scoring import RunSummary
+    from rmscore.score.forward import Runners
+    from rmscore.score.scorer import Scorer
+    from rmscore.score.summary import RunSummary
 
     summary = RunSummary("gpu")
     return Scorer(model, Runners(model, path), 4096, BatchConfig(max_tokens_per_batch=budget), summary), summary
@@ -91,7 +91,7 @@ def test_out_of_memory_on_real_memory_backs_off_and_scores_every_row(tiny_models
 
 
 def test_inputs_are_pinned_and_the_cuda_budget_fills_free_memory(tiny_models):
-    from rmscore.forward import PaddedForward, default_token_budget
+    from rmscore.score.forward import PaddedForward, default_token_budget
 
     model = cuda_model(tiny_models["llama"])
     batch = model.encode(samples_of(completions_rows(2, 2, seed=33)))

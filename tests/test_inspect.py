@@ -17,8 +17,8 @@ from rmscore.cli import app
 from rmscore.config import InspectConfig
 from rmscore.inspect import run_inspect
 from rmscore.inspect.read_pairs import answer_chars
-from rmscore.io.output import BASE_SCHEMA, MESSAGE
-from rmscore.io.pair_formats import SCHEMAS
+from rmscore.store.output import BASE_SCHEMA, MESSAGE
+from rmscore.pairs.formats import SCHEMAS
 from test_cli import one_line_error
 
 runner = CliRunner()

@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rmscore.io import promote
-from rmscore.io.scored import read_columns
-from rmscore.records import prompt_hash, stable_bucket
+from rmscore.read import promote
+from rmscore.store.scored import read_columns
+from rmscore.score.records import prompt_hash, stable_bucket
 from cli_runner import run
 
 MIXED = [None, 1, 2.0, 2.5, "x", True, {"a": 1, "b": None}, [1, 2.0]]

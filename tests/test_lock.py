@@ -1,4 +1,4 @@
-"""One writer per shard (rmscore/io/lock.py): a second process stops at once naming the holder; a
+"""One writer per shard (rmscore/store/lock.py): a second process stops at once naming the holder; a
 lock left by a dead process never blocks a rerun or a SLURM requeue; a holder that lost its lock
 writes nothing more."""
 
@@ -19,11 +19,11 @@ from typer.testing import CliRunner
 from rmscore.cli import app
 from rmscore.distributed.env import DistInfo
 from rmscore.errors import ShardBusy
-from rmscore.io import lock
-from rmscore.io.writers import PartWriter
+from rmscore.store import lock
+from rmscore.store.writers import PartWriter
 from scored import subprocess_env
 
-HOLD = ("import sys, time\nfrom pathlib import Path\nfrom rmscore.io.lock import ShardLock\n"
+HOLD = ("import sys, time\nfrom pathlib import Path\nfrom rmscore.store.lock import ShardLock\n"
         "from rmscore.distributed.env import DistInfo\n"
         "with ShardLock(Path(sys.argv[1]), DistInfo()):\n    print('held', flush=True)\n    time.sleep(120)\n")
 

@@ -6,7 +6,7 @@ import shutil
 
 from safetensors.torch import load_file, save_file
 
-from rmscore.io.output import read_metadata
+from rmscore.store.output import read_metadata
 from tiny import completions_rows
 from cli_runner import invoke, run
 

@@ -41,7 +41,7 @@ def test_the_gate_reads_the_last_prompt_turn(armorm):
     <|eot_id|> closing the last user turn, not an earlier one."""
     from rmscore.config import ModelConfig
     from rmscore.models import load_model
-    from rmscore.records import Sample
+    from rmscore.score.records import Sample
 
     model, _ = load_model(ModelConfig(str(armorm)))
     prompt = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]
@@ -52,7 +52,7 @@ def test_the_gate_reads_the_last_prompt_turn(armorm):
 
 
 def test_output_columns_and_objective_names(armorm, write_jsonl, tmp_path):
-    from rmscore.io.output import read_metadata
+    from rmscore.store.output import read_metadata
 
     _, out = score_rows(write_jsonl(mixed_rows(seed=2)[:1]), armorm, tmp_path / "o", 500)
     assert len(out[0]["rewards"]) == 19 and len(out[0]["gating_output"]) == 19

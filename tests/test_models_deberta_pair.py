@@ -39,7 +39,7 @@ def test_equals_card_snippet_at_any_batching_and_order(encoders, arch, write_jso
 def test_text_pair_layout_and_token_types(encoders):
     from rmscore.config import ModelConfig
     from rmscore.models import load_model
-    from rmscore.records import Sample
+    from rmscore.score.records import Sample
 
     model, _ = load_model(ModelConfig(str(encoders["bert"])))
     prompt = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "x"},

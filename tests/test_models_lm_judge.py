@@ -78,7 +78,7 @@ def test_judge_template_file_score_tokens_and_system_prompt(judges, write_jsonl,
 def test_default_template_asks_yes_or_no_after_the_answer(judges):
     """The shipped question, rendered in the checkpoint's chat template with the generation prompt:
     the answer's first token is what the last position predicts."""
-    from rmscore.records import Sample
+    from rmscore.score.records import Sample
 
     model, _ = load_model(ModelConfig(str(judges["qwen2"]), model_type="lm-judge"))
     prompt = [{"role": "user", "content": "What is 2 + 2?"}]
@@ -151,7 +151,7 @@ def test_only_causal_lms_are_judges(tiny_models, judges, copy_model):
 
 
 def test_settings_are_recorded_and_a_changed_one_refuses_to_resume(judges, write_jsonl, tmp_path):
-    from rmscore.io.output import read_metadata
+    from rmscore.store.output import read_metadata
 
     path = write_jsonl(shared_prompt_rows(n_prompts=1, n_completions=2, seed=8))
     args = ("score", path, "-m", judges["llama"], "--model-type", "lm-judge", "-o", tmp_path / "o")
@@ -187,7 +187,7 @@ def tiny_gguf(judges, tmp_path_factory):
 def test_gguf_file_equals_transformers_own_reading_of_it(tiny_gguf, write_jsonl, tmp_path):
     """-m FILE.gguf and -m FOLDER --gguf-file NAME: the scores of the model transformers builds from
     the file, computed one at a time by hand; no safetensors in the folder is fine (not pickle)."""
-    from rmscore.io.output import read_metadata
+    from rmscore.store.output import read_metadata
 
     folder, name = tiny_gguf.parent, tiny_gguf.name
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name).eval()

@@ -8,9 +8,9 @@ import pytest
 
 from rmscore.config import BatchConfig, InputConfig, ModelConfig, OutputConfig, ScoreConfig
 from rmscore.errors import ModelError
-from rmscore.io.output import read_metadata
+from rmscore.store.output import read_metadata
 from rmscore.models.qwen_prm import QwenPrmModel
-from rmscore.scoring import run_score
+from rmscore.score.run import run_score
 from prm_cards import qwen_prm_reference
 from tiny_prm import (
     count_backbone_rows, prm800k_rows, prm800k_step_rows, save_qwen_prm, score_cli, step_rows, write_rows,

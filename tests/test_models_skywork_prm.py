@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from rmscore.io.output import read_metadata
+from rmscore.store.output import read_metadata
 from prm_cards import skywork_prm_reference
 from tiny_prm import save_skywork_prm, score_cli, step_rows, write_rows
 

@@ -6,7 +6,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from rmscore.config import BatchConfig, InputConfig, ModelConfig, OutputConfig, ScoreConfig
-from rmscore.scoring import run_score
+from rmscore.score.run import run_score
 from rmscore.models.step_tag import StepTagModel
 from prm_cards import step_tag_reference
 from tiny_prm import count_backbone_rows, prm800k_rows, save_step_tag, score_cli, step_rows, write_rows

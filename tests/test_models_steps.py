@@ -6,7 +6,7 @@ import math
 import pyarrow.dataset as ds
 import pytest
 
-from rmscore.io.output import read_metadata
+from rmscore.store.output import read_metadata
 from rmscore.models.steps import aggregates, split_steps
 from prm_cards import qwen_prm_reference
 from tiny_prm import (

@@ -1,4 +1,4 @@
-"""Pair selection on hand-built prompt groups with known answers (rmscore.pairs: pure, no I/O)."""
+"""Pair selection on hand-built prompt groups with known answers (rmscore.pairs.select: pure, no I/O)."""
 
 import math
 import random
@@ -8,7 +8,7 @@ import pytest
 
 from rmscore.config import PairConfig
 from rmscore.errors import ConfigError
-from rmscore.pairs import Completion, DropReport, normalise, select_pairs
+from rmscore.pairs.select import Completion, DropReport, normalise, select_pairs
 
 
 def group(scores, texts=None, statuses=None):

@@ -225,7 +225,7 @@ def gsm8k_rows(n: int) -> list[dict]:
 @pytest.fixture(scope="module")
 def gsm8k_scored(tiny_models, tmp_path_factory):
     """The first 60 GSM8K questions x 4 real model solutions, scored by a tiny reward model."""
-    from rmscore.scoring import run_score
+    from rmscore.score.run import run_score
 
     root = tmp_path_factory.mktemp("gsm8k")
     with open(root / "input.jsonl", "w") as f:

@@ -8,10 +8,11 @@ import pytest
 from rmscore.config import ColumnMap
 from rmscore.distributed.env import DistInfo
 from rmscore.errors import InputError
-from rmscore.io.layout import detect_layout, expand
-from rmscore.io.sources import open_source
-from rmscore.records import prompt_hash
-from rmscore.scoring import RunSummary, iter_samples
+from rmscore.read.layout import detect_layout, expand
+from rmscore.read.sources import open_source
+from rmscore.score.records import prompt_hash
+from rmscore.score.run import iter_samples
+from rmscore.score.summary import RunSummary
 
 ROWS = [
     {"prompt": "What is 2+2?", "completion": "4", "id": 7, "topic": "math"},
@@ -141,8 +142,8 @@ def test_unreadable_inputs_fail_clearly(tmp_path):
 
 
 def test_expand_never_raises_on_odd_values():
-    from rmscore.io.layout import Layout
-    from rmscore.io.sources import RawRow
+    from rmscore.read.layout import Layout
+    from rmscore.read.rows import RawRow
 
     layout = Layout("completion", prompt="prompt", completion="completion")
     for value in (3, [], [{"role": 1}], {"content": "x", "role": "user"}, [{"role": "assistant", "content": None}]):
@@ -154,7 +155,7 @@ def test_streaming_memory_is_bounded(tmp_path):
     """200k rows flow through reader + window in a few MB, not in proportion to the file."""
     import tracemalloc
 
-    from rmscore.batching import chunked
+    from rmscore.score.batching import chunked
 
     path = tmp_path / "big.jsonl"
     with open(path, "w") as f:

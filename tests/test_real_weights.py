@@ -14,10 +14,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rmscore.config import ModelConfig
-from rmscore.doctor import score_samples
+from rmscore.doctor.checks import score_samples
 from rmscore.models import load_model
 from rmscore.models.lm_judge import DEFAULT_TEMPLATE
-from rmscore.records import Sample, prompt_hash
+from rmscore.score.records import Sample, prompt_hash
 from tiny_judge import judge_reference
 from tiny_prm import REPO, prm800k_rows
 

@@ -299,7 +299,7 @@ def test_sbatch_with_torchrun_workers_stops_mid_run_and_the_requeued_job_finishe
     requeued run (SLURM_RESTART_COUNT=1) scores the rest, every row exactly once."""
     from tiny import completions_rows
 
-    from rmscore.io.merge import merge
+    from rmscore.store.merge import merge
 
     bin_dir, log = fake_scontrol
     data = tmp_path / "in.jsonl"

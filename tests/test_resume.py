@@ -13,7 +13,7 @@ from cli_runner import invoke
 
 # Each forward sleeps a little, so a run is still going when the test's signal arrives.
 SLOW_CLI = (
-    "import time, rmscore.forward as f\n"
+    "import time, rmscore.score.forward as f\n"
     "score = f.PaddedForward.score\n"
     "f.PaddedForward.score = lambda self, batch: (time.sleep(0.04), score(self, batch))[1]\n"
     "from rmscore.cli import main\n"

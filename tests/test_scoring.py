@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rmscore.config import BatchConfig, InputConfig, ModelConfig, OutputConfig, ScoreConfig
-from rmscore.scoring import run_score
+from rmscore.score.run import run_score
 from tiny import completions_rows
 
 TOL = 1e-5
@@ -147,7 +147,7 @@ def test_multi_label_head_writes_a_vector(tiny_models, write_jsonl, tmp_path):
 def test_output_schema_and_metadata(tiny_models, write_jsonl, tmp_path):
     from datasets import load_dataset
 
-    from rmscore.io.output import read_metadata
+    from rmscore.store.output import read_metadata
 
     rows = completions_rows(n_prompts=2, n_completions=2, seed=6)
     _, out = score(write_jsonl(rows), tiny_models["qwen2"], tmp_path / "out", 300)

@@ -315,7 +315,7 @@ def test_best_of_n_live_recipe_picks_what_rmscore_scores_highest(llama, monkeypa
 
 
 def test_health_is_503_while_loading_then_200(tiny_models, monkeypatch):
-    from rmscore.engine import Engine
+    from rmscore.score.engine import Engine
 
     release, original = threading.Event(), Engine.load.__func__
 

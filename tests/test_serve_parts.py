@@ -148,7 +148,7 @@ def test_encode_rendered_gives_what_encode_gives(family, tiny_models, tmp_path):
     from tiny_orm import messages_of, save_armorm, save_internlm2
 
     from rmscore.config import ColumnMap, ModelConfig
-    from rmscore.engine import samples_from_rows
+    from rmscore.score.engine import samples_from_rows
     from rmscore.models import chat, load_model
 
     path = {"seq-cls": lambda: tiny_models["llama"], "armorm": lambda: save_armorm(tmp_path / "a"),

@@ -12,7 +12,7 @@ from serving import running
 from tiny_prm import save_qwen_prm, save_rlhflow, save_skywork_prm, save_step_tag, step_rows, write_rows
 
 from rmscore.config import ColumnMap, ModelConfig
-from rmscore.engine import samples_from_rows
+from rmscore.score.engine import samples_from_rows
 from rmscore.models import load_model
 
 ROWS = step_rows(5, seed=4)

@@ -14,11 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-import rmscore.scorer
+import rmscore.score.scorer
 from rmscore.cli import app
 from rmscore.config import BatchConfig, InputConfig, ModelConfig, OutputConfig, ScoreConfig
 from rmscore.errors import Interrupted
-from rmscore.scoring import run_score
+from rmscore.score.run import run_score
 from scored import assert_same_rows, keys_of, rows_of
 from tiny import completions_rows
 
@@ -43,7 +43,7 @@ def config(path, model, out, **batch) -> ScoreConfig:
 
 def stop_at_batch(monkeypatch, k: int, action) -> dict:
     """Run `action` when the k-th batch starts; count the rows of the batches that came back."""
-    forward, seen = rmscore.scorer.Scorer._forward, {"batches": 0, "rows": 0}
+    forward, seen = rmscore.score.scorer.Scorer._forward, {"batches": 0, "rows": 0}
 
     def counting(self, runner, batch, inputs, *rest):
         seen["batches"] += 1
@@ -53,7 +53,7 @@ def stop_at_batch(monkeypatch, k: int, action) -> dict:
         seen["rows"] += len(batch)
         return out
 
-    monkeypatch.setattr(rmscore.scorer.Scorer, "_forward", counting)
+    monkeypatch.setattr(rmscore.score.scorer.Scorer, "_forward", counting)
     return seen
 
 

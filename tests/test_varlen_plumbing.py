@@ -72,10 +72,10 @@ def on_standin(model_dir):
 
 def score_window(model, rows, path="auto", budget=400):
     from rmscore.config import BatchConfig
-    from rmscore.forward import Runners
-    from rmscore.records import Sample, prompt_hash
-    from rmscore.scorer import Scorer
-    from rmscore.scoring import RunSummary
+    from rmscore.score.forward import Runners
+    from rmscore.score.records import Sample, prompt_hash
+    from rmscore.score.scorer import Scorer
+    from rmscore.score.summary import RunSummary
 
     summary = RunSummary("x")
     scorer = Scorer(model, Runners(model, path), 4096, BatchConfig(max_tokens_per_batch=budget), summary)

@@ -371,7 +371,7 @@ def score_rows(input_path, model_dir, out_dir, budget=None, **model_kw):
     import pyarrow.dataset as ds
 
     from rmscore.config import BatchConfig, InputConfig, ModelConfig, OutputConfig, ScoreConfig
-    from rmscore.scoring import run_score
+    from rmscore.score.run import run_score
 
     batch_kw = {k: model_kw.pop(k) for k in ("max_length", "on_overflow", "max_batch_size") if k in model_kw}
     cfg = ScoreConfig(input=InputConfig(str(input_path)), output=OutputConfig(str(out_dir), overwrite=True),

@@ -2,7 +2,7 @@
 function for TRL's online trainers, in process or through `rmscore serve`).
 
   options.py  keyword options -> the typed configs of `rmscore score`
-  local.py    Scorer: a model loaded once in this process (rmscore.engine.Engine underneath)
+  local.py    Scorer: a model loaded once in this process (rmscore.score.engine.Engine underneath)
   client.py   a client of `rmscore serve` (POST /v1/score): retries, timeout, API key
   reward.py   RewardFunction / AsyncRewardFunction: TRL's prompts and completions in, floats out
 

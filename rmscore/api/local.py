@@ -1,8 +1,8 @@
 """rmscore.Scorer: a reward model loaded once in this process, scoring rows held in memory.
 
-It is a thin shell over rmscore.engine.Engine, which `rmscore score` and `rmscore serve` build
+It is a thin shell over rmscore.score.engine.Engine, which `rmscore score` and `rmscore serve` build
 too: the same encode, length policy, token-budget batches and forward runners, so the numbers are
-the ones `rmscore score` writes. (Not to be confused with rmscore.scorer.Scorer, the internal
+the ones `rmscore score` writes. (Not to be confused with rmscore.score.scorer.Scorer, the internal
 scorer of one window of samples that the engine drives.)
 """
 
@@ -37,7 +37,7 @@ class Scorer:
     def __init__(self, model: str | Path | None = None, **options):
         from rmscore.distributed import group
         from rmscore.distributed.env import dist_info
-        from rmscore.engine import Engine
+        from rmscore.score.engine import Engine
 
         model_cfg, self.batch_config = opts.configs(model, options, "rmscore.Scorer")
         # Under a data-parallel launcher (accelerate, torchrun) device auto is this process's GPU,
@@ -132,7 +132,7 @@ class Scorer:
         """The result columns with the Arrow types `rmscore score` writes them with."""
         import pyarrow as pa
 
-        from rmscore.io.output import BASE_SCHEMA
+        from rmscore.store.output import BASE_SCHEMA
 
         kinds = {f.name: f for f in [*BASE_SCHEMA, *self.engine.model.output_fields()]}
         return pa.schema([kinds[name] for name in self.columns])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rmscore.config import ColumnMap
 from rmscore.errors import ConfigError, InputError, ServerError
-from rmscore.records import SCORED_STATUSES
+from rmscore.score.records import SCORED_STATUSES
 
 log = logging.getLogger("rmscore")
 INDEXED = re.compile(r"^(?P<column>.+)\[(?P<index>\d+)\]$")  # rewards[3], as build-pairs reads it

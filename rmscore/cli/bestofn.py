@@ -10,7 +10,7 @@ from rmscore.cli import options as o
 from rmscore.cli.app import command
 from rmscore.config import BestOfNConfig
 from rmscore.errors import ConfigError
-from rmscore.plots import LABELS
+from rmscore.evaluate.plots import LABELS
 
 COLUMNS = {"reward_model": "reward model", "random": "random", "oracle": "oracle", "majority_vote": "majority",
            "weighted_vote": "weighted"}
@@ -57,7 +57,7 @@ def best_of_n(
       rmscore score demo-out/gsm8k_bon4.jsonl -o demo-out/gsm8k-scored --keep-columns is_correct,answer --limit 100
       rmscore best-of-n demo-out/gsm8k-scored --label-column is_correct --answer-column answer -o demo-out/gsm8k-bon
     """
-    from rmscore.evaluate import run_best_of_n
+    from rmscore.evaluate.run import run_best_of_n
 
     cfg = BestOfNConfig(scored, label_column, answer_column, score_column, parse_ns(n), vote_weight, samples, seed,
                         output)

@@ -41,7 +41,7 @@ def doctor(
       rmscore doctor -m RLHFlow/ArmoRM-Llama3-8B-v0.1
       rmscore doctor -m HuggingFaceTB/SmolLM2-135M-Instruct --model-type lm-judge --score-tokens 'Yes No'
     """
-    from rmscore.doctor import run_doctor
+    from rmscore.doctor.checks import run_doctor
 
     cfg = o.model_config(locals())
     report = run_doctor(cfg, log=lambda text: echo(f"[rmscore] {text}"))

@@ -103,7 +103,7 @@ def evaluate(
       rmscore eval allenai/reward-bench --split filtered -m Skywork/Skywork-Reward-V2-Qwen3-0.6B --subset-column subset
     """
     params = dict(locals())  # the options as given, before anything else is defined
-    from rmscore.evaluate import run_eval
+    from rmscore.evaluate.run import run_eval
 
     output = output or default_eval_dir(input, model)
     score_cfg = ScoreConfig(

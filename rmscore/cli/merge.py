@@ -28,7 +28,7 @@ def merge(
     \b
       rmscore merge demo-out/scored -o demo-out/scored.parquet --overwrite
     """
-    from rmscore.io.merge import merge as merge_folder
+    from rmscore.store.merge import merge as merge_folder
 
     s = merge_folder(folder, output, overwrite)
     echo(f"Merged {s.rows:,} rows from {s.parts:,} parts of {s.shards} shards into {s.output}"

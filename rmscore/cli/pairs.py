@@ -78,7 +78,7 @@ def build_pairs(
       rmscore score demo-out/gsm8k_bon4.jsonl -m Qwen/Qwen2.5-Math-PRM-7B --step-separator '\\n' -o demo-out/gsm8k-prm
       rmscore build-pairs demo-out/gsm8k-prm -o demo-out/gsm8k-prm-pairs.parquet --score-column score_min --overwrite
     """
-    from rmscore.build_pairs import run_build_pairs
+    from rmscore.pairs.build import run_build_pairs
 
     cfg = PairConfig(inputs, output, rule, format, score_column, min_margin, min_completions, pairs_per_prompt,
                      seed, buckets, overwrite, max_length_ratio=max_length_ratio,

@@ -105,7 +105,7 @@ def score(
       rmscore score data/demo/hh_rlhf_demo.jsonl -m HuggingFaceTB/SmolLM2-135M-Instruct --model-type lm-judge -o judged/
     """
     params = dict(locals())  # the options as given, before anything else is defined
-    from rmscore.scoring import run_score
+    from rmscore.score.run import run_score
 
     cfg = ScoreConfig(
         input=InputConfig(

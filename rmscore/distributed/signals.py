@@ -4,7 +4,7 @@ SLURM sends SIGTERM on preemption and scancel, and SIGUSR1 ahead of the time lim
 asks for it (`#SBATCH --signal=B:USR1@120`). The handler only sets a flag; the scoring loop looks
 at it between batches, saves every finished row (whole windows, and the batches of the window in
 flight that came back) and exits with REQUEUE_EXIT so the batch script knows to requeue. Ctrl-C
-(SIGINT) keeps its usual meaning, stop now, and saves the same way (rmscore/scoring.py).
+(SIGINT) keeps its usual meaning, stop now, and saves the same way (rmscore/score/run.py).
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rmscore.evaluate.plots import figure
 from rmscore.inspect.text import short_model
-from rmscore.plots import figure
 
 HINT = "pip install 'rmscore[plot]' for the PNGs (matplotlib)"
 SCATTER_MAX = 3000  # up to this many points a scatter; more: a hexbin

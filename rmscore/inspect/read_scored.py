@@ -20,9 +20,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rmscore.errors import InputError
-from rmscore.io.buckets import open_scored
-from rmscore.io.scored import objective_source
-from rmscore.records import SCORED_STATUSES
+from rmscore.pairs.buckets import open_scored
+from rmscore.score.records import SCORED_STATUSES
+from rmscore.store.scored import objective_source
 
 BATCH_ROWS = 8192
 VECTORS = ("rewards", "gating_output")  # ArmoRM: one value per objective (metadata "objectives" names them)

@@ -17,11 +17,11 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaModel, LlamaPreTrainedModel
 
-from rmscore import records
 from rmscore.errors import RowError
 from rmscore.models import chat, loading, native
 from rmscore.models.base import RewardModel
-from rmscore.records import Encoded, Sample
+from rmscore.score import records
+from rmscore.score.records import Encoded, Sample
 
 # Head order, from the model card; config.json carries no label names.
 OBJECTIVES = (

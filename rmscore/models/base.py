@@ -12,10 +12,10 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING, ClassVar
 
-from rmscore import records
 from rmscore.config import ModelConfig
 from rmscore.errors import RowError
-from rmscore.records import Encoded, Sample
+from rmscore.score import records
+from rmscore.score.records import Encoded, Sample
 
 if TYPE_CHECKING:
     import pyarrow as pa

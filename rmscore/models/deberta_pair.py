@@ -23,7 +23,7 @@ from torch import nn
 from rmscore.errors import ConfigError, ModelError, RowError
 from rmscore.models import loading
 from rmscore.models.base import RewardModel
-from rmscore.records import Encoded, Sample
+from rmscore.score.records import Encoded, Sample
 
 # Heads that pool [CLS] (DeBERTa ContextPooler, BERT pooler) or read it themselves (RoBERTa, ELECTRA).
 ENCODERS = ("deberta-v2", "deberta", "bert", "roberta", "xlm-roberta", "electra")

@@ -22,7 +22,7 @@ from transformers import LlamaConfig, LlamaModel, LlamaPreTrainedModel
 from rmscore.errors import ModelError, RowError
 from rmscore.models import chat, loading, native
 from rmscore.models.base import RewardModel
-from rmscore.records import Encoded, Sample
+from rmscore.score.records import Encoded, Sample
 
 RENAMES = (  # published name -> LlamaModel name (wqkv is split separately)
     (r"^model\.tok_embeddings\.", "model.embed_tokens."),

@@ -22,11 +22,11 @@ from pathlib import Path
 import pyarrow as pa
 import torch
 
-from rmscore import records
 from rmscore.errors import ConfigError, ModelError, RowError
 from rmscore.models import chat, loading
 from rmscore.models.base import RewardModel
-from rmscore.records import Encoded, Sample
+from rmscore.score import records
+from rmscore.score.records import Encoded, Sample
 
 DEFAULT_TEMPLATE = """Here is a question and a candidate answer.
 

@@ -13,7 +13,7 @@ import torch
 from rmscore.errors import ModelError, RowError
 from rmscore.models import PATH_KEY, chat, loading
 from rmscore.models.base import RewardModel
-from rmscore.records import Encoded, Sample
+from rmscore.score.records import Encoded, Sample
 
 CARD_MAX_LENGTH = 4096  # the card's limit; --max-length overrides it
 

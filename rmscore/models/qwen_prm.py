@@ -22,12 +22,12 @@ import torch
 from torch import nn
 from transformers import Qwen2Config, Qwen2Model, Qwen2PreTrainedModel
 
-from rmscore import records
 from rmscore.errors import ModelError, RowError
 from rmscore.models import chat, loading
 from rmscore.models.native import from_checkpoint
 from rmscore.models.steps import ProcessRewardModel, tag_positions
-from rmscore.records import Encoded, Sample
+from rmscore.score import records
+from rmscore.score.records import Encoded, Sample
 
 SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 ARCHITECTURE = "Qwen2ForProcessRewardModel"

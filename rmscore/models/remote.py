@@ -21,7 +21,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from rmscore.errors import ModelError, RowError
 from rmscore.models import chat, loading
 from rmscore.models.base import RewardModel
-from rmscore.records import Encoded, Sample
+from rmscore.score.records import Encoded, Sample
 
 FIELDS = ("score", "rewards", "logits")  # read from the model output, in this order
 
@@ -93,7 +93,7 @@ class RemoteModel(RewardModel):
 
     def _probe(self) -> None:
         """One tiny forward, so the output columns (and the Parquet schema) are known up front."""
-        from rmscore.forward import PaddedForward
+        from rmscore.score.forward import PaddedForward
 
         sample = Sample(0, 0, None, [{"role": "user", "content": "Hi"}], True, "Hello!")
         PaddedForward(self).score(self.encode([sample]))

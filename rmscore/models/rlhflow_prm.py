@@ -18,12 +18,12 @@ from bisect import bisect_left
 
 import torch
 
-from rmscore import records
 from rmscore.errors import ModelError, RowError
 from rmscore.models import chat, loading
 from rmscore.models.step_tag import label_probability, load_label_head
 from rmscore.models.steps import ProcessRewardModel, without_specials
-from rmscore.records import Encoded, Sample
+from rmscore.score import records
+from rmscore.score.records import Encoded, Sample
 
 # Stands in for each assistant "+" while rendering, so its place in the text is known exactly;
 # one character long, like "+", so no offset moves when it is swapped back.

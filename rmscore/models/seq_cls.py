@@ -16,7 +16,7 @@ import torch
 from rmscore.errors import ModelError, RowError
 from rmscore.models import chat, loading
 from rmscore.models.base import RewardModel
-from rmscore.records import Encoded, Sample
+from rmscore.score.records import Encoded, Sample
 
 ENCODER_TYPES = ("bert", "roberta", "deberta", "deberta-v2", "distilbert", "electra", "xlm-roberta", "modernbert")
 

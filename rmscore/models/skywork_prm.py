@@ -24,11 +24,11 @@ import torch
 from torch import nn
 from transformers import Qwen2Config, Qwen2Model, Qwen2PreTrainedModel
 
-from rmscore import records
 from rmscore.errors import ModelError, RowError
 from rmscore.models.native import from_checkpoint
 from rmscore.models.steps import ProcessRewardModel, normalize_newlines
-from rmscore.records import Encoded, Sample
+from rmscore.score import records
+from rmscore.score.records import Encoded, Sample
 
 ARCHITECTURE = "Qwen2ForPrmModel"
 

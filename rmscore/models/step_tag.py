@@ -24,11 +24,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rmscore import records
 from rmscore.errors import ModelError, RowError
 from rmscore.models import loading
 from rmscore.models.steps import ProcessRewardModel, tag_positions, trim_specials
-from rmscore.records import Encoded, Sample
+from rmscore.score import records
+from rmscore.score.records import Encoded, Sample
 
 
 def load_label_head(self, cfg, label_ids: list[int]) -> nn.Linear:

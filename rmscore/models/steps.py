@@ -20,12 +20,12 @@ from typing import ClassVar
 
 import pyarrow as pa
 
-from rmscore import records
 from rmscore.config import ModelConfig
 from rmscore.errors import ConfigError, RowError
 from rmscore.models import chat, loading
 from rmscore.models.base import RewardModel
-from rmscore.records import Encoded, Sample
+from rmscore.score import records
+from rmscore.score.records import Encoded, Sample
 
 AGGREGATE_FIELDS = ("score_min", "score_prod", "score_mean", "score_last")
 

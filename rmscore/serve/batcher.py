@@ -17,6 +17,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: the batcher stays free of torch and model code
+    from rmscore.errors import RowError
+    from rmscore.score.records import Encoded, Sample
 
 # Rows taken per device turn, in token budgets. The Scorer sorts them by length into budget-sized
 # batches, so taking more than one budget keeps padding low inside a large request; taking only a
@@ -55,9 +60,9 @@ class Item:
 
     ticket: Ticket
     slot: int  # position in the request's output
-    sample: object
-    enc: object = None
-    problem: object = None
+    sample: Sample
+    enc: Encoded | None = None
+    problem: RowError | None = None
     tokens: int = 0
     arrived: float = field(default_factory=time.monotonic)
 

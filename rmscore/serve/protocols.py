@@ -1,6 +1,6 @@
 """Scored rows in the shapes other tools read: OpenRLHF's /get_reward, vLLM's /classify and /pooling.
 
-Pure functions of the engine's result rows (rmscore/engine.py: the columns `rmscore score` writes,
+Pure functions of the engine's result rows (rmscore/score/engine.py: the columns `rmscore score` writes,
 less the echoed texts), so every route returns the very numbers /v1/score returns.
 """
 
@@ -10,9 +10,8 @@ import math
 import time
 import uuid
 
-from rmscore.records import SCORED_STATUSES
+from rmscore.score.records import SCORED_STATUSES
 from rmscore.serve.schemas import BadRequest
-
 
 # End-of-turn and padding markers a policy leaves after its response (split mode strips them, and
 # the tokenizer's own special tokens): the response is scored as the model's template closes it.

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rmscore.config import BatchConfig, ModelConfig, ServeConfig
-from rmscore.scoring import RunSummary
+from rmscore.score.summary import RunSummary
 from rmscore.serve.batcher import Batcher, Item, Overloaded, Ticket
 from rmscore.serve.metrics import Metrics
 from rmscore.serve.schemas import BadRequest
@@ -85,7 +85,7 @@ class Service:
         asyncio.get_running_loop().run_in_executor(None, self._load)
 
     def _load(self) -> None:
-        from rmscore.engine import Engine
+        from rmscore.score.engine import Engine
 
         try:
             summary = ServeSummary("<serve>", on_batch=self.metrics.batch)
@@ -141,7 +141,7 @@ class Service:
 
     async def score_texts(self, texts: list[str], prompts: list[str] | None = None) -> list[dict]:
         """Conversations already rendered as text (one result each), read where the family reads."""
-        from rmscore.engine import rendered_samples
+        from rmscore.score.engine import rendered_samples
 
         engine = self.ready_engine()
         base = self._reserve(len(texts))
@@ -175,7 +175,7 @@ class Service:
 
     def _score(self, items: list[Item]) -> list[dict]:
         """The device thread's one call: the rows of a take, from any requests, through the Scorer."""
-        from rmscore.scorer import Prepared
+        from rmscore.score.scorer import Prepared
 
         self.metrics.take_requests.observe(len({id(item.ticket) for item in items}))
         prepared = Prepared([item.sample for item in items],

@@ -1,0 +1,204 @@
+"""`rmscore doctor`: is this model scored right here, batched, in this dtype, on this device?
+
+Two checks, both through the normal scoring path (adapter.encode -> Scorer -> forward -> head):
+  batching  a built-in probe set of varied lengths, scored one row per forward and then batched;
+            every numeric output must agree within a tolerance that fits the dtype.
+  golden    for checkpoints whose model card publishes numbers (table GOLDEN, keyed by checkpoint
+            name; other families add entries), the card's example must give the card's numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rmscore.config import BatchConfig, ModelConfig
+from rmscore.doctor.golden import GOLDEN, Golden  # noqa: F401  (Golden: for families adding entries)
+from rmscore.score.records import SCORED_STATUSES, Sample, prompt_hash
+
+# (rtol, atol) for batched vs batch size 1. fp32 should agree to kernel noise; half precision
+# differs with batch shape through different kernels (vLLM tests use rtol 1.5e-2 in fp16).
+TOLERANCE = {"float32": (1e-4, 1e-4), "float16": (1.5e-2, 2e-2), "bfloat16": (2e-2, 5e-2)}
+
+
+def golden_for(path: str) -> tuple[str, Golden] | None:
+    """The GOLDEN entry for a --model value: the Hub name, a folder named like the repo, or a
+    Hugging Face cache path (models--org--name)."""
+    text = path.rstrip("/")
+    for name, golden in GOLDEN.items():
+        repo = name.split("/")[-1].lower()
+        if text == name or Path(text).name.lower() == repo or f"models--{name.replace('/', '--')}" in text:
+            return name, golden
+    return None
+
+
+# Varied lengths and shapes: single words, multi-turn with a system prompt, code, unicode,
+# "\n\n"-separated reasoning (process reward models split it into steps), a long answer.
+_STEPS = "\n\n".join(f"Step {i}: {3 * i} + {i} = {4 * i}, so the running total is {4 * i * (i + 1) // 2}."
+                     for i in range(1, 7))
+PROBES: tuple[tuple[list[dict], str], ...] = (
+    ([{"role": "user", "content": "Hi"}], "Hello!"),
+    ([{"role": "user", "content": "What is 2 + 3?"}], "2 + 3 = 5. The answer is 5."),
+    ([{"role": "user", "content": "Name three primary colours."}], "Red, yellow and blue."),
+    ([{"role": "system", "content": "You are a terse assistant."},
+      {"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris."},
+      {"role": "user", "content": "And of Italy?"}], "Rome."),
+    ([{"role": "user", "content": "Write a Python function that adds two numbers."}],
+     "def add(a, b):\n    return a + b\n\nprint(add(2, 3))  # 5"),
+    ([{"role": "user", "content": "Translate 'good morning' into Japanese and French."}],
+     "Japanese: おはようございます. French: bonjour. 🌅"),
+    ([{"role": "user", "content": "Add 4, 8, 12, 16, 20 and 24 step by step."}], _STEPS),
+    ([{"role": "user", "content": "Explain why the sky is blue, in detail."}],
+     " ".join(["Sunlight is scattered by the molecules of the air, and shorter wavelengths scatter much more "
+               "strongly than longer ones (Rayleigh scattering goes as the inverse fourth power of wavelength)."] * 6)),
+    ([{"role": "user", "content": "Is it safe to mix bleach and ammonia?"}],
+     "No. Mixing them releases toxic chloramine vapours; never combine cleaning products."),
+    ([{"role": "user", "content": "Summarise the plot of Hamlet in one sentence."}],
+     "A Danish prince feigns madness to avenge his father's murder by his uncle, and nearly everyone dies."),
+    # More completions of earlier prompts: the prompt-reuse path shares their prompt tokens.
+    ([{"role": "user", "content": "What is 2 + 3?"}], "It is 5."),
+    ([{"role": "user", "content": "What is 2 + 3?"}], "2 + 3 is 6."),
+    ([{"role": "user", "content": "Explain why the sky is blue, in detail."}], "Because of Rayleigh scattering."),
+)
+
+
+@dataclass
+class Report:
+    model: str
+    family: str
+    dtype: str
+    probes: int
+    max_diff: float = 0.0
+    worst: str = ""
+    tolerance: tuple[float, float] = (0.0, 0.0)
+    batching_ok: bool = True
+    problems: list[str] = field(default_factory=list)  # each one fails the batching check
+    notes: list[str] = field(default_factory=list)
+    golden: str = ""
+    golden_ok: bool | None = None  # None: not run
+    paths: tuple[str, ...] = ()  # the forward paths compared with one row per forward
+
+    @property
+    def ok(self) -> bool:
+        return self.batching_ok and self.golden_ok is not False
+
+
+def probe_samples() -> list[Sample]:
+    return [Sample(i, 0, prompt_hash(prompt), prompt, False, completion) for i, (prompt, completion) in enumerate(PROBES)]
+
+
+def score_samples(model, samples: list[Sample], max_batch_size: int, budget: int, path: str = "padded") -> list[dict]:
+    """Rows for `samples` through the normal Scorer and the forward path named, in input order."""
+    from rmscore.score.forward import Runners
+    from rmscore.score.scorer import Scorer
+    from rmscore.score.summary import RunSummary
+
+    batch = BatchConfig(max_tokens_per_batch=budget, max_batch_size=max_batch_size, forward=path)
+    return Scorer(model, Runners(model, path), model.max_length, batch, RunSummary("<doctor>")).score_window(samples)
+
+
+def forward_paths(model) -> tuple[str, ...]:
+    """Every forward layout a real run may pick for this model: each must match batch size 1."""
+    return ("padded", "packed", "prompt-reuse") if model.is_causal else ("padded",)
+
+
+def numbers(row: dict) -> dict[str, list[float]]:
+    """Every numeric output column of a row (score, vectors, step scores), as flat lists."""
+    out = {}
+    for key, value in row.items():
+        if key in ("input_index", "completion_index", "num_tokens"):
+            continue
+        if isinstance(value, float):
+            out[key] = [value]
+        elif isinstance(value, list) and value and all(isinstance(v, float) for v in value):
+            out[key] = value
+    return out
+
+
+def compare_batching(single: list[dict], batched: list[dict], report: Report, path: str = "padded") -> None:
+    rtol, atol = report.tolerance
+    for one, many in zip(single, batched, strict=True):
+        where = f"probe {one['input_index']} ({path})"
+        if one["status"] != many["status"]:
+            report.problems.append(f"{where}: status {one['status']} alone but {many['status']} batched")
+            continue
+        a, b = numbers(one), numbers(many)
+        if a.keys() != b.keys():
+            report.problems.append(f"{where}: columns differ alone vs batched")
+            continue
+        for key in a:
+            for x, y in zip(a[key], b[key], strict=True):
+                diff = abs(x - y)
+                if diff > report.max_diff:
+                    report.max_diff, report.worst = diff, f"{key} of {where}"
+                if diff > atol + rtol * abs(x):
+                    report.batching_ok = False
+    report.batching_ok = report.batching_ok and not report.problems
+
+
+def check_golden(model, family: str, path: str, report: Report) -> None:
+    found = golden_for(path)
+    if found is None:
+        report.golden = no_golden(path, family)
+        return
+    name, golden = found
+    prompt = [{"role": "user", "content": golden.prompt}]
+    samples = [Sample(i, 0, None, prompt, True, c) for i, c in enumerate(golden.completions)]
+    rows = score_samples(model, samples, max_batch_size=1, budget=model.max_length)
+    misses = []
+    for row, expected in zip(rows, golden.expected):
+        for key, want in expected.items():
+            want = want if isinstance(want, list) else [want]
+            got = numbers(row).get(key, [])[: len(want)]
+            if len(got) != len(want) or any(abs(g - w) > golden.atol + golden.rtol * abs(w) for g, w in zip(got, want)):
+                misses.append(f"{key} {_fmt(got)} vs card {_fmt(want)}")
+    report.golden_ok = not misses
+    report.golden = (f"{'PASS' if not misses else 'FAIL'} against {name} ({golden.source})"
+                     + ("" if not misses else ": " + "; ".join(misses)))
+
+
+def no_golden(path: str, family: str) -> str:
+    """Why no card's numbers were checked, worded as what it is: nothing to compare with, not a
+    failure. The batching check is then the whole check."""
+    from rmscore.config import default_model
+
+    if Path(path).resolve() == Path(default_model()).resolve():
+        return ("none to run: the demo model is rmscore's own toy, with no published numbers "
+                "(its held-out accuracy is in data/demo-rm/README.md); the batching check above is the check")
+    names = [n for n, g in GOLDEN.items() if g.family == family]
+    if not names:
+        return f"none to run: no model card publishes reference numbers for {family}"
+    return (f"none to run: {path} is not a checkpoint whose card publishes numbers (for {family}: "
+            f"{', '.join(names)}; pass one of those, or a folder of the same name, to check it)")
+
+
+def _fmt(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+
+
+def run_doctor(cfg: ModelConfig, log=print) -> Report:
+    from rmscore.models import load_model
+
+    model, family = load_model(cfg)
+    dtype = str(next(model.backbone.parameters()).dtype).replace("torch.", "")
+    report = Report(cfg.path, family, dtype, len(PROBES), tolerance=TOLERANCE.get(dtype, TOLERANCE["float32"]))
+    log(f"model {cfg.path} as {family}, {dtype} on {model.device}; {len(PROBES)} probes")
+    samples = probe_samples()
+    single = score_samples(model, samples, max_batch_size=1, budget=model.max_length)
+    report.paths = forward_paths(model)
+    for path in report.paths:
+        try:
+            batched = score_samples(model, samples, len(samples), len(samples) * model.max_length, path)
+        except Exception as exc:  # a path that cannot run this model is a finding, not a crash
+            report.problems.append(f"{path} forward failed: {str(exc).splitlines()[0][:160]}")
+            report.batching_ok = False
+            continue
+        compare_batching(single, batched, report, path)
+    # A probe this family cannot score (alike both ways) is a note; none scored at all is a failure.
+    unscored = [r for r in single if r["status"] not in SCORED_STATUSES]
+    report.notes += [f"probe {r['input_index']} not scored: {r['status_detail']}" for r in unscored]
+    if len(unscored) == len(single):
+        report.problems.append("no probe could be scored")
+        report.batching_ok = False
+    check_golden(model, family, cfg.path, report)
+    return report

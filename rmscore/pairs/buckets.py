@@ -1,0 +1,199 @@
+"""Grouping scored rows by prompt in bounded memory, for build-pairs: check the part files, then
+hand out all rows of each prompt together.
+
+A prompt's rows can be anywhere: a prompt may repeat across input rows, part files and shards. So
+rows are grouped by hashing: with K buckets, a row goes to bucket stable_bucket(prompt_id, K), all
+rows of a prompt land in the same bucket, and a bucket holds about 1/K of the data.
+  K = 1 (the needed columns fit in BUCKET_BYTES): one read of the needed columns.
+  K > 1: one pass spills the needed columns into K bucket folders (pyarrow's write_dataset, in a
+         temporary folder beside the output), then each bucket is read back alone. I/O is one read,
+         one write and one read of the needed columns whatever K is; peak memory is one bucket.
+Within a bucket, rows are sorted by (prompt_id, input_index, completion_index) and turned into
+Python objects one slice at a time; prompts stay in Arrow until a pair needs one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from rmscore.errors import ConfigError, InputError
+from rmscore.pairs.select import Completion
+from rmscore.score.records import stable_bucket
+from rmscore.store.scored import INDEXED, objective, objective_names, scored_files
+
+BUCKET_BYTES = 64 * 2**20  # uncompressed bytes of the needed columns per bucket (~6x that in RAM)
+# Uncompressed bytes the spill pass's K open Parquet writers hold together. A writer keeps its row
+# group in memory until the group is full, and pyarrow's default group is 1Mi rows: with the
+# default, every bucket's whole spill stayed in memory until the end of the pass (1M ArmoRM-shaped
+# rows peaked at 1.0 GiB, 4M at 2.6 GiB). Groups of SPILL_BYTES / K keep the pass flat.
+SPILL_BYTES = 64 * 2**20
+KEY_COLUMNS = ("prompt_id", "input_index", "completion_index", "status", "completion", "prompt", "prompt_is_text")
+SLICE_ROWS = 4096
+
+
+@dataclass
+class ScoredInput:
+    files: list[Path]
+    columns: list[str]  # what build-pairs reads: KEY_COLUMNS + the score column's source
+    schema: pa.Schema  # of the rows handed out: KEY_COLUMNS + the score column (an objective picked out)
+    metadata: dict  # the scoring run's provenance (first file that has it)
+    nbytes: int  # uncompressed size of those columns, from the Parquet footers
+    rows: int  # rows in the files, from the Parquet footers
+    projection: dict = field(default_factory=dict)  # output column -> expression over `columns`
+    models: list[str] = field(default_factory=list)  # the reward models recorded, when more than one
+
+
+def open_scored(inputs: list[str], score_column: str, allow_mixed_models: bool = False) -> ScoredInput:
+    files = list(dict.fromkeys(f.resolve() for path in inputs for f in scored_files(path)))
+    checked = [_check_file(path, score_column) for path in files]
+    metas = {path: metadata for path, (metadata, _, _) in zip(files, checked) if metadata}
+    models = _check_models(metas, allow_mixed_models)
+    _, expression, kind = checked[0]
+    if expression is None:  # a numeric column
+        expression, source = pc.field(score_column), score_column
+    else:  # one objective of a list column: rewards[i], or ArmoRM's objective name
+        match = INDEXED.match(score_column)
+        source = match["column"] if match else "rewards"
+    columns = [*KEY_COLUMNS, source]  # the score column is numeric: never one of KEY_COLUMNS
+    first = pq.read_schema(files[0])
+    schema = pa.schema([first.field(c) for c in KEY_COLUMNS] + [pa.field(score_column, kind)])
+    projection = {c: pc.field(c) for c in KEY_COLUMNS} | {score_column: expression}
+    nbytes = sum(_column_bytes(path, columns) for path in files)
+    rows = sum(pq.ParquetFile(path).metadata.num_rows for path in files)
+    return ScoredInput(files, columns, schema, next(iter(metas.values()), {}), nbytes, rows, projection, models)
+
+
+def recorded_model(metadata: dict, by_digest: bool) -> str:
+    """How a scored file names its model: by content digest (resolved path shown) when recorded,
+    else, for output of older versions, by the -m string and revision as given."""
+    if by_digest:
+        return f"{metadata.get('model_path') or metadata['model']} [digest {metadata['model_digest']}]"
+    return metadata["model"] + (f" (revision {metadata['revision']})" if metadata.get("revision") else "")
+
+
+def _check_models(metas: dict[Path, dict], allow_mixed: bool) -> list[str]:
+    """Scores of different reward models do not compare: refuse to pair them unless allowed."""
+    named = {path: m for path, m in metas.items() if m.get("model")}
+    by_digest = all(m.get("model_digest") for m in named.values())
+    models = {recorded_model(m, by_digest): path for path, m in named.items()}
+    if len(models) > 1 and not allow_mixed:
+        shown = "; ".join(f"{model} in {path}" for model, path in sorted(models.items())[:3])
+        raise ConfigError(f"the inputs were scored by {len(models)} different reward models ({shown}): "
+                          "their scores do not compare",
+                          "build pairs from one model's output at a time, or pass --allow-mixed-models if they do")
+    return sorted(models) if len(models) > 1 else []
+
+
+def _check_file(path: Path, score_column: str) -> tuple[dict, object, pa.DataType]:
+    """The file's provenance, the expression picking an objective (None for a plain column) and the
+    score's type; raises if it is not scored output or has no such numeric score."""
+    try:
+        schema = pq.read_schema(path)
+    except Exception as exc:  # pyarrow raises several types for a corrupt file
+        raise InputError(f"cannot read Parquet file {path}: {exc}") from exc
+    missing = [c for c in KEY_COLUMNS if c not in schema.names]
+    if missing:
+        raise InputError(f"{path} is not rmscore score output: it has no {', '.join(missing)} column",
+                         "build-pairs reads the Parquet files written by rmscore score")
+    metadata = json.loads((schema.metadata or {}).get(b"rmscore", b"{}"))
+    numeric = [f.name for f in schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)]
+    numeric = [n for n in numeric if n not in ("input_index", "completion_index", "num_tokens")]
+    if score_column in numeric:
+        return metadata, None, schema.field(score_column).type
+    picked = None if score_column in schema.names else objective(schema, metadata, score_column)
+    if picked is None:
+        what = "is not numeric" if score_column in schema.names else "does not exist"
+        raise InputError(f"score column {score_column!r} {what} in {path}",
+                         f"pick one with --score-column: {', '.join(numeric) or 'none found'}"
+                         f"{objective_names(metadata)}")
+    return metadata, *picked
+
+
+def _column_bytes(path: Path, columns: list[str]) -> int:
+    meta = pq.ParquetFile(path).metadata
+    total = 0
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for c in range(group.num_columns):
+            chunk = group.column(c)
+            if chunk.path_in_schema.split(".")[0] in columns:  # nested leaves: prompt.list.element.role
+                total += chunk.total_uncompressed_size
+    return total
+
+
+def bucket_count(scored: ScoredInput, requested: int | None) -> int:
+    return requested or max(1, math.ceil(scored.nbytes / BUCKET_BYTES))
+
+
+def dataset(scored: ScoredInput) -> ds.Dataset:
+    """The files' needed columns as stored (an objective still inside its list column)."""
+    physical = pq.read_schema(scored.files[0])
+    return ds.dataset([str(f) for f in scored.files], schema=pa.schema([physical.field(c) for c in scored.columns]),
+                      format="parquet")
+
+
+def iter_buckets(scored: ScoredInput, buckets: int, spill_dir: Path) -> Iterator[pa.Table]:
+    """Tables that each hold every row of the prompts they contain."""
+    data = dataset(scored)
+    if buckets == 1:
+        yield data.to_table(columns=scored.projection)
+        return
+    part = ds.partitioning(pa.schema([("_bucket", pa.int32())]))
+    group = spill_group_rows(scored, buckets)
+    ds.write_dataset(_with_buckets(data, scored.projection, buckets), spill_dir, format="parquet", partitioning=part,
+                     schema=scored.schema.append(pa.field("_bucket", pa.int32())), max_partitions=buckets,
+                     max_rows_per_group=group, min_rows_per_group=group // 2, existing_data_behavior="overwrite_or_ignore")
+    for b in range(buckets):
+        folder = spill_dir / str(b)
+        if folder.is_dir():
+            yield ds.dataset(folder, format="parquet", schema=scored.schema).to_table()
+
+
+def spill_group_rows(scored: ScoredInput, buckets: int) -> int:
+    """Rows per row group of a spilled bucket, so that K writers' open groups hold SPILL_BYTES."""
+    row_bytes = max(1, scored.nbytes // max(1, scored.rows))
+    return int(min(2**20, max(1024, SPILL_BYTES // (buckets * row_bytes))))
+
+
+def _with_buckets(data: ds.Dataset, projection: dict, buckets: int) -> Iterator[pa.RecordBatch]:
+    # Little read-ahead: the spill pass must not hold much more than the batch it writes.
+    scanner = data.scanner(columns=projection, batch_size=16384, batch_readahead=1, fragment_readahead=1)
+    for batch in scanner.to_batches():
+        ids = batch.column("prompt_id")
+        unique = pc.unique(ids).drop_null()
+        bucket_of = pa.array([stable_bucket(k, buckets) for k in unique.to_pylist()], pa.int32())
+        found = pc.index_in(ids, value_set=unique)
+        column = pc.fill_null(pc.take(bucket_of, found), 0)  # rows without a prompt id: bucket 0
+        yield pa.RecordBatch.from_arrays([*batch.columns, column], names=[*batch.schema.names, "_bucket"])
+
+
+def sort_by_prompt(table: pa.Table) -> pa.Table:
+    return table.sort_by([("prompt_id", "ascending"), ("input_index", "ascending"), ("completion_index", "ascending")])
+
+
+def iter_groups(table: pa.Table, score_column: str) -> Iterator[tuple[str | None, list[Completion]]]:
+    """(prompt_id, its completions) of a table sorted by sort_by_prompt; rows without an id come
+    last. Completion.row is the row in `table`. Columns are converted a slice at a time (column
+    by column: several times faster than row dicts)."""
+    names = ("prompt_id", "input_index", "completion_index", "completion", score_column, "status")
+    current, group = None, []
+    for start in range(0, table.num_rows, SLICE_ROWS):
+        piece = table.slice(start, SLICE_ROWS)
+        columns = [piece.column(name).to_pylist() for name in names]
+        for row, (prompt_id, index, position, text, score, status) in enumerate(zip(*columns), start):
+            if group and prompt_id != current:
+                yield current, group
+                group = []
+            current = prompt_id
+            group.append(Completion((index, position), text, score, status, row))
+    if group:
+        yield current, group

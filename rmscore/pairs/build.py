@@ -1,0 +1,179 @@
+"""`rmscore build-pairs`: scored Parquet in; one pairs Parquet file and its drop report out.
+
+Flow: open and check the scored files -> bucket the rows by prompt (pairs/buckets.py) -> for each
+prompt, select_pairs (pairs/select.py) -> rows in the chosen format (pairs/formats.py) -> one file.
+
+Output order is the input order of prompts (a prompt's place is its first row), then the pair's
+rank within the prompt. It does not depend on the bucket count: each bucket's pairs are sorted by
+that key and the buckets are merged. The file is written under a temporary name and renamed when
+complete; the report is written after it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from rmscore import __version__
+from rmscore.config import PairConfig
+from rmscore.errors import ConfigError
+from rmscore.pairs import buckets as scored_io
+from rmscore.pairs.formats import SCHEMAS, pair_row
+from rmscore.pairs.select import DropReport, select_pairs
+from rmscore.score.batching import chunked
+
+ORDER = [("_first_input", pa.int64()), ("_first_completion", pa.int32()), ("_rank", pa.int32())]
+ORDER_KEY = ["_first_input", "_first_completion", "prompt_id", "_rank"]
+WRITE_ROWS = 4096
+MERGE_ROWS = 32768  # pair rows the merge of the bucket parts holds, all parts together
+
+
+@dataclass
+class BuildSummary:
+    output: str
+    report_path: str
+    report: dict  # what the .report.json holds
+    format: str
+    buckets: int
+    wall_s: float
+
+
+def report_path(output: Path) -> Path:
+    return output.with_suffix(".report.json")
+
+
+def run_build_pairs(cfg: PairConfig, log=print) -> BuildSummary:
+    start = time.perf_counter()
+    out = _check_output(cfg)
+    scored = scored_io.open_scored(cfg.inputs, cfg.score_column, cfg.allow_mixed_models)
+    if scored.models:
+        log(f"pairing the scores of {len(scored.models)} reward models (--allow-mixed-models): "
+            f"{'; '.join(scored.models)}")
+    if out.resolve() in scored.files:
+        raise ConfigError(f"-o {out} is one of the inputs", "write the pairs to another file")
+    fmt = cfg.format if cfg.format != "auto" else _detect_format(scored)
+    buckets = scored_io.bucket_count(scored, cfg.buckets)
+    log(f"reading {len(scored.files)} scored file(s), {scored.nbytes / 2**20:,.1f} MiB of needed columns, "
+        f"in {buckets} bucket(s); rule {cfg.rule}, format {fmt}, score column {cfg.score_column}")
+    report = DropReport()
+    schema = SCHEMAS[fmt].with_metadata({"rmscore": json.dumps(_metadata(cfg, fmt, scored))})
+    with tempfile.TemporaryDirectory(prefix=".tmp-build-pairs-", dir=out.parent) as tmp:
+        tables = scored_io.iter_buckets(scored, buckets, Path(tmp) / "spill")
+        _write(_progress((_pairs_table(t, cfg, fmt, report) for t in tables), buckets, report, log),
+               out, schema, Path(tmp), buckets)
+    content = report.as_dict() | {"output": str(out), "inputs": [str(f) for f in scored.files],
+                                  "settings": _settings(cfg, fmt), "scoring": scored.metadata}
+    path = report_path(out)
+    path.write_text(json.dumps(content, indent=2, default=str))
+    return BuildSummary(str(out), str(path), content, fmt, buckets, time.perf_counter() - start)
+
+
+def _progress(tables: Iterator[pa.Table], buckets: int, report: DropReport, log,
+              every_s: float = 30.0) -> Iterator[pa.Table]:
+    """A log line at most every `every_s` seconds while buckets are processed."""
+    last = time.perf_counter()
+    for i, table in enumerate(tables, 1):
+        if buckets > 1 and time.perf_counter() - last >= every_s:
+            last = time.perf_counter()
+            log(f"bucket {i}/{buckets}: {report.prompts['in']:,} prompts, {report.pairs:,} pairs so far")
+        yield table
+
+
+def _check_output(cfg: PairConfig) -> Path:
+    out = Path(cfg.output)
+    if out.is_dir():
+        raise ConfigError(f"-o {out} is a folder", "-o names the pairs Parquet file, e.g. pairs.parquet")
+    for path in (out, report_path(out)):  # the drop report goes beside the pairs: never over a user's file
+        if path.exists() and not cfg.overwrite:
+            raise ConfigError(f"{path} already exists", "pass --overwrite to replace it, or choose another -o")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _detect_format(scored: scored_io.ScoredInput) -> str:
+    """conversational, unless every prompt was given as plain text."""
+    messages = (pc.field("prompt_is_text") == False) & pc.field("prompt_id").is_valid()  # noqa: E712
+    return "conversational" if scored_io.dataset(scored).count_rows(filter=messages) else "standard"
+
+
+def _pairs_table(table: pa.Table, cfg: PairConfig, fmt: str, report: DropReport) -> pa.Table:
+    table = scored_io.sort_by_prompt(table)
+    found = []  # (prompt_id, the prompt's first key, rank, pair, all scored completions if needed)
+    for prompt_id, completions in scored_io.iter_groups(table, cfg.score_column):
+        if prompt_id is None:
+            report.add_without_prompt([c.status for c in completions])
+            continue
+        sel = select_pairs(prompt_id, completions, cfg)
+        report.add(sel)
+        first = min(c.key for c in completions)  # the prompt's place in the input
+        scored = sel.scored if fmt == "simpo" else None  # only SimPO lists them all
+        found += [(prompt_id, first, rank, pair, scored) for rank, pair in enumerate(sel.pairs)]
+    # The prompts of all pairs in one Arrow take, rather than one conversion per pair.
+    prompts = table.column("prompt").take(pa.array([f[3].chosen.row for f in found], pa.int64())).to_pylist()
+    rows = [
+        pair_row(fmt, prompt_id, prompt, pair, scored)
+        | {"_first_input": first[0], "_first_completion": first[1], "_rank": rank}
+        for (prompt_id, first, rank, pair, scored), prompt in zip(found, prompts)
+    ]
+    schema = pa.schema(list(SCHEMAS[fmt]) + [pa.field(n, t) for n, t in ORDER])
+    return pa.Table.from_pylist(rows, schema=schema).sort_by([(k, "ascending") for k in ORDER_KEY])
+
+
+def _write(tables: Iterator[pa.Table], out: Path, schema: pa.Schema, tmp: Path, buckets: int) -> None:
+    # The merge reads every part at once, a row group at a time: small groups keep it to about
+    # MERGE_ROWS rows in memory, whatever the number of parts (a part written as one group, the
+    # default, had every pair of the run in memory during the merge).
+    group = max(256, MERGE_ROWS // max(1, buckets))
+    parts = []
+    for i, table in enumerate(tables):
+        parts.append(tmp / f"pairs-{i:05d}.parquet")
+        pq.write_table(table, parts[-1], row_group_size=group)
+    staging = out.parent / f".tmp-{out.name}"
+    with pq.ParquetWriter(staging, schema, compression="zstd") as writer:
+        for table in _merged(parts, schema, group):
+            writer.write_table(table.select(schema.names).cast(schema))
+    os.replace(staging, out)  # atomic: a reader sees the old file or the whole new one
+
+
+def _merged(parts: list[Path], schema: pa.Schema, group: int) -> Iterator[pa.Table]:
+    """The rows of the sorted part files, in one sorted stream."""
+    if len(parts) == 1:
+        for batch in pq.ParquetFile(parts[0]).iter_batches(batch_size=WRITE_ROWS):
+            yield pa.Table.from_batches([batch])
+        return
+
+    def rows(path: Path) -> Iterator[dict]:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=group):
+            yield from batch.to_pylist()
+
+    stream = heapq.merge(*(rows(p) for p in parts), key=lambda r: tuple(r[k] for k in ORDER_KEY))
+    for chunk in chunked(stream, WRITE_ROWS):
+        yield pa.Table.from_pylist([{n: r[n] for n in schema.names} for r in chunk], schema=schema)
+
+
+def _settings(cfg: PairConfig, fmt: str) -> dict:
+    settings = asdict(cfg) | {"format": fmt}
+    for name in ("inputs", "output", "overwrite", "buckets", "allow_mixed_models"):  # the pairs do not depend on them
+        settings.pop(name)
+    return settings
+
+
+def _metadata(cfg: PairConfig, fmt: str, scored: scored_io.ScoredInput) -> dict:
+    return {
+        "kind": "pairs",
+        "rmscore_version": __version__,
+        "model": scored.metadata.get("model"),
+        "build_pairs": _settings(cfg, fmt),
+        "scoring": scored.metadata,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }

@@ -1,0 +1,1 @@
+"""Storing runs: the output folder, Parquet parts, resume state, locks, input identity and merge."""
