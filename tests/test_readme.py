@@ -1,13 +1,18 @@
-"""The README runs as written: its shell blocks top to bottom, and the commands `make demo` runs.
+"""The README and the docs/ pages run as written, and every link between them lands.
 
-A newcomer follows the README in order, from the repository root, after `make demo`. So the test
-runs every ```bash block in order in one working folder that holds the repository's data/ and
-recipes/, each line as written. A block that cannot run offline on a CPU (a Hub model, a GPU, a
-server, a cluster) says so in a `<!-- not run: why -->` comment right above it; every other block
-runs, so a new block is tested unless someone writes down why not. `rmscore ...` lines run
+A newcomer follows the README in order, from the repository root, after `make demo`, then the pages
+in docs/ in the order the README lists them. So the test runs every ```bash block of the README and
+then of each page, in that order, in one working folder that holds the repository's data/ and
+recipes/, each line as written (a page's examples may use what the README's tour wrote). A block
+that cannot run offline on a CPU (a Hub model, a GPU, a server, a cluster) says so in a
+`<!-- not run: why -->` comment right above it; every other block runs, so a new block is tested
+unless someone writes down why not. `rmscore ...` lines run
 in-process (the console script is this same typer app; one interpreter saves the few seconds of
 imports per line), `python ...` lines in a subprocess; anything else fails the test. A figure
 quoted in a line's comment (`# pairwise accuracy: 60.2%`) must appear in that line's output.
+
+Every relative link of every page (`#anchor`, `docs/x.md#anchor`, `../README.md#a-tour`, an image)
+must name a file that exists and, for a markdown file, a heading in it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,20 @@ from rmscore.cli import app
 REPO = Path(__file__).resolve().parent.parent
 NOT_RUN = re.compile(r"<!--\s*not run:\s*(.*?)\s*-->")
 FIGURE = re.compile(r"\d+(?:\.\d+)?%")
+FENCE = re.compile(r"^```.*?^```[ \t]*$", re.M | re.S)
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def pages() -> list[Path]:
+    """README.md, then the docs/ pages in the order its Documentation section lists them."""
+    readme = REPO / "README.md"
+    section = readme.read_text().partition("\n## Documentation\n")[2].partition("\n## ")[0]
+    listed = dict.fromkeys(re.findall(r"\]\((docs/[\w.-]+\.md)\)", section))
+    return [readme] + [REPO / path for path in listed]
+
+
+def name(page: Path) -> str:
+    return str(page.relative_to(REPO))
 
 
 def shell_blocks(text: str) -> list[tuple[int, list[str], str | None]]:
@@ -77,11 +96,17 @@ def run_line(argv: list[str], cwd: Path) -> tuple[int, str]:
                          "mark the block <!-- not run: why --> if it cannot")
 
 
+def test_every_docs_page_is_listed_in_the_readme():
+    listed = {name(p) for p in pages()[1:]}
+    missing = sorted(name(p) for p in (REPO / "docs").glob("*.md") if name(p) not in listed)
+    assert not missing, f"README.md's Documentation section does not list {missing}: no one would find them"
+
+
 def test_blocks_are_parsed_and_every_skipped_one_says_why():
-    blocks = shell_blocks((REPO / "README.md").read_text())
+    blocks = [b for page in pages() for b in shell_blocks(page.read_text())]
     assert len(blocks) >= 8
     runnable = [b for b in blocks if b[2] is None]
-    assert runnable, "no README block runs"
+    assert runnable, "no block of the README or docs/ runs"
     assert all(reason for _, _, reason in blocks if reason is not None)
     tour = [code for _, body, _ in runnable for code, _ in commands(body)]
     # the tour covers every command a newcomer meets (serve runs in tests/test_serve.py)
@@ -92,14 +117,15 @@ def test_blocks_are_parsed_and_every_skipped_one_says_why():
 def test_readme_shell_blocks_run_top_to_bottom(tmp_path):
     for name in ("data", "recipes"):
         (tmp_path / name).symlink_to(REPO / name)
-    for start, body, reason in shell_blocks((REPO / "README.md").read_text()):
-        if reason is not None:
-            continue
-        for code, comment in commands(body):
-            status, output = run_line(shlex.split(code), tmp_path)
-            assert status == 0, f"README.md block at line {start}: `{code}` exited {status}:\n{output[-3000:]}"
-            for figure in FIGURE.findall(comment):
-                assert figure in output, f"README.md line `{code}` says {figure}; the run printed:\n{output[-2000:]}"
+    for page in pages():
+        for start, body, reason in shell_blocks(page.read_text()):
+            if reason is not None:
+                continue
+            for code, comment in commands(body):
+                status, output = run_line(shlex.split(code), tmp_path)
+                assert status == 0, f"{name(page)} block at line {start}: `{code}` exited {status}:\n{output[-3000:]}"
+                for figure in FIGURE.findall(comment):
+                    assert figure in output, f"{name(page)} line `{code}` says {figure}; the run printed:\n{output[-2000:]}"
 
 
 def test_make_demo_commands_run_and_hide_the_red_team_texts(made_demo):
@@ -119,21 +145,41 @@ def demo_texts() -> list[str]:
 
 
 def test_code_layout_names_every_package_and_top_level_module():
-    text = (REPO / "README.md").read_text()
-    layout = text[text.index("## Code layout"):]
+    layout = (REPO / "docs" / "architecture.md").read_text()
     package = REPO / "rmscore"
     names = [p.name + "/" for p in package.iterdir() if p.is_dir() and not p.name.startswith("__")]
     names += [p.name for p in package.glob("*.py") if not p.name.startswith("__")]
     missing = [n for n in sorted(names) if not re.search(rf"(?<![\w/]){re.escape(n)}", layout)]
-    assert not missing, f"README's code layout does not mention {missing}"
+    assert not missing, f"docs/architecture.md does not mention {missing}"
 
 
-def test_every_link_inside_the_readme_lands_on_a_heading():
-    text = (REPO / "README.md").read_text()
+def anchors(text: str) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, punctuation dropped, spaces to -,
+    a repeated heading suffixed -1, -2, ..."""
+    seen: dict[str, int] = {}
+    for heading in re.findall(r"^#+ (.*)$", FENCE.sub("", text), re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        count = seen.get(slug, 0)
+        seen[slug] = count + 1
+        if count:
+            seen[f"{slug}-{count}"] = 1
+    return set(seen)
 
-    def anchor(heading: str) -> str:  # GitHub's rule: lower case, punctuation dropped, spaces to -
-        return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
-    headings = {anchor(h) for h in re.findall(r"^#+ (.*)$", text, re.M)}
-    broken = sorted(set(re.findall(r"\]\(#([^)]+)\)", text)) - headings)
-    assert not broken, f"README links to missing headings: {broken}"
+def links(text: str) -> list[str]:
+    """Relative link targets outside code: fenced blocks and `inline code` hold no links."""
+    prose = re.sub(r"`[^`\n]*`", "", FENCE.sub("", text))
+    return [t for t in LINK.findall(prose) if not re.match(r"[a-z]+:", t)]
+
+
+def test_every_link_lands_on_a_file_and_a_heading():
+    broken = []
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for target in links(page.read_text()):
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            if not dest.is_relative_to(REPO) or not dest.exists():
+                broken.append(f"{name(page)}: {target} (no such file)")
+            elif anchor and dest.suffix == ".md" and anchor not in anchors(dest.read_text()):
+                broken.append(f"{name(page)}: {target} (no such heading in {name(dest)})")
+    assert not broken, "broken links:\n" + "\n".join(broken)
