@@ -1,4 +1,4 @@
-"""The resource figures the README quotes: peak memory and wall time of rmscore commands as a user runs them.
+"""The resource figures the docs quote: peak memory and wall time of rmscore commands as a user runs them.
 
     python bench/footprint.py --repeat 3                  # the default figures, median and range of 3 runs
     python bench/footprint.py --only score-20k,demo-score # a subset; other figures in the JSON stay
@@ -9,7 +9,7 @@ defaults (no thread pinning), started by a small wrapper process that reads the 
 from the kernel (ru_maxrss of its children: the command, and any process the command waited for).
 Inputs are generated, deterministically, in a temporary folder, once per invocation. Writes
 bench/results/footprint.json (merged: a figure not run keeps its last measurement) and prints a
-markdown table; `python bench/readme.py` renders the JSON into the README.
+markdown table; `python bench/readme.py` renders the JSON into docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ DEFAULT_OUT = HERE / "results" / "footprint.json"
 @dataclass(frozen=True)
 class Figure:
     name: str
-    what: str  # what the README says it measures
+    what: str  # what docs/benchmarks.md says it measures
     input: str  # key into INPUTS
     argv: tuple[str, ...]  # after `rmscore`; {in} and {out} are filled in
     default: bool = True  # in the set a plain run measures

@@ -1,10 +1,11 @@
-"""Regenerates the README's figure tables from the committed JSON results, so they never drift.
+"""Regenerates the documentation's figure tables from the committed JSON results, so they never drift.
 
-    python bench/readme.py            # rewrite every marked block of README.md from bench/results/
+    python bench/readme.py            # rewrite every marked block of the pages from bench/results/
     python bench/readme.py --check    # exit 1 naming each block that differs from what its JSON renders
 
-A block is the text between `<!-- figures:NAME -->` and `<!-- /figures:NAME -->`, each marker on a
-line of its own. NAME picks the JSON and the table:
+The pages are README.md and docs/*.md (`--page PAGE`, repeated, names others); all three blocks
+live in docs/benchmarks.md today. A block is the text between `<!-- figures:NAME -->` and
+`<!-- /figures:NAME -->`, each marker on a line of its own. NAME picks the JSON and the table:
 
     footprint   bench/results/footprint.json      (python bench/footprint.py --repeat 3)
     cpu-long    bench/results/bench-cpu-long.json (python bench/run.py --preset cpu-long --repeat 3 --out bench/results)
@@ -27,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures:(?P=name) -->)", re.S)
 OPENING = re.compile(r"<!-- (/?)figures:([\w-]+) -->")
 
-LABELS = {  # scorer -> the README's words for it
+LABELS = {  # scorer -> the pages' words for it
     "per-example": "per-example (SimPO, RLHFlow scripts)",
     "fixed-16": "fixed batches of 16 (OpenRLHF, RewardBench)",
     "pipeline": "transformers pipeline, batch 16",
@@ -192,30 +193,44 @@ def rewrite(text: str, results: Path) -> tuple[str, list[str], list[str]]:
     return BLOCK.sub(block, text), changed, warnings
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--readme", default=str(REPO / "README.md"))
-    parser.add_argument("--results", default=str(REPO / "bench" / "results"), help="folder of the JSON results")
-    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block is stale")
-    args = parser.parse_args(argv)
-    readme = Path(args.readme)
-    text = readme.read_text()
+def pages() -> list[Path]:
+    return [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def refresh(page: Path, results: Path, check: bool) -> int:
+    """Rewrite (or, with check, only compare) one page's blocks; the exit status for this page."""
+    text = page.read_text()
+    if not OPENING.search(text):
+        return 0
     problems = check_markers(text)
     if problems:
-        print("\n".join(f"error: {p}" for p in problems), file=sys.stderr)
+        print("\n".join(f"error: {page}: {p}" for p in problems), file=sys.stderr)
         return 2
-    new, changed, warnings = rewrite(text, Path(args.results))
+    new, changed, warnings = rewrite(text, results)
     for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    if args.check:
+        print(f"warning: {page}: {w}", file=sys.stderr)
+    if check:
         for name in changed:
-            print(f"stale: figures:{name} in {readme} differs from its JSON; run python bench/readme.py",
+            print(f"stale: figures:{name} in {page} differs from its JSON; run python bench/readme.py",
                   file=sys.stderr)
         return 1 if changed else 0
     if changed:
-        readme.write_text(new)
-    print(f"{readme}: " + (f"rewrote {', '.join(changed)}" if changed else "up to date"))
+        page.write_text(new)
+    print(f"{page}: " + (f"rewrote {', '.join(changed)}" if changed else "up to date"))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--page", "--readme", dest="pages", action="append", type=Path,
+                        help="a page to render (repeatable); default: README.md and docs/*.md")
+    parser.add_argument("--results", default=str(REPO / "bench" / "results"), help="folder of the JSON results")
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block is stale")
+    args = parser.parse_args(argv)
+    chosen = args.pages or pages()
+    if not any(OPENING.search(page.read_text()) for page in chosen):
+        print(f"warning: no figure blocks in {', '.join(str(p) for p in chosen)}", file=sys.stderr)
+    return max(refresh(page, Path(args.results), args.check) for page in chosen)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""bench/readme.py renders the README's figure blocks from JSON results, and --check catches drift;
-bench/footprint.py measures a command's peak memory. Hand-written JSON, a temp README: fast."""
+"""bench/readme.py renders the figure blocks of the pages (docs/benchmarks.md) from JSON results, and --check
+catches drift; bench/footprint.py measures a command's peak memory. Hand-written JSON, temp pages: fast."""
 
 import json
 import sys
@@ -50,7 +50,7 @@ def setup(tmp_path, blocks=("cpu-long", "footprint"), body="old table\n"):
     path = tmp_path / "README.md"
     path.write_text(PROSE + "".join(f"<!-- figures:{b} -->\n{body}<!-- /figures:{b} -->\n\nmore prose\n"
                                     for b in blocks) + OTHER)
-    return path, ["--readme", str(path), "--results", str(results)]
+    return path, ["--page", str(path), "--results", str(results)]
 
 
 def block(text, name):
@@ -120,6 +120,19 @@ def test_marker_without_its_pair_is_an_error(tmp_path, capsys):
     assert "figures:cpu: opening marker without its pair" in capsys.readouterr().err
 
 
+def test_blocks_are_rendered_in_every_page_given_and_pages_without_blocks_are_left_alone(tmp_path, capsys):
+    path, args = setup(tmp_path, blocks=("cpu-long",))
+    other, plain = tmp_path / "other.md", tmp_path / "plain.md"
+    other.write_text("# Other\n\n<!-- figures:footprint -->\nold\n<!-- /figures:footprint -->\n")
+    plain.write_text("# No figures\n")
+    args += ["--page", str(other), "--page", str(plain)]
+    assert readme.main(args + ["--check"]) == 1
+    err = capsys.readouterr().err
+    assert f"figures:cpu-long in {path}" in err and f"figures:footprint in {other}" in err
+    assert readme.main(args) == 0 and readme.main(args + ["--check"]) == 0
+    assert "| score-20k |" in block(other.read_text(), "footprint") and plain.read_text() == "# No figures\n"
+
+
 def test_footprint_reads_the_peak_memory_of_the_measured_process(tmp_path):
     big = [sys.executable, "-c", "x = b'1' * (300 << 20); print(len(x))"]
     small = [sys.executable, "-c", "print(1)"]
@@ -141,7 +154,7 @@ def test_footprint_json_keeps_the_figures_not_rerun(tmp_path):
     assert merged[1] == other
 
 
-def test_repository_readme_matches_the_committed_results():
-    if "<!-- figures:" not in (REPO / "README.md").read_text():
-        pytest.skip("README.md has no figure blocks yet")
+def test_repository_pages_match_the_committed_results():
+    page = (REPO / "docs" / "benchmarks.md").read_text()
+    assert all(f"<!-- figures:{name} -->" in page for name in readme.RENDERERS), "the figure tables live here"
     assert readme.main(["--check"]) == 0, "run python bench/readme.py"
