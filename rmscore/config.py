@@ -239,6 +239,7 @@ class PairConfig:
     overwrite: bool = False
     max_length_ratio: float | None = None  # drop a candidate whose chosen text is over R x the rejected's
     allow_mixed_models: bool = False  # pair scores of inputs whose recorded models differ
+    allow_partial: bool = False  # read a scored folder whose shards have not all finished
 
     def __post_init__(self):
         if self.rule not in PAIR_RULES:
@@ -281,6 +282,7 @@ class InspectConfig:
     score_column: str = "score"  # scored output only: the numeric column to look at
     texts: bool = True  # False (--no-text): no completion or prompt text printed or written
     sample_rows: int = 100_000  # rows drawn for the scatter and the wide columns (objectives, steps)
+    allow_partial: bool = False  # read a scored folder whose shards have not all finished
 
     def __post_init__(self):
         if not self.inputs:
@@ -307,6 +309,7 @@ class BestOfNConfig:
     samples: int = 2000  # weighted vote only: Monte-Carlo draws for a prompt with too many subsets
     seed: int = 0
     output: str | None = None  # folder for bestofn.json and bestofn.png
+    allow_partial: bool = False  # read a scored folder whose shards have not all finished
 
     def __post_init__(self):
         if not self.ns or min(self.ns) < 1:

@@ -91,3 +91,35 @@ def test_an_edited_chat_template_file_rescores(tiny_models, tmp_path, write_json
     # Unchanged content (rewritten in place) is still a hit.
     template.write_text(template.read_text())
     assert "reusing" in run(*args, "-o", tmp_path / "e").output
+
+
+def test_score_overwrite_into_the_cache_is_never_reused(tiny_models, tmp_path):
+    """Main: after `score swapped.jsonl -o E/scores --overwrite`, eval said `reusing scores in E/scores
+    (same data, model and settings)` and reported the swapped data's accuracy."""
+    held = write_pairs(tmp_path / "held.jsonl", PAIRS)
+    swapped = write_pairs(tmp_path / "swapped.jsonl",
+                          [{**r, "chosen": r["rejected"], "rejected": r["chosen"]} for r in PAIRS])
+    run("eval", held, "-m", tiny_models["llama"], "-o", tmp_path / "E")
+    before = accuracy(tmp_path / "E")["margin"]["mean"]
+    assert before != 0
+    assert "reusing" in run("eval", held, "-m", tiny_models["llama"], "-o", tmp_path / "E").output
+    run("score", swapped, "-m", tiny_models["llama"], "-o", tmp_path / "E" / "scores", "--overwrite")
+    again = run("eval", held, "-m", tiny_models["llama"], "-o", tmp_path / "E")
+    assert "reusing" not in again.output and "changed since eval made them" in again.output, again.output
+    assert accuracy(tmp_path / "E")["margin"]["mean"] == pytest.approx(before, abs=1e-5)  # main: -before
+
+
+def test_a_cache_whose_parts_changed_is_not_reused(tiny_models, tmp_path):
+    """The key is trusted only while the parts are the ones it was written for: a part replaced by
+    hand (same names, other rows) makes eval score again."""
+    held = write_pairs(tmp_path / "held.jsonl", PAIRS)
+    swapped = write_pairs(tmp_path / "swapped.jsonl",
+                          [{**r, "chosen": r["rejected"], "rejected": r["chosen"]} for r in PAIRS])
+    run("eval", held, "-m", tiny_models["llama"], "-o", tmp_path / "E")
+    before = accuracy(tmp_path / "E")["margin"]["mean"]
+    run("score", swapped, "-m", tiny_models["llama"], "-o", tmp_path / "other")
+    for part in (tmp_path / "other").glob("part-*.parquet"):
+        (tmp_path / "E" / "scores" / part.name).write_bytes(part.read_bytes())
+    again = run("eval", held, "-m", tiny_models["llama"], "-o", tmp_path / "E")
+    assert "reusing" not in again.output
+    assert accuracy(tmp_path / "E")["margin"]["mean"] == pytest.approx(before, abs=1e-5)

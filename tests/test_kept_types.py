@@ -1,10 +1,14 @@
 """Kept columns (--keep-columns) and --id-col values of mixed type follow one promotion rule (null
-fits anything, int -> float, anything else -> text), the same on every path: one window or many,
-a resumed run, `rmscore merge` of shards that saw different types, and the scored-folder reader."""
+fits anything, int -> float unless an int is beyond 2^53, anything else -> text), the same on every
+path: one window or many, a resumed run, `rmscore merge` of shards that saw different types, and the
+scored-folder reader. Every part of a finished folder has one schema on disk, so pyarrow.dataset,
+pandas and datasets.load_dataset open it."""
 
 import json
 
+import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
@@ -24,8 +28,7 @@ def write(path, values, key="meta"):
 
 
 def kept(out, column="meta"):
-    """The column in input order, read as rmscore reads a folder whose parts kept different types
-    (pyarrow.dataset.dataset(folder) would take the first part's type for all)."""
+    """The column in input order, read as rmscore reads a scored folder."""
     cols = read_columns(out, [column, "input_index"])
     return [v for _, v in sorted(zip(cols["input_index"], cols[column]), key=lambda pair: pair[0])]
 
@@ -44,7 +47,7 @@ def test_int_then_float_keeps_the_float(tiny_models, tmp_path):
     out = tmp_path / "out"
     run("score", path, "-m", tiny_models["llama"], "-o", out, "--keep-columns", "meta", "--window", 1,
         "--no-progress")
-    assert {pq.read_schema(p).field("meta").type for p in out.glob("part-*")} == {pa.int64(), pa.float64()}
+    assert {pq.read_schema(p).field("meta").type for p in out.glob("part-*")} == {pa.float64()}
     assert kept(out) == [1.0, 2.5]
     run("merge", out, "-o", tmp_path / "merged.parquet")
     assert pq.read_table(tmp_path / "merged.parquet")["meta"].to_pylist() == [1.0, 2.5]
@@ -87,7 +90,7 @@ def test_merge_of_shards_that_kept_different_types(tiny_models, tmp_path):
         run("score", path, "-m", tiny_models["llama"], "-o", out, "--keep-columns", "meta", "--shard",
             f"{index}/2", "--no-progress")
     types = {pq.read_schema(p).field("meta").type for p in out.glob("part-*.parquet")}
-    assert types == {pa.null(), pa.int64()}
+    assert types == {pa.int64()}  # the shard that saw only nulls was rewritten when the other finished
     run("merge", out, "-o", tmp_path / "merged.parquet")
     assert pq.read_table(tmp_path / "merged.parquet")["meta"].to_pylist() == values
 
@@ -104,3 +107,70 @@ def test_id_col_values_of_mixed_type_follow_the_rule(tiny_models, tmp_path):
     merged = pq.read_table(tmp_path / "merged.parquet")
     assert merged["prompt_id"].to_pylist() == ["7", "7", "7", prompt_hash([{"role": "user", "content": "Question?"}])]
     assert merged["id"].to_pylist() == ["7", "7", "7", None]
+
+
+def one_schema(out):
+    """Every part's columns, as one set: one schema on disk."""
+    return {tuple(pq.read_schema(p).remove_metadata()) for p in out.glob("part-*.parquet")}
+
+
+def read_every_way(out, tmp_path) -> list[pd.DataFrame]:
+    """The folder as pyarrow.dataset, pandas and datasets read it (main: all three failed once a
+    kept column widened mid-run), each sorted by row key."""
+    import datasets
+
+    tables = [ds.dataset(str(out)).to_table().to_pandas(), pd.read_parquet(out),
+              datasets.load_dataset("parquet", data_dir=str(out), split="train",
+                                    cache_dir=str(tmp_path / "hf-cache")).to_pandas()]
+    return [t.sort_values(["input_index", "completion_index"]).reset_index(drop=True) for t in tables]
+
+
+BIG = 2**53 + 1  # 9007199254740993: a float64 cannot hold it
+
+
+@pytest.mark.parametrize("values, want", [
+    ([1, 2.5, 3], [1.0, 2.5, 3.0]),
+    ([1, "t1", None], ["1", "t1", None]),
+    ([BIG, 2.5], [str(BIG), "2.5"]),  # main: score finished, merge crashed (outside the range of a double)
+], ids=["int then float", "int then text", "int beyond 2^53 then float"])
+@pytest.mark.parametrize("window", [1, 64], ids=["one window per row", "one window"])
+def test_any_parquet_reader_opens_a_folder_whose_kept_type_widened(tiny_models, tmp_path, values, want, window):
+    path = write(tmp_path / "in.jsonl", values)
+    out = tmp_path / "out"
+    run("score", path, "-m", tiny_models["llama"], "-o", out, "--keep-columns", "meta", "--window", window,
+        "--no-progress")
+    assert len(one_schema(out)) == 1
+    for table in read_every_way(out, tmp_path):
+        assert [None if pd.isna(v) else v for v in table["meta"]] == want
+    run("merge", out, "-o", tmp_path / "merged.parquet")
+    merged = pq.read_table(tmp_path / "merged.parquet")
+    assert merged["meta"].to_pylist() == want == kept(out)
+    assert {tuple(merged.schema.remove_metadata())} == one_schema(out)  # merge writes the folder's schema
+
+
+def test_a_big_int_and_a_float_in_one_window_are_kept_exactly(tiny_models, tmp_path):
+    """Main crashed (ArrowInvalid: Integer value 9007199254740993 is outside of the range exactly
+    representable ...), saved nothing, and every rerun crashed again."""
+    path = write(tmp_path / "in.jsonl", [2.5, BIG, -BIG, 7])
+    out = tmp_path / "out"
+    run("score", path, "-m", tiny_models["llama"], "-o", out, "--keep-columns", "meta", "--no-progress")
+    assert kept(out) == ["2.5", str(BIG), str(-BIG), "7"]
+
+
+def test_shards_and_a_resume_end_with_one_schema(tiny_models, tmp_path):
+    """A resumed shard widens the column; the other shard, finished earlier with the narrow type, is
+    rewritten before the folder is complete, and every reader agrees with pandas over the input."""
+    prompts = [f"Question {i}?" for i in range(12)]
+    shard = [stable_bucket(prompt_hash([{"role": "user", "content": p}]), 2) for p in prompts]
+    values = [i if s == 0 or i < 6 else i + 0.5 for i, s in enumerate(shard)]  # shard 1 gains floats late
+    path = write(tmp_path / "in.jsonl", values)
+    out = tmp_path / "out"
+    base = ("score", path, "-m", tiny_models["llama"], "-o", out, "--keep-columns", "meta", "--window", 2,
+            "--no-progress")
+    run(*base, "--shard", "0/2")
+    run(*base, "--shard", "1/2", "--limit", 6)
+    run(*base, "--shard", "1/2")
+    assert len(one_schema(out)) == 1
+    expected = pd.read_json(path, lines=True)["meta"].astype(float).tolist()
+    for table in read_every_way(out, tmp_path):
+        assert table["meta"].tolist() == expected

@@ -140,3 +140,21 @@ def test_a_holder_that_lost_its_lock_writes_nothing_more(tmp_path):
             writer.close()
     assert not list(out.glob("*.parquet")) and not list(out.glob(".tmp-*"))
     assert json.loads(held.path.read_text())["token"] == "new owner"  # not removed on the way out
+
+
+def test_live_writers_of_other_shards_are_told_from_dead_ones_in_one_watch(tmp_path, quick):
+    """What a run of another shard count checks before claiming the folder (rmscore/store/resume.py):
+    lock files left by dead holders on another host cost one STALE_S together, not one each."""
+    out = tmp_path / "out"
+    (out / ".rmscore" / "locks").mkdir(parents=True)
+    stems = [f"{i:05d}-of-00004" for i in range(4)]
+    for stem in stems:
+        path = out / ".rmscore" / "locks" / f"{stem}.lock"
+        path.write_text(json.dumps({"host": "node-17", "pid": 4242, "since": "2026-11-28T23:00:00Z",
+                                    "token": stem}))
+        os.utime(path, (time.time() - 5, time.time() - 5))
+    started = time.monotonic()
+    with beating(out / ".rmscore" / "locks" / f"{stems[3]}.lock"):
+        found = lock.live_writers(out, DistInfo(), stems)
+    assert found == ["shard 00003-of-00004 (pid 4242 on node-17 since 2026-11-28T23:00:00Z)"]
+    assert time.monotonic() - started < 2 * lock.STALE_S

@@ -42,6 +42,7 @@ def best_of_n(
     seed: Annotated[int, typer.Option(help="Seed of those draws.")] = 0,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Folder for bestofn.json and bestofn.png.",
                                                   rich_help_panel=o.OUT)] = None,
+    allow_partial: o.AllowPartialOpt = False,
 ):
     """Accuracy of picking the top-scored of N completions, for each N, against a random pick,
     the oracle (any correct) and, with --answer-column, majority and reward-weighted votes.
@@ -60,7 +61,7 @@ def best_of_n(
     from rmscore.evaluate.run import run_best_of_n
 
     cfg = BestOfNConfig(scored, label_column, answer_column, score_column, parse_ns(n), vote_weight, samples, seed,
-                        output)
+                        output, allow_partial)
     report = run_best_of_n(cfg)
     for line in table(report):
         typer.echo(line)

@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from rmscore.cli import options as o
 from rmscore.cli.app import command, echo
 from rmscore.config import InspectConfig
 
@@ -28,6 +29,7 @@ def inspect(
     sample_rows: Annotated[int, typer.Option(help="Rows drawn at random for the score-vs-length plot and the wide "
                                                   "columns (objectives, step scores); every other number uses every "
                                                   "row.")] = 100_000,
+    allow_partial: o.AllowPartialOpt = False,
 ):
     """Look at the scores before training on them: do they look sane, and do they prefer longer answers?
 
@@ -52,7 +54,7 @@ def inspect(
     """
     from rmscore.inspect import run_inspect
 
-    result = run_inspect(InspectConfig(inputs, output, score_column, not no_text, sample_rows))
+    result = run_inspect(InspectConfig(inputs, output, score_column, not no_text, sample_rows, allow_partial))
     for line in result.lines:
         echo(line)
     written = ", ".join(path.name for name, path in result.files.items() if name != "report")

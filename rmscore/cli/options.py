@@ -90,6 +90,9 @@ WindowOpt = Annotated[int, typer.Option(help="Rows read ahead and sorted by leng
                                         rich_help_panel=BATCH)]
 SplitOpt = Annotated[str, typer.Option(help="Split of a Hub dataset or DatasetDict folder.", rich_help_panel=INPUT)]
 LimitOpt = Annotated[Optional[int], typer.Option(help="Read only the first N input rows.", rich_help_panel=INPUT)]
+AllowPartialOpt = Annotated[bool, typer.Option(
+    help="Read a scored folder whose shards have not all finished (only its finished parts). Off: such a folder, "
+         "like one mixing shard counts, is refused as merge refuses it.")]
 ProgressOpt = Annotated[Optional[bool], typer.Option("--progress/--no-progress",
                                                      help="Progress bar. Default: on a terminal only; log lines "
                                                           "otherwise.", show_default=False)]

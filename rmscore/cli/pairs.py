@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from rmscore.cli import options as o
 from rmscore.cli.app import command, echo
 from rmscore.config import PairConfig
 
@@ -56,6 +57,7 @@ def build_pairs(
     allow_mixed_models: Annotated[bool, typer.Option(
         help="Pair scores from inputs whose recorded reward models differ (compared by the checkpoint's content "
              "digest, not the -m string).", rich_help_panel=SELECT)] = False,
+    allow_partial: o.AllowPartialOpt = False,
 ):
     """Turn scored completions into (chosen, rejected) preference pairs that TRL trains on.
 
@@ -82,7 +84,7 @@ def build_pairs(
 
     cfg = PairConfig(inputs, output, rule, format, score_column, min_margin, min_completions, pairs_per_prompt,
                      seed, buckets, overwrite, max_length_ratio=max_length_ratio,
-                     allow_mixed_models=allow_mixed_models)
+                     allow_mixed_models=allow_mixed_models, allow_partial=allow_partial)
     summary = run_build_pairs(cfg, log=lambda text: echo(f"[rmscore] {text}"))
     for line in report_lines(summary.report, summary.wall_s):
         echo(line)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rmscore.distributed import completion
 from rmscore.distributed.env import ArrayTask, DistInfo
-from rmscore.errors import ResumeConflict
+from rmscore.errors import InputError, ResumeConflict
 
 
 def record(dist: DistInfo) -> dict:
@@ -97,7 +97,15 @@ def _shards(n: int) -> str:
     return f"{n} shard" + ("s" if n != 1 else "")
 
 
-def rerun_hint(missing: list[int], count: int, manifests: dict[str, dict]) -> str:
+def unfinished(out_dir: Path, count: int, missing: list[int], manifests: dict[str, dict],
+               then: str = "merge") -> InputError:
+    """The refusal of a folder whose shards have not all finished, naming them and what to run."""
+    return InputError(f"{len(missing)} of {count} shards have not finished: {ranges(missing, ', ')} "
+                      f"(no {completion.META_DIR}/done-* marker in {out_dir})",
+                      rerun_hint(missing, count, manifests, then))
+
+
+def rerun_hint(missing: list[int], count: int, manifests: dict[str, dict], then: str = "merge") -> str:
     """What to run so that the missing shards finish, in the terms they were started with."""
     layouts = [m["layout"] for m in manifests.values() if (m.get("layout") or {}).get("shards") == count]
     per_task = layouts[0]["per_task"] if layouts else 1
@@ -114,7 +122,7 @@ def rerun_hint(missing: list[int], count: int, manifests: dict[str, dict]) -> st
         hint += (f", or resubmit that array task alone: sbatch --array={ids} ... (it finds its shard in the folder)"
                  if len(tasks) == 1 else f", or resubmit each of array tasks {ids} alone (sbatch --array=ID ...: "
                  "each finds its shard in the folder)")
-    return hint + "; then merge"
+    return hint + f"; then {then}"
 
 
 def ranges(indices: list[int], sep: str = ",") -> str:

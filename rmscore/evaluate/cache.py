@@ -2,8 +2,10 @@
 and emptied only of what rmscore wrote there.
 
 An eval cache is an ordinary `rmscore score` folder (part-*.parquet and .rmscore/) whose
-.rmscore/eval-key.json says which data, model and settings made it. Anything else in the folder
-is the user's: the folder is then refused, never cleared.
+.rmscore/eval-key.json says which data, model and settings made it, and what the folder held when
+it was made (`contents`). It is trusted only while it still holds exactly that: `score
+--overwrite` into it sets the key aside, and any other change to its parts or manifests makes it
+score again. Anything else in the folder is the user's: the folder is then refused, never cleared.
 """
 
 from __future__ import annotations
@@ -11,15 +13,28 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from rmscore.distributed import completion
 from rmscore.errors import ConfigError, ResumeConflict
-from rmscore.store.output import META_DIR
+from rmscore.store.output import EVAL_KEY, META_DIR
+from rmscore.store.resume import read_manifests
+from rmscore.store.writers import existing_parts
 
-KEY_FILE = "eval-key.json"
+KEY_FILE = EVAL_KEY
 HINT = "give --cache-dir a new or empty folder (the default is OUTPUT/scores)"
 
 
 def key_path(cache: Path) -> Path:
     return cache / META_DIR / KEY_FILE
+
+
+def contents(cache: Path) -> dict:
+    """What the cache holds: each shard's input stamp, finished parts (rows and row digest) and
+    completion marker, and each part file's size and modification time."""
+    shards = {stem: {"input_stamp": m.get("input_stamp"), "done": completion.done_path(cache, stem).is_file(),
+                     "parts": [[rec["file"], rec["rows"], rec.get("digest")] for rec in m.get("parts", [])]}
+              for stem, m in read_manifests(cache).items()}
+    files = {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in existing_parts(cache)}
+    return {"shards": shards, "files": files}
 
 
 def _ours(name: str) -> bool:

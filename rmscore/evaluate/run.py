@@ -25,7 +25,8 @@ from rmscore.store.scored import read_columns, read_groups
 
 
 def run_best_of_n(cfg: BestOfNConfig) -> dict:
-    groups, skipped = read_groups(cfg.scored, cfg.label_column, cfg.answer_column, cfg.score_column)
+    groups, skipped = read_groups(cfg.scored, cfg.label_column, cfg.answer_column, cfg.score_column,
+                                  cfg.allow_partial)
     curves = bestofn.curves(groups, cfg.ns, cfg.vote_weight, cfg.seed, samples=cfg.samples)
     sizes = [len(g.labels) for g in groups]
     metadata = read_metadata(Path(cfg.scored))
@@ -101,13 +102,16 @@ def ensure_scores(cfg: EvalConfig, task: str, mc_layout, source, log) -> None:
     """
     cache = Path(cfg.score.output.path)
     key = json.loads(json.dumps(cache_key(cfg, task)))
-    stored = _read_json(eval_cache.key_path(cache))
-    if stored and stored.get("state") == "done" and stored.get("key") == key and not cfg.rescore:
+    stored = _read_json(eval_cache.key_path(cache)) or {}
+    same = stored.get("state") == "done" and stored.get("key") == key
+    if same and not cfg.rescore and stored.get("contents") == eval_cache.contents(cache):
         log(f"reusing scores in {cache} (same data, model and settings)")
         return
     created = eval_cache.claim(cache)  # refuses a folder holding anything eval did not write
-    if stored and stored.get("key") != key:
-        changed = [name for name in key if stored.get("key", {}).get(name) != key[name]]
+    if stored.get("state") == "overwritten" or (same and not cfg.rescore):
+        log(f"scores in {cache} were changed since eval made them: scoring again")
+    elif stored.get("key") not in (None, key):
+        changed = [name for name in key if stored["key"].get(name) != key[name]]
         log(f"scores in {cache} were made with another {', '.join(changed)}: scoring again")
     try:
         _score_into(cache, cfg, task, mc_layout, source, key, log)
@@ -131,7 +135,8 @@ def _score_into(cache: Path, cfg: EvalConfig, task: str, mc_layout, source, key:
     summary = run_score(score_cfg, log)
     summary.raise_for_damage()  # an evaluation over part of a broken file must not pass for whole
     log(f"scored {summary.samples:,} completions in {summary.wall_s:.1f}s into {cache}")
-    write_json(eval_cache.key_path(cache), {"state": "done", "key": key})  # last: the cache is complete
+    # last: the cache is complete, and holds what `contents` says
+    write_json(eval_cache.key_path(cache), {"state": "done", "key": key, "contents": eval_cache.contents(cache)})
 
 
 def cache_key(cfg: EvalConfig, task: str) -> dict:

@@ -38,7 +38,7 @@ def run_inspect(cfg: InspectConfig) -> InspectResult:
         cols = read_pairs(cfg.inputs[0])
         content = report.pairs_report(cols)
     else:
-        cols = read_scored(cfg.inputs, cfg.score_column, cfg.sample_rows, cfg.texts)
+        cols = read_scored(cfg.inputs, cfg.score_column, cfg.sample_rows, cfg.texts, cfg.allow_partial)
         content = report.scored_report(cols, cfg.inputs, cfg.texts)
     out.mkdir(parents=True, exist_ok=True)  # only now: a bad input leaves no empty folder behind
     plot = figures.available()

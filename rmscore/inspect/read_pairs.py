@@ -9,6 +9,7 @@ itself (standard).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +40,7 @@ class PairColumns:
 
 
 def read_pairs(path: str | Path) -> PairColumns:
-    path = Path(path)
+    path = Path(os.path.abspath(path))  # as given: no library may expand a literal "~" (pyarrow does)
     reader = pq.ParquetFile(path)
     missing = [c for c in COLUMNS if c not in reader.schema_arrow.names]
     if missing:

@@ -10,6 +10,7 @@ size), so memory does not grow with them.
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,8 +65,9 @@ class ScoredColumns:
     lowest: list[Example] = field(default_factory=list)
 
 
-def read_scored(inputs: list[str], score_column: str, sample_rows: int, texts: bool = True) -> ScoredColumns:
-    scored = open_scored(inputs, score_column)
+def read_scored(inputs: list[str], score_column: str, sample_rows: int, texts: bool = True,
+                allow_partial: bool = False) -> ScoredColumns:
+    scored = open_scored(inputs, score_column, allow_partial=allow_partial, command="inspect")
     files = scored.files
     total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     drawn = np.sort(np.random.default_rng(0).choice(total, min(total, sample_rows), replace=False))
@@ -238,7 +240,7 @@ def _last_user_turn(path: Path, row: int) -> str | None:
 
 def is_pairs_file(path: str | Path) -> bool:
     """A file written by build-pairs (its metadata says so, or it has the pair columns)."""
-    path = Path(path)
+    path = Path(os.path.abspath(path))  # as given: no library may expand a literal "~" (pyarrow does)
     if not (path.is_file() and path.suffix == ".parquet"):
         return False
     try:

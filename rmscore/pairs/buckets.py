@@ -38,6 +38,7 @@ BUCKET_BYTES = 64 * 2**20  # uncompressed bytes of the needed columns per bucket
 SPILL_BYTES = 64 * 2**20
 KEY_COLUMNS = ("prompt_id", "input_index", "completion_index", "status", "completion", "prompt", "prompt_is_text")
 SLICE_ROWS = 4096
+READS = {"inspect": "inspect reads the folders written by rmscore score and the pairs files of rmscore build-pairs"}
 
 
 @dataclass
@@ -52,9 +53,11 @@ class ScoredInput:
     models: list[str] = field(default_factory=list)  # the reward models recorded, when more than one
 
 
-def open_scored(inputs: list[str], score_column: str, allow_mixed_models: bool = False) -> ScoredInput:
-    files = list(dict.fromkeys(f.resolve() for path in inputs for f in scored_files(path)))
-    checked = [_check_file(path, score_column) for path in files]
+def open_scored(inputs: list[str], score_column: str, allow_mixed_models: bool = False, allow_partial: bool = False,
+                command: str = "build-pairs") -> ScoredInput:
+    """`command` (build-pairs, inspect) is named in what a refusal says."""
+    files = list(dict.fromkeys(f.resolve() for path in inputs for f in scored_files(path, allow_partial)))
+    checked = [_check_file(path, score_column, command) for path in files]
     metas = {path: metadata for path, (metadata, _, _) in zip(files, checked) if metadata}
     models = _check_models(metas, allow_mixed_models)
     _, expression, kind = checked[0]
@@ -72,9 +75,16 @@ def open_scored(inputs: list[str], score_column: str, allow_mixed_models: bool =
     return ScoredInput(files, columns, schema, next(iter(metas.values()), {}), nbytes, rows, projection, models)
 
 
-def recorded_model(metadata: dict, by_digest: bool) -> str:
-    """How a scored file names its model: by content digest (resolved path shown) when recorded,
-    else, for output of older versions, by the -m string and revision as given."""
+def recorded_model(metadata: dict, by_digest: bool) -> tuple:
+    """A scored file's model identity: its content digest and revision when recorded (a copied
+    checkpoint is the same model), else, for output of older versions, the -m string and revision."""
+    if by_digest:
+        return ("digest", metadata["model_digest"], metadata.get("revision"))
+    return ("name", metadata["model"], metadata.get("revision"))
+
+
+def shown_model(metadata: dict, by_digest: bool) -> str:
+    """The model for a message: where it was found, and its digest (the path is for display only)."""
     if by_digest:
         return f"{metadata.get('model_path') or metadata['model']} [digest {metadata['model_digest']}]"
     return metadata["model"] + (f" (revision {metadata['revision']})" if metadata.get("revision") else "")
@@ -84,7 +94,10 @@ def _check_models(metas: dict[Path, dict], allow_mixed: bool) -> list[str]:
     """Scores of different reward models do not compare: refuse to pair them unless allowed."""
     named = {path: m for path, m in metas.items() if m.get("model")}
     by_digest = all(m.get("model_digest") for m in named.values())
-    models = {recorded_model(m, by_digest): path for path, m in named.items()}
+    models = {}
+    for path, m in named.items():
+        models.setdefault(recorded_model(m, by_digest), (shown_model(m, by_digest), path))
+    models = dict(models.values())
     if len(models) > 1 and not allow_mixed:
         shown = "; ".join(f"{model} in {path}" for model, path in sorted(models.items())[:3])
         raise ConfigError(f"the inputs were scored by {len(models)} different reward models ({shown}): "
@@ -93,7 +106,7 @@ def _check_models(metas: dict[Path, dict], allow_mixed: bool) -> list[str]:
     return sorted(models) if len(models) > 1 else []
 
 
-def _check_file(path: Path, score_column: str) -> tuple[dict, object, pa.DataType]:
+def _check_file(path: Path, score_column: str, command: str) -> tuple[dict, object, pa.DataType]:
     """The file's provenance, the expression picking an objective (None for a plain column) and the
     score's type; raises if it is not scored output or has no such numeric score."""
     try:
@@ -103,7 +116,7 @@ def _check_file(path: Path, score_column: str) -> tuple[dict, object, pa.DataTyp
     missing = [c for c in KEY_COLUMNS if c not in schema.names]
     if missing:
         raise InputError(f"{path} is not rmscore score output: it has no {', '.join(missing)} column",
-                         "build-pairs reads the Parquet files written by rmscore score")
+                         READS.get(command, f"{command} reads the Parquet files written by rmscore score"))
     metadata = json.loads((schema.metadata or {}).get(b"rmscore", b"{}"))
     numeric = [f.name for f in schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)]
     numeric = [n for n in numeric if n not in ("input_index", "completion_index", "num_tokens")]

@@ -55,7 +55,7 @@ def report_path(output: Path) -> Path:
 def run_build_pairs(cfg: PairConfig, log=print) -> BuildSummary:
     start = time.perf_counter()
     out = _check_output(cfg)
-    scored = scored_io.open_scored(cfg.inputs, cfg.score_column, cfg.allow_mixed_models)
+    scored = scored_io.open_scored(cfg.inputs, cfg.score_column, cfg.allow_mixed_models, cfg.allow_partial)
     if scored.models:
         log(f"pairing the scores of {len(scored.models)} reward models (--allow-mixed-models): "
             f"{'; '.join(scored.models)}")
@@ -90,7 +90,7 @@ def _progress(tables: Iterator[pa.Table], buckets: int, report: DropReport, log,
 
 
 def _check_output(cfg: PairConfig) -> Path:
-    out = Path(cfg.output)
+    out = Path(os.path.abspath(cfg.output))  # as given: no library may expand a literal "~" (pyarrow does)
     if out.is_dir():
         raise ConfigError(f"-o {out} is a folder", "-o names the pairs Parquet file, e.g. pairs.parquet")
     for path in (out, report_path(out)):  # the drop report goes beside the pairs: never over a user's file
@@ -163,7 +163,8 @@ def _merged(parts: list[Path], schema: pa.Schema, group: int) -> Iterator[pa.Tab
 
 def _settings(cfg: PairConfig, fmt: str) -> dict:
     settings = asdict(cfg) | {"format": fmt}
-    for name in ("inputs", "output", "overwrite", "buckets", "allow_mixed_models"):  # the pairs do not depend on them
+    # the pairs do not depend on them
+    for name in ("inputs", "output", "overwrite", "buckets", "allow_mixed_models", "allow_partial"):
         settings.pop(name)
     return settings
 

@@ -1,13 +1,16 @@
 """One type rule for kept columns (--keep-columns) and --id-col values, the same on every path.
 
 A column's type is the promotion of its values' types: null fits anything; an int meeting a float
-becomes a float; any other disagreement (int and string, bool and int, a list and a number) makes
-the column a string. Nested values are promoted by pyarrow's permissive unification (null inside a
-list, int -> float inside, struct fields merged), and also become a string where that fails.
+becomes a float, unless one of the ints is beyond 2^53 (a float cannot hold it exactly); any other
+disagreement (int and string, bool and int, a list and a number) makes the column a string. Nested
+values are promoted by pyarrow's permissive unification (null inside a list, int -> float inside,
+struct fields merged), and also become a string where that fails.
 
 The writer applies the rule window by window (a wider type starts a new part file), a resumed run
-starts from the widest type of the finished parts, and readers (`rmscore merge`, best-of-n) promote
-every part to the widest type. So the stored value never depends on where in the input a row was.
+starts from the widest type of the finished parts, and before a shard calls itself complete every
+part of the folder is rewritten to the folder's one promoted schema (rmscore/store/conform.py), which
+`rmscore merge` writes too. So the stored value never depends on where in the input a row was, and
+any Parquet reader opens the folder.
 
 A value becomes text by one function, to_text(): a string stays itself, anything else is written
 as JSON, with whole-number floats as integers (2.0 and 2 are both "2") and null struct fields left
@@ -22,7 +25,8 @@ import json
 
 import pyarrow as pa
 
-_CONVERSION = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, TypeError, ValueError)
+EXACT_INT = 2**53  # ints beyond this lose digits as a float
+CONVERSION = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, TypeError, ValueError)
 
 
 def to_text(value) -> str | None:
@@ -48,7 +52,7 @@ def promote(a: pa.DataType, b: pa.DataType) -> pa.DataType:
         return b
     try:
         unified = pa.unify_schemas([pa.schema([("v", a)]), pa.schema([("v", b)])], promote_options="permissive")
-    except _CONVERSION:
+    except CONVERSION:
         return pa.string()
     return unified.field("v").type
 
@@ -56,15 +60,27 @@ def promote(a: pa.DataType, b: pa.DataType) -> pa.DataType:
 def values_type(values: list) -> pa.DataType:
     """The promoted type of Python values (pyarrow's own inference when they already agree)."""
     try:
-        return pa.array(values).type
-    except _CONVERSION:
-        return functools.reduce(promote, map(_value_type, values), pa.null())
+        kind = pa.array(values).type
+    except CONVERSION:
+        kind = functools.reduce(promote, map(_value_type, values), pa.null())
+    return exact(kind, values)
+
+
+def widen(kind: pa.DataType, values: list) -> pa.DataType:
+    """`kind` widened to hold `values` too, every value exactly."""
+    return exact(promote(kind, values_type(values)), values)
+
+
+def exact(kind: pa.DataType, values: list) -> pa.DataType:
+    """`kind`, or text where it is a float and an int among `values` is beyond 2^53."""
+    inexact = any(isinstance(v, int) and not isinstance(v, bool) and abs(v) > EXACT_INT for v in values)
+    return pa.string() if pa.types.is_floating(kind) and inexact else kind
 
 
 def _value_type(value) -> pa.DataType:
     try:
         return pa.array([value]).type
-    except _CONVERSION:
+    except CONVERSION:
         return pa.string()  # an int beyond 64 bits, an object pyarrow cannot store: kept as text
 
 
@@ -100,6 +116,6 @@ def fit_table(table: pa.Table, schema: pa.Schema) -> pa.Table:
         else:
             try:
                 columns.append(column.cast(field.type))
-            except _CONVERSION:  # a struct gaining fields, say: rebuild from the values
+            except CONVERSION:  # a struct gaining fields, say: rebuild from the values
                 columns.append(pa.array(column.to_pylist(), type=field.type))
     return pa.Table.from_arrays(columns, schema=schema)

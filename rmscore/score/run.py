@@ -85,7 +85,7 @@ def run_score(cfg: ScoreConfig, log=print) -> RunSummary:
     # A one-task array resubmission learns its shard from the folder, before it takes that shard's lock.
     dist = resume.shard_for(cfg, dist, log)
     # One writer per shard, taken before anything in the folder is cleared or written.
-    with lock.ShardLock(Path(cfg.output.path), dist) as held, group.joined(dist) as workers, \
+    with lock.ShardLock(resume.output_dir(cfg), dist) as held, group.joined(dist) as workers, \
             GracefulStop() as stop:
         state = resume.open_output(cfg, dist, log)
         state.check_input(cfg.input.path, lambda: iter_samples(source, layout, dist, cfg.input.limit, RunSummary("")))

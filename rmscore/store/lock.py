@@ -16,6 +16,11 @@ leaves its file behind, so a later run takes it over
     Only the file's own mtime is compared with itself, never the clocks of two hosts.
 Before renaming each part into place the holder checks that the file is still its own, so a run
 that was frozen long enough for another to take over stops without writing.
+
+OUTPUT/.rmscore/locks/folder.lock (FolderLock) is the same kind of file, held for moments by any
+shard: while a run claims the folder's shard layout (so two runs of different shard counts cannot
+both start), and while a finishing shard rewrites parts to the folder's schema. It waits for another
+holder instead of refusing.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from pathlib import Path
 from rmscore.distributed.completion import META_DIR
 from rmscore.errors import ShardBusy
 
+FOLDER_WAIT_S = 600.0  # a folder lock is held for moments; a wait this long means something is wrong
 HEARTBEAT_S = 10.0
 STALE_S = 25.0  # more than two heartbeats: a live holder's file moves while we watch
 POLL_S = 0.5
@@ -137,17 +143,16 @@ class ShardLock:
         return True
 
     def _dead(self, holder: Holder, mtime: float) -> bool:
+        known = self._known_dead(holder)
+        return known if known is not None else not _beating({self.path: (holder, mtime)})
+
+    def _known_dead(self, holder: Holder) -> bool | None:
+        """Whether the holder is dead, when that can be told at once; None: watch its heartbeat."""
         if holder.host == self.me.host and holder.pidns == self.me.pidns:
             return not _alive(holder.pid, holder.started)
         if holder.job is not None and holder.job == self.me.job and holder.restarts < self.me.restarts:
             return True  # SLURM requeued this very job: the run that wrote the file is over
-        deadline = time.monotonic() + STALE_S
-        while time.monotonic() < deadline:
-            time.sleep(POLL_S)
-            now, moved = _read(self.path)
-            if now is None or now.token != holder.token or moved != mtime:
-                return False  # it beats (or changed hands): alive, or let the caller look again
-        return True
+        return None
 
     def _break(self, dead: Holder) -> None:
         """Move a dead holder's file aside, unless a live one took its place since we looked."""
@@ -173,6 +178,58 @@ class ShardLock:
                 os.utime(self.path)
             except OSError:
                 pass  # a file-server hiccup: the next beat tries again
+
+
+class FolderLock(ShardLock):
+    """The folder's own lock (see the module docstring): waits up to `wait_s` for another holder."""
+
+    def __init__(self, out_dir: Path, dist, wait_s: float = FOLDER_WAIT_S):
+        super().__init__(out_dir, dist)
+        self.stem, self.path, self.wait_s = "folder", self.path.with_name("folder.lock"), wait_s
+
+    def acquire(self) -> None:
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            try:
+                return super().acquire()
+            except ShardBusy:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(POLL_S)
+
+
+def live_writers(out_dir: Path, dist, stems) -> list[str]:
+    """Which of the shards `stems` a live process is writing now, each with its holder. Holders on
+    other hosts are watched together, so many dead ones cost one STALE_S, not one each."""
+    probe = ShardLock(out_dir, dist)
+    found, watched = [], {}
+    for stem in stems:
+        path = probe.path.with_name(f"{stem}.lock")
+        holder, mtime = _read(path)
+        if holder is None or holder.token == probe.me.token:
+            continue
+        dead = probe._known_dead(holder)
+        if dead is None:
+            watched[path] = (holder, mtime)
+        elif not dead:
+            found.append(f"shard {stem} ({holder.describe()})")
+    alive = _beating(dict(watched)) if watched and not found else []
+    return found + [f"shard {path.stem} ({watched[path][0].describe()})" for path in alive
+                    if _read(path)[0] is not None]  # released while we watched: not a writer
+
+
+def _beating(watched: dict[Path, tuple[Holder, float]]) -> list[Path]:
+    """The lock files whose mtime moves (or that change hands) while we watch them for STALE_S:
+    their holders are alive. Only a file's own mtime is compared with itself."""
+    alive, deadline = [], time.monotonic() + STALE_S
+    while watched and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+        for path, (holder, mtime) in list(watched.items()):
+            now, moved = _read(path)
+            if now is None or now.token != holder.token or moved != mtime:
+                alive.append(path)  # it beats (or changed hands): alive, or let the caller look again
+                del watched[path]
+    return alive
 
 
 def _read(path: Path) -> tuple[Holder | None, float]:

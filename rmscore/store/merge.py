@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from rmscore.distributed import completion, layout
 from rmscore.errors import ConfigError, InputError, ResumeConflict
 from rmscore.read import promote
-from rmscore.store import resume
+from rmscore.store import conform, resume
 from rmscore.store.output import EXACT_KEYS
 from rmscore.store.writers import existing_parts
 
@@ -42,14 +42,11 @@ class MergeSummary:
 
 
 def merge(out_dir: Path, dest: Path, overwrite: bool = False) -> MergeSummary:
-    out_dir, dest = Path(out_dir), Path(dest)
+    # Absolute, as given: no library may expand a literal "~" (pyarrow does).
+    out_dir, dest = Path(os.path.abspath(out_dir)), Path(os.path.abspath(dest))
     count, missing = completion.missing_shards(out_dir)
     if missing:
-        raise InputError(
-            f"{len(missing)} of {count} shards have not finished: {layout.ranges(missing, ', ')} "
-            f"(no {completion.META_DIR}/done-* marker)",
-            layout.rerun_hint(missing, count, resume.read_manifests(out_dir)),
-        )
+        raise layout.unfinished(out_dir, count, missing, resume.read_manifests(out_dir))
     _check_limits(out_dir, count)
     _check_dest(out_dir, dest, overwrite)
     _check_same_settings(out_dir)
@@ -61,7 +58,7 @@ def merge(out_dir: Path, dest: Path, overwrite: bool = False) -> MergeSummary:
     runs = [run for ps in parts.values() for run in _sorted_runs(ps)]
     batch_rows = max(256, ROWS_IN_MEMORY // len(runs))
     streams = [_stream(run, schema, batch_rows) for run in runs]
-    tmp = dest.with_name(f".tmp-{dest.name}")
+    tmp = _tmp_path(dest)
     with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
         for table in _regroup(merged(streams, summary)):
             writer.write_table(table)
@@ -152,7 +149,7 @@ def _schema(parts: list[Path], shards: int) -> pa.Schema:
     schemas = [pq.read_schema(p) for p in parts]
     if not schemas:
         raise InputError("the finished shards hold no rows")
-    merged_schema = promote.unify(schemas)  # shards may have kept a column as int, float or string
+    merged_schema = conform.folder_schema(parts)  # the parts' one schema (a folder of older rmscore: promoted)
     meta = json.loads((schemas[0].metadata or {}).get(b"rmscore", b"{}"))
     return merged_schema.with_metadata({"rmscore": json.dumps({**meta, "merged_shards": shards})})
 
@@ -166,6 +163,11 @@ def _check_dest(out_dir: Path, dest: Path, overwrite: bool) -> None:
     if dest.exists() and not overwrite:
         raise ConfigError(f"{dest} already exists", "pass --overwrite to replace it")
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _tmp_path(dest).unlink(missing_ok=True)  # left by a merge killed before its rename
+
+
+def _tmp_path(dest: Path) -> Path:
+    return dest.with_name(f".tmp-{dest.name}")
 
 
 def _check_parts(out_dir: Path, stems: list[str]) -> None:

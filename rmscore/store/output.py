@@ -6,6 +6,9 @@ Layout of OUTPUT/:
   .rmscore/manifest-{shard}-of-{count}.json            settings and finished parts (rmscore/store/resume.py)
   .rmscore/stats-{shard}-of-{count}.json               what the last run of the shard did
   .rmscore/done-{shard}-of-{count}.json                the shard finished (distributed/completion.py)
+  .rmscore/locks/                                      who writes each shard; the folder's lock (store/lock.py)
+  .rmscore/eval-key.json                               an eval cache's key (evaluate/cache.py)
+Every part has the same schema once every shard is done (rmscore/store/conform.py).
 The .rmscore folder is hidden, so readers of the folder see the parts only.
 """
 
@@ -24,6 +27,7 @@ from rmscore.read import promote
 from rmscore.store import fingerprint
 from rmscore.store.writers import PartWriter, existing_parts
 
+EVAL_KEY = "eval-key.json"  # in META_DIR: set aside (never reused) by `score --overwrite`
 # Schema metadata of a part holding an arbitrary set of keys (the finished rows of a window cut
 # short), not a contiguous run of the shard's rows: resume and merge treat it apart.
 EXACT_KEYS = b"rmscore_exact_keys"
@@ -93,7 +97,7 @@ class ScoreSink:
         far (rmscore/read/promote.py). A wider type closes the part: a Parquet file has one schema."""
         schema = self.schema if self.schema is not None else self._first_schema()
         for name in self.cfg.input.keep_columns:
-            kind = promote.promote(schema.field(name).type, promote.values_type([r.get(name) for r in rows]))
+            kind = promote.widen(schema.field(name).type, [r.get(name) for r in rows])
             schema = schema.set(schema.get_field_index(name), pa.field(name, kind))
         if self.writer is None:
             self.writer = PartWriter(self.out_dir, schema, self.stem, self.cfg.output.rows_per_part,

@@ -29,8 +29,8 @@ from rmscore.distributed import completion, layout
 from rmscore.errors import ConfigError, ResumeConflict
 from rmscore.read import promote
 from rmscore.score.records import Sample
-from rmscore.store import input_identity
-from rmscore.store.output import EXACT_KEYS, META_DIR
+from rmscore.store import conform, input_identity, lock
+from rmscore.store.output import EVAL_KEY, EXACT_KEYS, META_DIR
 from rmscore.store.writers import PART_GLOB, existing_parts, output_error, part_seq
 
 KEY_COLUMNS = ["input_index", "completion_index", "prompt_id", "status"]
@@ -47,7 +47,7 @@ def requested_settings(cfg: ScoreConfig, shard_count: int) -> dict:
     i, m, b = cfg.input, cfg.model, cfg.batch
     return {
         "input": _where(i.path), "split": i.split, "config": i.config_name, "columns": asdict(i.columns),
-        "keep_columns": list(i.keep_columns), "model": _where(m.path), "model_type": m.model_type,
+        "keep_columns": list(i.keep_columns), "model": model_name(m.path), "model_type": m.model_type,
         "revision": m.revision, "dtype": m.dtype, "chat_template": m.chat_template, "system_prompt": m.system_prompt,
         "bos": m.bos, "step_separator": m.step_separator, "aggregate": m.aggregate, "max_length": b.max_length,
         "step_tokens": m.step_tokens, "judge_template": m.judge_template, "score_tokens": m.score_tokens,
@@ -62,6 +62,13 @@ def resolved_settings(provenance: dict) -> dict:
     volatile = ("created", "rmscore_version", "input", "model", "model_path", "revision", "on_overflow",
                 "system_prompt")
     return json.loads(json.dumps({k: v for k, v in provenance.items() if k not in volatile}, default=str))
+
+
+def model_name(path: str) -> str | None:
+    """-m as the settings compare it: a Hub name as given; nothing for a checkpoint on disk, which
+    is compared by its content digest once loaded (resolved settings: a copy of it is the same
+    model, another checkpoint at the same path is not). Its path is for display only."""
+    return None if os.path.exists(path) else path
 
 
 def _where(path: str) -> str:
@@ -123,6 +130,8 @@ def clear(out_dir: Path, stem: str, count: int) -> None:
         if ours(path.name, unnamed=True):
             path.unlink(missing_ok=True)
     meta = out_dir / META_DIR
+    if (meta / EVAL_KEY).is_file():  # an eval cache whose rows are being replaced is never reused
+        (meta / EVAL_KEY).write_text(json.dumps({"state": "overwritten"}))
     for path in meta.iterdir() if meta.is_dir() else []:
         if path.is_file() and ours(path.name, unnamed=False):
             path.unlink(missing_ok=True)
@@ -147,22 +156,34 @@ def check_foreign(out_dir: Path, manifests: dict[str, dict]) -> None:
 def shard_for(cfg: ScoreConfig, dist, log):
     """The shard this process writes: `dist`, or the shard a one-task array resubmission stands for
     in this folder (rmscore/distributed/layout.py). Read before the shard's lock is taken."""
-    out_dir = Path(cfg.output.path)
+    out_dir = output_dir(cfg)
     overwrite = cfg.output.overwrite and not dist.restarts
     return layout.place(dist, out_dir, read_manifests(out_dir) if out_dir.is_dir() else {}, overwrite, log)
+
+
+def output_dir(cfg: ScoreConfig) -> Path:
+    """-o as given, made absolute: no library may expand a literal "~" in it (pyarrow does)."""
+    return Path(os.path.abspath(cfg.output.path))
 
 
 def open_output(cfg: ScoreConfig, dist, log) -> "ShardState":
     """Check the output folder before the model loads, clear it only on --overwrite, and return
     this shard's resume state (its manifest, with the shard layout, written before any part is).
-    `dist` is the shard `shard_for` placed."""
-    out_dir = Path(cfg.output.path)
+    `dist` is the shard `shard_for` placed. The layout is checked and claimed under the folder's
+    lock, so of two runs with different shard counts started at once, the second refuses."""
+    out_dir = output_dir(cfg)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"output {out_dir} exists and is a file", "-o names a folder of Parquet parts")
     overwrite = cfg.output.overwrite
     if overwrite and dist.restarts:
         log(f"SLURM requeued this job ({dist.restarts} restarts): --overwrite ignored, resuming")
         overwrite = False
+    with lock.FolderLock(out_dir, dist):
+        return _claim(cfg, dist, out_dir, overwrite, log)
+
+
+def _claim(cfg: ScoreConfig, dist, out_dir: Path, overwrite: bool, log) -> "ShardState":
+    _check_live_layouts(out_dir, dist)
     layout.check(dist, out_dir, overwrite)
     if overwrite:
         clear(out_dir, dist.stem, dist.shard_count)
@@ -183,7 +204,20 @@ def open_output(cfg: ScoreConfig, dist, log) -> "ShardState":
     if state.complete:  # a finished run over a damaged input says so again, and scores nothing
         state.damage = json.loads(completion.done_path(out_dir, dist.stem).read_text()).get("damage")
     state.save()
+    state.dist = dist
     return state
+
+
+def _check_live_layouts(out_dir: Path, dist) -> None:
+    """Refuse while a run of another shard count is writing the folder, saved rows or not."""
+    others = [path.stem for path in (out_dir / META_DIR / "locks").glob("*-of-*.lock")
+              if (found := completion.STEM.search(path.stem)) and int(found.group(2)) != dist.shard_count]
+    busy = lock.live_writers(out_dir, dist, sorted(others))
+    if busy:
+        raise ResumeConflict(f"{out_dir} is being written by a run of another shard count: {busy[0]}; this run: "
+                             f"shard {dist.shard_index}/{dist.shard_count}",
+                             "wait for that run to finish (then resume with its shard count), stop it, or choose "
+                             "another -o")
 
 
 class ShardState:
@@ -195,6 +229,7 @@ class ShardState:
         self.damage: str | None = None  # where the input broke off, when a finished run found it damaged
         self.guard = lambda: None  # raises when this process no longer holds the shard (rmscore/store/lock.py)
         self.check_peers = True  # compare resolved settings with sibling shards too
+        self.dist = None  # the shard this process writes (set by open_output)
         self._exact: dict[str, set] = {}  # exact-key parts: file -> keys
         self.skipped = 0  # rows found already done in this run
         self._prev: tuple | None = None  # key of the last row written by this run
@@ -310,6 +345,11 @@ class ShardState:
             raise output_error(self.out_dir, exc) from exc
 
     def finish(self, limit: int | None, damage: str | None = None) -> None:
-        """The marker `rmscore merge` looks for, written last."""
+        """Every part of the folder to one schema (rmscore/store/conform.py), then the marker
+        `rmscore merge` and the readers look for, written last."""
+        with lock.FolderLock(self.out_dir, self.dist):
+            rewritten = conform.conform(self.out_dir)
+        if rewritten:
+            self.log(f"rewrote {rewritten} part(s) so that every part of {self.out_dir} has one schema")
         completion.mark_done(self.out_dir, self.stem, {"rows": self.rows, "parts": len(self.manifest["parts"]),
                                                        "limit": limit, "damage": damage})

@@ -1,20 +1,25 @@
 """Reading scored output back: the folder `rmscore score` writes, or one Parquet file of it.
 
 Only the columns asked for are read, so prompts and completions stay on disk. Rows that were not
-scored (status other than ok/truncated, or no finite score) are counted, never silently used.
+scored (status other than ok/truncated, or no finite score) are counted, never silently used. A
+folder whose shards have not all finished, or that mixes shard counts, is refused as `rmscore
+merge` refuses it (`allow_partial` reads the finished parts of an unfinished one).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections import Counter
 from pathlib import Path
 
+from rmscore.distributed import completion, layout
 from rmscore.errors import InputError
 from rmscore.evaluate.bestofn import Group
 from rmscore.score.records import SCORED_STATUSES
+from rmscore.store.resume import read_manifests
 
 KEEP_HINT = "copy input columns into the scored output with `rmscore score --keep-columns NAME`"
 INDEXED = re.compile(r"^(?P<column>.+)\[(?P<index>\d+)\]$")  # rewards[3]
@@ -67,7 +72,8 @@ def objective_names(metadata: dict) -> str:
     return f"; objectives: {', '.join(names)} (or rewards[i])" if names else ""
 
 
-def read_columns(path: str | Path, columns: list[str], optional: tuple[str, ...] = ()) -> dict[str, list]:
+def read_columns(path: str | Path, columns: list[str], optional: tuple[str, ...] = (),
+                 allow_partial: bool = False) -> dict[str, list]:
     """The named columns of a scored folder or file, as Python lists (missing optional ones left
     out). A name that is not a column may be one objective of a list column (see `objective`).
     Parts are read with the kept-column type rule: a column may be int in one part, text in another."""
@@ -76,10 +82,11 @@ def read_columns(path: str | Path, columns: list[str], optional: tuple[str, ...]
     import pyarrow.parquet as pq
 
     from rmscore.read import promote
+    from rmscore.store import conform
 
-    files = scored_files(path)
+    files = scored_files(path, allow_partial)
     schemas = {f: pq.read_schema(f) for f in files}
-    schema = promote.unify(list(schemas.values()))
+    schema = conform.folder_schema(files)
     names, metadata = schema.names, file_metadata(files[0])
     sources = {c: objective_source(schema, metadata, c) for c in columns if c not in names}
     missing = [c for c, source in sources.items() if source is None]
@@ -97,10 +104,11 @@ def read_columns(path: str | Path, columns: list[str], optional: tuple[str, ...]
     return out
 
 
-def scored_files(path: str | Path) -> list[Path]:
+def scored_files(path: str | Path, allow_partial: bool = False) -> list[Path]:
     """The part files of a scored folder (every part-*.parquet below it, so all shards of a sharded
-    run; hidden folders such as .rmscore/ and an interrupted spill are skipped), or one file."""
-    path = Path(path)
+    run; hidden folders such as .rmscore/ and an interrupted spill are skipped), or one file. Paths
+    are absolute, as given: no library may expand a literal "~" in them (pyarrow does)."""
+    path = Path(os.path.abspath(path))
     if path.is_file():
         if not path.name.endswith(".parquet"):
             raise InputError(f"{path} is not a Parquet file", "give the folder written by rmscore score -o")
@@ -110,9 +118,23 @@ def scored_files(path: str | Path) -> list[Path]:
                        if not any(d.startswith(".") for d in p.relative_to(path).parts))
         if not parts:
             raise InputError(f"{path} holds no part-*.parquet files", "give the folder written by rmscore score -o")
+        for folder in sorted({p.parent for p in parts}):
+            check_finished(folder, allow_partial)
         return parts
     raise InputError(f"scored input not found: {path}", "give the folder written by rmscore score -o, "
                                                          "or one of its .parquet files")
+
+
+def check_finished(folder: Path, allow_partial: bool = False) -> None:
+    """Refuse a folder written by `rmscore score` that mixes shard counts (its rows would count
+    twice) or whose shards have not all finished (unless `allow_partial`). Folders without
+    rmscore's .rmscore/ records are not checked."""
+    if not (folder / completion.META_DIR).is_dir() or not completion.shard_counts(folder):
+        return
+    count, missing = completion.missing_shards(folder)
+    if missing and not allow_partial:
+        raise layout.unfinished(folder, count, missing, read_manifests(folder), "run this command again, or "
+                                "pass --allow-partial to read the finished parts as they are")
 
 
 def usable(cols: dict[str, list], i: int, score_column: str = "score") -> bool:
@@ -145,11 +167,11 @@ def label(value, column: str) -> float | None:
 
 
 def read_groups(path: str | Path, label_column: str, answer_column: str | None = None,
-                score_column: str = "score") -> tuple[list[Group], Counter]:
+                score_column: str = "score", allow_partial: bool = False) -> tuple[list[Group], Counter]:
     """One best-of-N Group per prompt_id (sorted, so seeded estimates are reproducible) and the
     number of rows left out, by reason."""
     needed = ["prompt_id", score_column, label_column] + ([answer_column] if answer_column else [])
-    cols = read_columns(path, needed, ("status", "input_index", "completion_index"))
+    cols = read_columns(path, needed, ("status", "input_index", "completion_index"), allow_partial)
     skipped: Counter = Counter()
     by_prompt: dict[str, list[tuple]] = {}
     for i in range(len(cols["prompt_id"])):
