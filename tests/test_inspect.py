@@ -296,9 +296,14 @@ def test_nothing_scored_and_no_pairs_still_report(tmp_path):
     report, lines = inspect(tmp_path / "s", output=str(tmp_path / "out"))
     assert report["scored_rows"] == 0 and report["score"]["count"] == 0 and report["examples"]["highest"] == []
     assert report["length_bias"]["characters"]["all_rows"] is None and "score: no values" in "\n".join(lines)
+    # No blank PNGs with 0-1 axes (main drew them): a note instead, in inspect.json and on screen.
+    assert report["figures"] == {} and not list((tmp_path / "out").glob("*.png"))
+    assert report["figures_note"] in "\n".join(lines)
     out = tmp_path / "pairs.parquet"
     result = runner.invoke(app, ["build-pairs", str(tmp_path / "s"), "-o", str(out)])
     assert result.exit_code == 0, result.output
     report, lines = inspect(out, output=str(tmp_path / "pairs-out"))
     assert report["pairs"] == 0 and report["margin"]["count"] == 0
-    assert "0 pairs from 0 prompts" in lines[0] and set(report["figures"]) == {"margins", "length_ratio"}
+    assert "0 pairs from 0 prompts" in lines[0] and report["figures"] == {}
+    assert not list((tmp_path / "pairs-out").glob("*.png"))
+    assert "no figures: no pair has a finite margin" in "\n".join(lines)

@@ -44,8 +44,11 @@ def run_inspect(cfg: InspectConfig) -> InspectResult:
     plot = figures.available()
     files = _figures(content, cols, out) if plot else {}
     content["figures"] = {name: path.name for name, path in files.items()}
+    if plot and not files:
+        content["figures_note"] = figures.NOTHING[content["kind"]]
+    content = report.strict(content)
     files["report"] = out / "inspect.json"
-    files["report"].write_text(json.dumps(content, indent=2, default=str))
+    files["report"].write_text(json.dumps(content, indent=2, default=str, allow_nan=False))
     return InspectResult(content, text.lines(content), out, files, None if plot else figures.HINT)
 
 
@@ -61,7 +64,10 @@ def _is_pairs(cfg: InspectConfig) -> bool:
 
 
 def _figures(content: dict, cols, out: Path) -> dict[str, Path]:
+    """The PNGs, or none when there is nothing to draw (no scored row, no pair with a finite margin)."""
     if content["kind"] == "pairs":
-        return figures.pairs_figures(content, out)
+        return figures.pairs_figures(content, out) if content["margin"]["count"] else {}
+    if not content["scored_rows"]:
+        return {}
     sample = cols.sample  # (k,) the sampled scored rows: the scatter's points
     return figures.scored_figures(content, cols.chars[sample], cols.score[sample], out)

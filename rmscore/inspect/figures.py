@@ -14,6 +14,8 @@ from rmscore.evaluate.plots import figure
 from rmscore.inspect.text import short_model
 
 HINT = "pip install 'rmscore[plot]' for the PNGs (matplotlib)"
+NOTHING = {"scored": "no figures: no row has a scored status and a finite score",
+           "pairs": "no figures: no pair has a finite margin"}
 SCATTER_MAX = 3000  # up to this many points a scatter; more: a hexbin
 
 

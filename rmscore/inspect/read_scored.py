@@ -57,6 +57,7 @@ class ScoredColumns:
     groups: np.ndarray  # (rows,) prompt code, -1 when the row has no prompt_id
     steps: np.ndarray | None  # (rows,) step scores per completion (PRMs), -1 when null
     status: Counter
+    non_finite: Counter  # rows with a scored status (ok, truncated) but no finite score: NaN, +inf, -inf, null
     reasons: dict[str, Counter]  # status -> status_detail with numbers replaced by N -> rows
     sample: np.ndarray  # (k,) sorted global indices of the usable sampled rows
     drawn: int  # rows drawn for the sample, usable or not: all rows unless there are more than sample_rows
@@ -106,6 +107,7 @@ class _Accumulator:
         self.prompt_ids: list[pa.Array] = []
         self.wide: dict[str, list[np.ndarray]] = {}
         self.status: Counter = Counter()
+        self.non_finite: Counter = Counter()
         self.reasons: dict[str, Counter] = {}
         self.highest: list[Example] = []
         self.lowest: list[Example] = []
@@ -116,12 +118,15 @@ class _Accumulator:
         n = batch.num_rows
         if self.objective:
             column, index = self.objective
-            score = to_floats(pc.list_element(batch.column(column), index))
+            raw = pc.list_element(batch.column(column), index)
         else:
-            score = to_floats(batch.column(self.score_column))
+            raw = batch.column(self.score_column)
+        score = to_floats(raw)
         status = batch.column("status") if "status" in batch.schema.names else pa.nulls(n, pa.string())
-        usable = np.isfinite(score) & pc.is_in(status, pa.array(SCORED_STATUSES)).to_numpy(zero_copy_only=False)
+        scored = pc.is_in(status, pa.array(SCORED_STATUSES)).to_numpy(zero_copy_only=False)
+        usable = np.isfinite(score) & scored
         self._count_statuses(batch, status)
+        self._count_non_finite(score[scored], pc.is_null(raw).to_numpy(zero_copy_only=False)[scored])
         self.parts["score"].append(score)
         self.parts["usable"].append(usable)
         self.sizes.append(n)
@@ -138,6 +143,13 @@ class _Accumulator:
         self.parts["sample"].append(local + start)
         self._add_wide(batch, local)
         self._add_extremes(batch, score, usable, start)
+
+    def _count_non_finite(self, score: np.ndarray, null: np.ndarray) -> None:
+        """Rows whose status says scored, by what their score is instead of a finite number."""
+        for name, rows in (("null", null), ("NaN", np.isnan(score) & ~null), ("+inf", score == np.inf),
+                           ("-inf", score == -np.inf)):
+            if rows.any():
+                self.non_finite[name] += int(rows.sum())
 
     def _count_statuses(self, batch: pa.RecordBatch, status: pa.Array) -> None:
         status = status.fill_null("(none)")
@@ -191,7 +203,8 @@ class _Accumulator:
         self.prompt_ids = []
         groups = to_ints(prompt_ids.dictionary_encode().indices) if len(prompt_ids) else np.zeros(0, np.int32)
         return ScoredColumns(files, metadata, self.score_column, total, joined["score"], joined["usable"],
-                             joined["chars"], joined["tokens"], groups, joined["steps"], self.status, self.reasons,
+                             joined["chars"], joined["tokens"], groups, joined["steps"], self.status, self.non_finite,
+                             self.reasons,
                              joined["sample"], len(self.drawn), wide, self.highest, self.lowest)
 
 

@@ -9,6 +9,7 @@ prompt length.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import numpy as np
@@ -30,6 +31,7 @@ def scored_report(cols: ScoredColumns, inputs: list[str], texts: bool = True) ->
         "score_column": cols.score_column,
         "rows": cols.rows,
         "scored_rows": int(ok.sum()),
+        "non_finite": dict(cols.non_finite),  # status ok/truncated but no finite score: left out of every statistic
         "status": {s: {"rows": n, "reasons": dict(cols.reasons.get(s, Counter()).most_common())}
                    for s, n in cols.status.most_common()},
         "score": stats.summary(cols.score[ok]) | {"histogram": stats.histogram(cols.score[ok])},
@@ -121,6 +123,17 @@ def pairs_report(cols: PairColumns) -> dict:
         "length": stats.length_ratios(cols.chars_chosen[have], cols.chars_rejected[have]),
         "length_bias": {"characters": {"within_prompts": pair_groups_bias(cols)}},
     }
+
+
+def strict(value):
+    """`value` with every float that is not finite as None: inspect.json is strict JSON."""
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def pair_groups_bias(cols: PairColumns) -> dict:

@@ -5,6 +5,10 @@ average rank (what scipy.stats.spearmanr computes). Within groups (prompts), eac
 correlation is computed on ranks taken inside that group, then the groups are averaged with equal
 weight: the length bias one prompt's pairs inherit. A group where either variable is constant has
 no correlation and is counted as skipped, never as 0.
+
+Summaries and histograms are over the finite values; the others are counted (`non_finite`). They
+are computed on the values divided by the largest magnitude, then scaled back, so scores near
+1e308 give no overflow (a mean, std or quantile of inf) either.
 """
 
 from __future__ import annotations
@@ -16,24 +20,35 @@ BINS = 40
 
 
 def summary(values: np.ndarray) -> dict:
-    """count, mean, std (population), min, quantiles (linear interpolation) and max."""
-    values = np.asarray(values, dtype=np.float64)
+    """count, mean, std (population), min, quantiles (linear interpolation) and max of the finite
+    values; `non_finite` counts the others (NaN, +-inf), when there are any."""
+    values, scale, left_out = _scaled(values)
+    counted = {"non_finite": left_out} if left_out else {}
     if not len(values):
-        return {"count": 0}
-    qs = np.quantile(values, QUANTILES)
-    return {"count": int(len(values)), "mean": float(values.mean()), "std": float(values.std()),
-            "min": float(values.min()), **{f"p{round(q * 100)}": float(v) for q, v in zip(QUANTILES, qs)},
-            "max": float(values.max())}
+        return {"count": 0} | counted
+    qs = np.quantile(values, QUANTILES) * scale
+    return {"count": int(len(values)), "mean": float(values.mean() * scale), "std": float(values.std() * scale),
+            "min": float(values.min() * scale), **{f"p{round(q * 100)}": float(v) for q, v in zip(QUANTILES, qs)},
+            "max": float(values.max() * scale)} | counted
+
+
+def _scaled(values: np.ndarray) -> tuple[np.ndarray, float, int]:
+    """(finite values / their largest magnitude, that magnitude, how many values were not finite)."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    scale = float(np.abs(finite).max()) if len(finite) else 1.0
+    scale = scale or 1.0
+    return finite / scale, scale, int(len(values) - len(finite))
 
 
 def histogram(values: np.ndarray, bins: int = BINS, log2: bool = False) -> dict:
-    """Counts over equal-width bins from min to max (of log2(values) when log2 is set)."""
-    values = np.asarray(values, dtype=np.float64)
-    values = values[np.isfinite(values)]
+    """Counts over equal-width bins from min to max of the finite values (of log2(values) when
+    log2 is set)."""
+    values, scale, _ = _scaled(values)
     if not len(values):
         return {"edges": [], "counts": []}
     counts, edges = np.histogram(values, bins=bins)
-    return {"edges": edges.tolist(), "counts": counts.tolist(), "log2": log2}
+    return {"edges": (edges * scale).tolist(), "counts": counts.tolist(), "log2": log2}
 
 
 def integer_histogram(values: np.ndarray) -> dict:
@@ -123,19 +138,24 @@ def within_groups(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> dict:
 
 
 def length_ratios(chosen: np.ndarray, rejected: np.ndarray) -> dict:
-    """How much longer the chosen texts are than the rejected ones, pair by pair."""
+    """How much longer the chosen texts are than the rejected ones, pair by pair. The ratio has
+    one denominator: the pairs where both answers have text (`ratio.count`); the pairs with an
+    empty answer are counted in `ratio.left_out`."""
     chosen, rejected = np.asarray(chosen, np.float64), np.asarray(rejected, np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = chosen / rejected  # (pairs,) inf when the rejected text is empty
-    finite = ratio[np.isfinite(ratio) & (ratio > 0)]
-    n = max(len(chosen), 1)
+    both = (chosen > 0) & (rejected > 0)
+    ratio = chosen[both] / rejected[both]  # (pairs with both texts,)
+    n, m = max(len(chosen), 1), max(len(ratio), 1)
+    left_out = {"empty_chosen": int(((chosen <= 0) & (rejected > 0)).sum()),
+                "empty_rejected": int(((chosen > 0) & (rejected <= 0)).sum()),
+                "both_empty": int(((chosen <= 0) & (rejected <= 0)).sum())}
     return {
         "pairs": int(len(chosen)),
         "chosen_longer": float((chosen > rejected).sum() / n),
         "same_length": float((chosen == rejected).sum() / n),
         "chosen_shorter": float((chosen < rejected).sum() / n),
-        "ratio": summary(finite) | {"over_1.5": float((ratio > 1.5).sum() / n), "over_2": float((ratio > 2).sum() / n)},
-        "histogram": histogram(np.log2(finite), log2=True),
+        "ratio": summary(ratio) | {"over_1.5": float((ratio > 1.5).sum() / m), "over_2": float((ratio > 2).sum() / m),
+                                   "left_out": left_out},
+        "histogram": histogram(np.log2(ratio), log2=True),
         "chars_chosen": summary(chosen),
         "chars_rejected": summary(rejected),
     }

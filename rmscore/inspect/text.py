@@ -18,6 +18,10 @@ def scored_lines(r: dict) -> list[str]:
            f"{r['rows']:,} rows, {r['scored_rows']:,} scored ({_pct(r['scored_rows'], r['rows'])}), "
            f"model {short_model(r['model'])} ({r['model_type']}), column {r['score_column']}"]
     out += _status_lines(r["status"], r["rows"])
+    if r.get("non_finite"):
+        found = ", ".join(f"{kind} {n:,}" for kind, n in r["non_finite"].items())
+        out.append(f"  not finite: {sum(r['non_finite'].values()):,} rows with status ok/truncated have no finite "
+                   f"{r['score_column']} ({found}); left out of every statistic below")
     out.append(f"  {r['score_column']}: {_summary(r['score'])}")
     for name, values in r["length"].items():
         unit = "chars" if name == "characters" else "tokens (prompt included)"
@@ -27,6 +31,8 @@ def scored_lines(r: dict) -> list[str]:
         out += _objective_lines(r["objectives"], r["sample"])
     if "steps" in r:
         out += _step_lines(r["steps"], r["sample"])
+    if r.get("figures_note"):
+        out.append(f"  {r['figures_note']}")
     for side in ("highest", "lowest"):
         if not r["examples"][side]:
             continue
@@ -37,7 +43,8 @@ def scored_lines(r: dict) -> list[str]:
 
 def pairs_lines(r: dict) -> list[str]:
     n, length = r["pairs"], r["length"]
-    ratio = length["ratio"]
+    ratio, left_out = length["ratio"], sum(length["ratio"]["left_out"].values())
+    empty = f"; {left_out:,} with an empty answer left out" if left_out else ""
     settings = r.get("build_pairs") or {}
     rule = f", rule {settings['rule']}" if "rule" in settings else ""
     cap = settings.get("max_length_ratio")
@@ -46,11 +53,14 @@ def pairs_lines(r: dict) -> list[str]:
            f"  margin: {_summary(r['margin'])}",
            f"  chosen longer than rejected: {_pct(length['chosen_longer'] * n, n)} of pairs "
            f"(same length {_pct(length['same_length'] * n, n)}, shorter {_pct(length['chosen_shorter'] * n, n)})",
-           f"  length ratio chosen/rejected (chars): median {_num(ratio.get('p50'))}, p95 {_num(ratio.get('p95'))}; "
-           f"over 1.5x {_pct(ratio['over_1.5'] * n, n)}, over 2x {_pct(ratio['over_2'] * n, n)}",
+           f"  length ratio chosen/rejected (chars, {ratio['count']:,} pairs{empty}): median "
+           f"{_num(ratio.get('p50'))}, p95 {_num(ratio.get('p95'))}; over 1.5x {_pct(ratio['over_1.5'], 1)}, "
+           f"over 2x {_pct(ratio['over_2'], 1)}",
            f"  mean length: chosen {_num(length['chars_chosen'].get('mean'), 0)} chars, "
            f"rejected {_num(length['chars_rejected'].get('mean'), 0)} chars"]
     out += _bias_lines(r["length_bias"])
+    if r.get("figures_note"):
+        out.append(f"  {r['figures_note']}")
     return out
 
 
@@ -97,7 +107,7 @@ def _step_lines(s: dict, sample: dict) -> list[str]:
 
 
 def _example_lines(e: dict) -> list[str]:
-    head = f"    {e['score']:+.3f}  {e['chars']:,} chars  prompt {e['prompt_id']}"
+    head = f"    {_num(e['score'], sign='+')}  {e['chars']:,} chars  prompt {e['prompt_id']}"
     if "completion" not in e:
         return [head + "  (text hidden: --no-text)"]
     out = [head]
@@ -117,19 +127,25 @@ def short_model(model: str | None) -> str:
 
 
 def _summary(s: dict, digits: int = 3) -> str:
+    left_out = f"  ({s['non_finite']:,} not finite, left out)" if s.get("non_finite") else ""
     if not s.get("count"):
-        return "no values"
+        return "no values" + left_out
     q = " ".join(f"{k} {_num(s[k], digits)}" for k in ("p5", "p50", "p95"))
     return (f"n {s['count']:,}  mean {_num(s['mean'], digits)}  std {_num(s['std'], digits)}  "
-            f"min {_num(s['min'], digits)}  {q}  max {_num(s['max'], digits)}")
+            f"min {_num(s['min'], digits)}  {q}  max {_num(s['max'], digits)}{left_out}")
 
 
 def _sampled(sample: dict) -> str:
     return f" (sample of {sample['rows']:,} of {sample['of']:,} rows)" if sample["is_sample"] else ""
 
 
-def _num(value, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:,.{digits}f}"
+def _num(value, digits: int = 3, sign: str = "") -> str:
+    """Fixed point up to a billion; beyond, 1.235e+300 (4 significant digits), not 300 digits."""
+    if value is None:
+        return "n/a"
+    if abs(value) >= 1e9:
+        return f"{value:{sign}.4g}"
+    return f"{value:{sign},.{digits}f}"
 
 
 def _signed(value) -> str:
