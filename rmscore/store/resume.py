@@ -346,9 +346,12 @@ class ShardState:
 
     def finish(self, limit: int | None, damage: str | None = None) -> None:
         """Every part of the folder to one schema (rmscore/store/conform.py), then the marker
-        `rmscore merge` and the readers look for, written last."""
-        with lock.FolderLock(self.out_dir, self.dist):
-            rewritten = conform.conform(self.out_dir)
+        `rmscore merge` and the readers look for, written last. Only kept columns change type from
+        part to part: without them there is nothing to conform, and no part footer is read."""
+        rewritten = 0
+        if self.manifest["settings"]["keep_columns"]:
+            with lock.FolderLock(self.out_dir, self.dist):
+                rewritten = conform.conform(self.out_dir)
         if rewritten:
             self.log(f"rewrote {rewritten} part(s) so that every part of {self.out_dir} has one schema")
         completion.mark_done(self.out_dir, self.stem, {"rows": self.rows, "parts": len(self.manifest["parts"]),
