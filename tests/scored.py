@@ -25,13 +25,14 @@ def keys_of(rows: list[dict]) -> list[tuple[int, int]]:
     return [(r["input_index"], r["completion_index"]) for r in rows]
 
 
-def assert_same_rows(got: list[dict], want: list[dict]) -> None:
-    """Same rows, each once, same values; scores equal up to float rounding."""
+def assert_same_rows(got: list[dict], want: list[dict], tol: float = TOL) -> None:
+    """Same rows, each once, same values; scores equal up to float rounding (`tol`)."""
     assert len(set(keys_of(got))) == len(got), "duplicated rows"
     assert keys_of(got) == keys_of(want), "missing or extra rows"
     for g, w in zip(got, want):
         g, w = dict(g), dict(w)
-        assert abs(g.pop("score") - w.pop("score")) < TOL, (g, w)
+        assert abs(g["score"] - w["score"]) < tol, (g, w)
+        g.pop("score"), w.pop("score")
         assert g == w
 
 

@@ -73,3 +73,19 @@ def test_process_reward_model_under_flex(tmp_path, write_jsonl):
     rows = [{"prompt": r["prompt"], "steps": s["steps"]} for r in step_rows(2, seed=14) for s in step_rows(2, seed=15)]
     expected = {(i, 0): reference(r["prompt"], r["steps"]) for i, r in enumerate(rows)}
     check_paths(prm, rows, expected, write_jsonl, tmp_path, key="step_scores")
+
+
+def test_flex_on_cuda_with_a_head_dim_under_16_refuses_before_loading(tiny_models, monkeypatch):
+    """Inductor's Triton flex kernel cannot take head dim 8 (the tiny models'): the first forward
+    failed deep in torch.compile on the H200 (2026-12-04). Now the load refuses, in one line."""
+    import torch
+
+    from rmscore.config import ModelConfig
+    from rmscore.errors import ModelError
+    from rmscore.models import load_model, loading
+
+    monkeypatch.setattr(loading, "resolve_device", lambda name: torch.device(name))  # as if CUDA were here
+    with pytest.raises(ModelError, match="flex attention on CUDA needs a head dimension of at least 16; .* has 8"):
+        load_model(ModelConfig(str(tiny_models["llama"]), device="cuda", **FLEX))
+    loading.check_attention(ModelConfig("m", device="cpu", **FLEX), {"hidden_size": 32, "num_attention_heads": 4})
+    loading.check_attention(ModelConfig("m", device="cuda", **FLEX), {"head_dim": 16, "num_attention_heads": 4})

@@ -110,6 +110,59 @@ def test_out_of_memory_splits_and_keeps_every_row_once(tiny_models):
     assert summary.oom_retries == before
 
 
+class FakeDevice:
+    """Memory of a pretend GPU: a block counts while something holds it, as a CUDA tensor does."""
+
+    def __init__(self, size):
+        self.size, self.used = size, 0
+
+    def take(self, n):
+        if self.used + n > self.size:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        self.used += n
+        return Block(self, n)
+
+
+class Block:
+    def __init__(self, device, n):
+        self.device, self.n = device, n
+
+    def __del__(self):
+        self.device.used -= self.n
+
+
+class HoldingRunner(FlakyRunner):
+    """Allocates as a real forward does: the inputs first, then activations that may not fit. A
+    failed forward's inputs stay held for as long as something keeps its frame."""
+
+    def __init__(self, runner, device):
+        super().__init__(runner, limit=None)
+        self.device = device
+
+    def outputs(self, batch, inputs=None, max_tokens=None):
+        tokens = self.runner.cost(batch).padded
+        ids = self.device.take(tokens)  # noqa: F841  (held by this frame, like a tensor local)
+        self.device.take(8 * tokens)  # activations
+        return self.runner.outputs(batch, inputs, max_tokens)
+
+
+def test_out_of_memory_retries_after_the_failed_forward_is_freed(tiny_models):
+    """The retry must not run while the error's traceback holds the failed forward's memory: on a
+    GPU the halves, and at last single rows, ran out of memory too (device check, 2026-12-04)."""
+    model, _ = load_model(ModelConfig(str(tiny_models["llama"])))
+    samples = [Sample(i, j, None, [{"role": "user", "content": r["prompt"]}], True, c)
+               for i, r in enumerate(completions_rows(n_prompts=4, n_completions=4, seed=7)) for j, c in enumerate(r["completions"])]
+    longest = max(len(e) for e in model.encode(samples))
+    device = FakeDevice(9 * longest + 8)  # any row fits alone, on an otherwise empty device
+    runners = Runners(model, "padded")
+    runners.padded = HoldingRunner(runners.padded, device)
+    summary = RunSummary("x")
+    out = Scorer(model, runners, 2048, BatchConfig(max_tokens_per_batch=100_000), summary).score_window(samples)
+    assert summary.oom_retries > 0
+    assert [r["status"] for r in out] == ["ok"] * len(samples)
+    assert device.used == 0
+
+
 def test_prefetch_keeps_order_and_raises():
     from rmscore.score.pipeline import prefetch
 
@@ -222,3 +275,39 @@ def test_heads_leave_outputs_on_the_device(tiny_models, tmp_path):
         assert kept.add(batch, outputs) == 0 and kept.add(batch, runner.score(batch)) == 2
         rows = kept.rows()
         assert rows[:2] == rows[2:] == runner.score(batch)  # device copy and direct dicts agree
+
+
+def test_bucket_lengths_are_few_and_never_cut_a_row():
+    from rmscore.score.forward.packed import bucket_length
+
+    assert [bucket_length(n, 65_536) for n in (1, 1000, 1025, 40_000, 65_000, 65_536)] == \
+        [1024, 1024, 2048, 65_536, 65_536, 65_536]
+    assert bucket_length(300, 600) == 600 and bucket_length(9000, 4096) == 9000  # a long row runs alone
+    assert len({bucket_length(n, 65_536) for n in range(1, 65_537)}) == 7
+
+
+def test_packed_rows_padded_to_buckets_score_like_batch_size_one(tiny_models):
+    """On flex, packed rows are padded to a few lengths (compiled shapes); the pad is a sequence of
+    its own that no row reads or attends to. Checked here on sdpa, which masks it the same way."""
+    model, _ = load_model(ModelConfig(str(tiny_models["llama"])))
+    rows = shared_prompt_rows(n_prompts=3, n_completions=4, seed=8) + completions_rows(n_prompts=3, n_completions=3, seed=9)
+    samples = [Sample(i, j, None, [{"role": "user", "content": r["prompt"]}], True, c)
+               for i, r in enumerate(rows) for j, c in enumerate(r["completions"])]
+    plain = Scorer(model, Runners(model, "padded"), 2048, BatchConfig(max_tokens_per_batch=1), RunSummary("p"))
+    expected = [r["score"] for r in plain.score_window(samples)]
+    runners = Runners(model, "packed")
+    runners.packed.bucketed = True
+    widths = []
+    collate = runners.packed.collate
+
+    def recording(batch, max_tokens=None):
+        inputs = collate(batch, max_tokens)
+        widths.append(inputs["input_ids"].shape[1])
+        return inputs
+
+    runners.packed.collate = recording
+    summary = RunSummary("b")
+    out = Scorer(model, runners, 2048, BatchConfig(max_tokens_per_batch=1500), summary).score_window(samples)
+    assert max(abs(r["score"] - e) for r, e in zip(out, expected)) < TOL
+    assert len(widths) > 1 and set(widths) <= {1024, 1500}, widths
+    assert summary.padded_tokens == sum(widths) > summary.computed_tokens

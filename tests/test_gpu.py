@@ -109,11 +109,27 @@ def test_device_map_auto_scores_like_the_reference(tiny_models, write_jsonl, tmp
     assert max(abs(r["score"] - expected[(r["input_index"], r["completion_index"])]) for r in out) < 1e-4
 
 
+@pytest.fixture(scope="module")
+def llama_head_dim_16(tmp_path_factory):
+    """The tiny Llama has head dim 8; Inductor's Triton flex kernel needs at least 16."""
+    from tiny import save_seq_cls
+
+    return save_seq_cls(tmp_path_factory.mktemp("models") / "llama-hd16", "llama", "llama3", head_dim=16)
+
+
 @pytest.mark.parametrize("path", ["padded", "packed", "prompt-reuse"])
-def test_flex_attention_on_the_gpu(tiny_models, write_jsonl, tmp_path, path):
+def test_flex_attention_on_the_gpu(llama_head_dim_16, write_jsonl, tmp_path, path):
     rows = shared_prompt_rows(n_prompts=3, n_completions=3, seed=35)
-    expected = reference_scores(tiny_models["llama"], rows)
-    summary, out = score(write_jsonl(rows), tiny_models["llama"], tmp_path / path, 600, forward=path, device="cuda",
+    expected = reference_scores(llama_head_dim_16, rows)
+    summary, out = score(write_jsonl(rows), llama_head_dim_16, tmp_path / path, 600, forward=path, device="cuda",
                          dtype="float32", attn_implementation="flex_attention")
     assert path in summary.forward_path
     assert max(abs(r["score"] - expected[(r["input_index"], r["completion_index"])]) for r in out) < 1e-4
+
+
+def test_flex_attention_with_a_small_head_dim_refuses_before_scoring(tiny_models, write_jsonl, tmp_path):
+    from rmscore.errors import ModelError
+
+    with pytest.raises(ModelError, match="head dimension of at least 16"):
+        score(write_jsonl(shared_prompt_rows(n_prompts=1, n_completions=2, seed=36)), tiny_models["llama"],
+              tmp_path / "o", 600, device="cuda", attn_implementation="flex_attention")

@@ -84,7 +84,7 @@ def build_tokenizer(style: str = "llama3", vocab_size: int = 400, extra_tokens: 
     return fast
 
 
-def seq_cls_model(arch: str, vocab_size: int, pad_token_id: int, num_labels: int = 1, seed: int = 0):
+def seq_cls_model(arch: str, vocab_size: int, pad_token_id: int, num_labels: int = 1, seed: int = 0, **overrides):
     import torch
     from transformers import (
         Gemma2Config, Gemma2ForSequenceClassification, LlamaConfig, LlamaForSequenceClassification, Qwen2Config,
@@ -98,7 +98,7 @@ def seq_cls_model(arch: str, vocab_size: int, pad_token_id: int, num_labels: int
     }
     config_cls, model_cls, extra = classes[arch]
     config = config_cls(
-        **ARCH, **extra, vocab_size=vocab_size, num_labels=num_labels, pad_token_id=pad_token_id,
+        **{**ARCH, **extra, **overrides}, vocab_size=vocab_size, num_labels=num_labels, pad_token_id=pad_token_id,
         max_position_embeddings=2048, tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
@@ -110,12 +110,13 @@ def seq_cls_model(arch: str, vocab_size: int, pad_token_id: int, num_labels: int
 
 
 def save_seq_cls(directory: Path, arch: str = "llama", style: str = "llama3", pad: str = "<pad>",
-                 num_labels: int = 1) -> Path:
+                 num_labels: int = 1, **overrides) -> Path:
     """Save a tiny seq-cls checkpoint. `pad` is the token whose id goes into config.pad_token_id:
-    '<pad>' (a dedicated pad, the safe case) or the eos token (the pad = eos trap)."""
+    '<pad>' (a dedicated pad, the safe case) or the eos token (the pad = eos trap). `overrides`
+    change the config (e.g. head_dim=16 for flex attention on CUDA)."""
     tokenizer = build_tokenizer(style)
     pad_id = tokenizer.convert_tokens_to_ids(pad)
-    model = seq_cls_model(arch, len(tokenizer), pad_id, num_labels)
+    model = seq_cls_model(arch, len(tokenizer), pad_id, num_labels, **overrides)
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)

@@ -41,7 +41,7 @@ def doctor(
       rmscore doctor -m RLHFlow/ArmoRM-Llama3-8B-v0.1
       rmscore doctor -m HuggingFaceTB/SmolLM2-135M-Instruct --model-type lm-judge --score-tokens 'Yes No'
     """
-    from rmscore.doctor.checks import run_doctor
+    from rmscore.doctor.checks import NOISE_FACTOR, run_doctor
 
     cfg = o.model_config(locals())
     report = run_doctor(cfg, log=lambda text: echo(f"[rmscore] {text}"))
@@ -50,7 +50,8 @@ def doctor(
     typer.echo(f"batching: {verdict}: {report.probes} probes scored one per forward and batched "
                f"({', '.join(report.paths)}); largest difference {report.max_diff:.3g}"
                + (f" ({report.worst})" if report.worst else "")
-               + f"; tolerance {atol:g} + {rtol:g}*|x| for {report.dtype}")
+               + f"; tolerance {atol:g} + {rtol:g}*|x| + {NOISE_FACTOR} x kernel noise {report.noise:.2g}"
+               f" for {report.dtype}")
     for line in report.problems + report.notes:
         typer.echo(f"  {line}")
     typer.echo(f"golden check: {report.golden}")

@@ -90,9 +90,10 @@ def check_fits(name: str, hf_config: dict, path: str) -> None:
 def load_model(cfg: ModelConfig, check=None):
     """Load the adapter for cfg.path; returns (model, family name). check(adapter class, name), if
     given, runs before any weights load, so a mismatched input stops the run before a long load."""
-    from rmscore.models.loading import read_hf_config
+    from rmscore.models.loading import check_attention, read_hf_config
 
     hf_config = {**read_hf_config(cfg), PATH_KEY: cfg.path}
+    check_attention(cfg, hf_config)
     if cfg.model_type == "auto":
         name = detect(hf_config, cfg.path, cfg.trust_remote_code)
     else:

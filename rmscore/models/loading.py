@@ -37,6 +37,27 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return getattr(torch, name)
 
 
+# Inductor's Triton flex-attention kernel needs head dim >= 16 (tl.dot); its CPU kernel does not.
+FLEX_MIN_HEAD_DIM = 16
+
+
+def check_attention(cfg: ModelConfig, hf_config: dict) -> None:
+    """Refuse, before any weight loads, an attention backend that cannot run this model here:
+    otherwise the first forward fails deep inside torch.compile, mid-run."""
+    if cfg.attn_implementation != "flex_attention":
+        return
+    on_cuda = resolve_device(cfg.device).type == "cuda" or bool(cfg.device_map and torch.cuda.is_available())
+    text = hf_config.get("text_config") or hf_config
+    heads = text.get("num_attention_heads")
+    head_dim = text.get("head_dim") or (text["hidden_size"] // heads if heads and text.get("hidden_size") else None)
+    if on_cuda and head_dim is not None and head_dim < FLEX_MIN_HEAD_DIM:
+        raise ModelError(
+            f"flex attention on CUDA needs a head dimension of at least {FLEX_MIN_HEAD_DIM}; "
+            f"{cfg.path} has {head_dim}",
+            "drop --attn-implementation flex_attention (sdpa, the default, gives the same scores)",
+        )
+
+
 def read_hf_config(cfg: ModelConfig) -> dict:
     """config.json as a plain dict. Read raw, so auto-detection never runs remote code."""
     if cfg.gguf_file:

@@ -7,6 +7,7 @@ exactly one output row, in input order: scored, or with a status saying why not.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 from array import array
 from dataclasses import dataclass
@@ -159,6 +160,12 @@ class Scorer:
         try:
             outputs = runner.outputs(batch, inputs, self.budget)
         except torch.cuda.OutOfMemoryError:
+            outputs = None
+        # Retried only once out of the except block: while in it, the error's traceback keeps every
+        # frame of the failed forward alive, and with them the activations it had allocated, so
+        # the halves (and in the end single rows) would run out of memory too (PyTorch FAQ, "My out
+        # of memory exception handler can't allocate memory").
+        if outputs is None:
             return self._back_off(runner, batch, cost.padded, kept)
         self.summary.count_batch(cost)
         first = kept.add(batch, outputs)
@@ -168,6 +175,7 @@ class Scorer:
                   kept: WindowOutputs) -> list[tuple[int | None, RowError | None]]:
         """Halve the budget for the rest of the run and score the batch again in two halves.
         Every row is still scored exactly once; a row that fails alone gets a status."""
+        gc.collect()  # frames of the failed forward caught in reference cycles
         if self.model.device.type == "cuda":
             torch.cuda.empty_cache()
         self.summary.oom_retries += 1

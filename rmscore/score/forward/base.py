@@ -29,6 +29,7 @@ class Cost:
 
 class Runner:
     name: str
+    layout: str | None = None  # "padded" / "packed": what transformers need not read off the device
 
     def __init__(self, model):
         self.model = model
@@ -70,7 +71,10 @@ class Runner:
         return {k: v.to(self.model.device, non_blocking=True) for k, v in inputs.items()}
 
     def backbone(self, **inputs):
-        out = self.model.backbone(**inputs, **self.model.backbone_kwargs)
+        from rmscore.score.forward.known_layout import known_layout
+
+        with known_layout(self.layout if self.model.is_causal else None):
+            out = self.model.backbone(**inputs, **self.model.backbone_kwargs)
         return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
 

@@ -9,6 +9,13 @@ The traps (transformers 5, see docs/performance.md §1.5), each avoided here on 
 On flash-attention backends the sequence boundaries go in as cu_seq_lens (no per-layer host sync);
 on flex_attention transformers builds a block-sparse mask from the position ids. sdpa and eager
 build a dense T x T mask, correct but quadratic: the auto path never packs on them.
+
+flex_attention is compiled (transformers wraps it in torch.compile, and create_block_mask too),
+and every new row length is a new shape: a recompile of tens of seconds on a GPU, and past
+torch._dynamo's recompile limit (8) it runs uncompiled, materialising the T x T scores. So on flex
+a packed row is padded, with a pad "sequence" of its own, to a few lengths only (bucket_length):
+powers of two from 1,024 up to the budget. Rows packed up to the budget, as plan_packed packs
+them, all take one shape.
 """
 
 from __future__ import annotations
@@ -24,23 +31,37 @@ from rmscore.score.records import Encoded
 
 class PackedForward(Runner):
     name = "packed"
+    layout = "packed"
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.bucketed = attn_implementation(model) == "flex_attention"  # compiled: few shapes, please
+        self.max_tokens = 4096  # set by plan() and collate(): the budget, the largest bucket
 
     def plan(self, encs: list[Encoded], max_tokens: int, max_rows: int) -> list[list[int]]:
+        self.max_tokens = max_tokens
         return plan_packed([len(e) for e in encs], max_tokens, max_rows)
 
     def cost(self, batch: list[Encoded]) -> Cost:
         real = sum(len(e) for e in batch)
-        return Cost(real, real, real)
+        return Cost(real, real, self.width(real))
+
+    def width(self, total: int) -> int:
+        return bucket_length(total, self.max_tokens) if self.bucketed else total
 
     def collate(self, batch: list[Encoded], max_tokens: int | None = None) -> dict:
+        if max_tokens is not None:
+            self.max_tokens = max_tokens
         lengths = [len(e) for e in batch]
-        total = sum(lengths)
+        pad = self.width(sum(lengths)) - sum(lengths)
+        segments = lengths + ([pad] if pad else [])  # the pad tokens: one more sequence, read by nobody
+        total = sum(segments)
         inputs = {
-            "input_ids": self.tensor([t for e in batch for t in e.ids], 1, total),  # (1, T)
-            "position_ids": self.tensor([p for n in lengths for p in range(n)], 1, total),  # (1, T)
+            "input_ids": self.tensor([t for e in batch for t in e.ids] + [self.model.pad_id] * pad, 1, total),  # (1, T)
+            "position_ids": self.tensor([p for n in segments for p in range(n)], 1, total),  # (1, T)
         }
         if is_varlen(self.model):
-            bounds = [0, *accumulate(lengths)]
+            bounds = [0, *accumulate(segments)]
             inputs["cu_seq_lens_q"] = inputs["cu_seq_lens_k"] = self.tensor(bounds, len(bounds), dtype=torch.int32)
         starts = [0, *accumulate(lengths)][:-1]
         cols = [start + p for start, e in zip(starts, batch) for p in e.positions]
@@ -55,6 +76,12 @@ class PackedForward(Runner):
             kwargs["max_length_q"] = kwargs["max_length_k"] = max(len(e) for e in batch)
         hidden = self.backbone(**kwargs)  # (1, T, H)
         return gather(hidden, inputs["read_rows"], inputs["read_cols"])  # (sum positions, H)
+
+
+def bucket_length(total: int, budget: int) -> int:
+    """The length a compiled (flex) packed row is padded to: the next power of two from 1,024,
+    capped at the budget, never below the row itself (a row longer than the budget runs alone)."""
+    return max(total, min(budget, 1 << max(10, (total - 1).bit_length())))
 
 
 def attn_implementation(model) -> str:

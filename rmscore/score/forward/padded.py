@@ -19,6 +19,7 @@ from rmscore.score.records import Encoded
 
 class PaddedForward(Runner):
     name = "padded"
+    layout = "padded"
 
     def plan(self, encs: list[Encoded], max_tokens: int, max_rows: int) -> list[list[int]]:
         return plan_batches([len(e) for e in encs], max_tokens, max_rows)
