@@ -3,6 +3,7 @@
     python bench/run.py --preset cpu-long --repeat 3   # issue 12's long-tailed CPU workload, ~15 min
     python bench/run.py --preset cpu                   # short rows, 2 CPU cores, about 3 minutes
     python bench/run.py --preset gpu-8b --out $OUT     # Llama-3-8B-sized random weights, bf16, one GPU
+    python bench/run.py --preset gpu-8b-quick --out $OUT  # the same model on half the rows (device check)
     python bench/run.py --preset gpu-1b
     python bench/run.py --preset cpu-long --scorers rmscore-padded,rmscore-prompt-reuse --budgets 512,1024,2048
 
@@ -12,7 +13,7 @@ rows/s, padding efficiency (tokens computed without padding / tokens computed wi
 memory, the largest score difference from the per-example scorer, and on GPU the model FLOP
 utilisation against the measured bf16 GEMM peak and the 989 TFLOP/s spec. Each scorer runs in its
 own process (one torch thread on CPU); --repeat N runs N rounds over all scorers and reports each
-one's median round.
+one's median round. The table is rewritten after every scorer (marked partial until the last).
 """
 
 from __future__ import annotations
@@ -130,31 +131,43 @@ def main() -> None:
     runs: dict[str, list[dict]] = {}
     # Rounds: every scorer once per round, so a burst of load on a shared machine hits all of
     # them alike instead of one scorer's every repeat.
+    # Measured first, so every partial table below has its MFU columns.
+    peak = gemm_peak() if preset.device == "cuda" else None
+    device = platform.processor() or platform.machine()
+    if preset.device == "cuda":
+        import torch
+
+        device = torch.cuda.get_device_name()
+        torch.cuda.empty_cache()
+    planned = args.repeat * sum(len(budgets) if n.startswith("rmscore") and budgets else 1 for n in args.scorers.split(","))
     for round_ in range(args.repeat):
         for name in args.scorers.split(","):
             for budget in (budgets if name.startswith("rmscore") and budgets else [None]):
                 label = f"{name}@{budget}" if budget else name
                 print(f"[bench] {args.preset} round {round_ + 1}/{args.repeat}: {label} ...", file=sys.stderr, flush=True)
                 runs.setdefault(label, []).append(run_child(args.preset, name, out_dir, 1, budget))
-    results = {label: median_run(r) for label, r in runs.items()}
-    peak = gemm_peak() if preset.device == "cuda" else None
-    rows = summarise(preset, results, peak)
-    device = platform.processor() or platform.machine()
-    if preset.device == "cuda":
-        import torch
+                # The table so far, rewritten after every scorer: a run cut short (a time limit, a
+                # scorer that fails) still leaves the figures of every scorer that finished.
+                done = sum(len(r) for r in runs.values())
+                write_table(args, preset, runs, peak, device, start, load_at_start, done, planned)
 
-        device = torch.cuda.get_device_name()
+
+def write_table(args, preset, runs: dict, peak, device: str, start: float, load_at_start, done: int, planned: int):
+    results = {label: median_run(r) for label, r in runs.items()}
+    rows = summarise(preset, results, peak)
     first = next(iter(results.values()))
     header = (f"preset {args.preset}, {len(first['lengths'])} rows, {sum(first['lengths']):,} tokens, device {device}"
               + (f", measured bf16 GEMM peak {peak / 1e12:.0f} TFLOP/s" if peak else ", 1 torch thread per process")
               + (f", median of {args.repeat} rounds" if args.repeat > 1 else "")
-              + f", {time.strftime('%Y-%m-%d')}, total {time.perf_counter() - start:.0f} s")
+              + f", {time.strftime('%Y-%m-%d')}, total {time.perf_counter() - start:.0f} s"
+              + ("" if done == planned else f" (partial: {done} of {planned} scorer runs so far)"))
     table = markdown(rows)
-    print(header + "\n\n" + table)
+    if done == planned:
+        print(header + "\n\n" + table)
     meta = bench_meta(args, load_at_start, first, device, time.perf_counter() - start)
-    (out_dir / f"bench-{args.preset}.json").write_text(json.dumps({"header": header, "meta": meta, "rows": rows},
-                                                                  indent=2))
-    (out_dir / f"bench-{args.preset}.md").write_text(header + "\n\n" + table + "\n")
+    (Path(args.out) / f"bench-{args.preset}.json").write_text(
+        json.dumps({"header": header, "meta": meta, "rows": rows, "complete": done == planned}, indent=2))
+    (Path(args.out) / f"bench-{args.preset}.md").write_text(header + "\n\n" + table + "\n")
 
 
 if __name__ == "__main__":

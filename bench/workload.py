@@ -2,7 +2,8 @@
 
 K prompts x N completions with long-tailed (lognormal) token lengths. Two profiles:
   chat       performance.md §(b): prompt median ~250 and completion median ~700 tokens, totals
-             clipped to [200, 4000] on GPU, all divided by 8 on CPU (presets cpu, gpu-1b, gpu-8b);
+             clipped to [200, 4000] on GPU, all divided by 8 on CPU (presets cpu, gpu-1b, gpu-8b,
+             gpu-8b-quick, gpu-tiny);
   long-tail  issue 12's CPU workload (preset cpu-long): prompt median ~190 tokens (~150 words),
              completion median ~280 tokens, each clipped to [16, 1280] tokens (~1,000 words);
              64 prompts x 5 completions come to ~190k tokens, a third of them shared prompt tokens,
@@ -61,6 +62,12 @@ PRESETS = {
     "cpu-long": Preset("cpu-long", CPU_LONG, [(64, 5)], budget=None, profile="long-tail"),
     "gpu-1b": Preset("gpu-1b", LLAMA_1B, [(64, 4), (16, 16)], device="cuda", dtype="bfloat16", budget=65536),
     "gpu-8b": Preset("gpu-8b", LLAMA_8B, [(32, 4), (8, 16)], device="cuda", dtype="bfloat16", budget=65536),
+    # Half gpu-8b's rows, for bench/device_check.sh's window (its bench step has 150 s).
+    "gpu-8b-quick": Preset("gpu-8b-quick", LLAMA_8B, [(16, 4), (4, 16)], device="cuda", dtype="bfloat16",
+                           budget=65536),
+    # bench/device_verify.sh: the packed path on a small model, compile included, in a minute.
+    "gpu-tiny": Preset("gpu-tiny", CPU_SMALL, [(8, 4), (2, 16)], scale=2.0, device="cuda", dtype="bfloat16",
+                       budget=16384),
 }
 
 
