@@ -55,7 +55,7 @@ doctor() {  # doctor SIZE: random weights of that size saved like a checkpoint, 
 
 # Most telling first: a step the window has no time left for is reported as skipped.
 step env 30 "$PY" bench/device_tools.py env --out "$OUT/env.json"
-step pytest 120 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests
+step pytest 120 "$PY" -m pytest -v -m gpu -p no:cacheprovider --timeout=40 tests
 doctor "$SMALL" 45 45
 # shellcheck disable=SC2086  # BENCH_EXTRA is a list of arguments
 step bench 150 "$PY" bench/run.py --preset "$PRESET" --out "$OUT/bench" $BENCH_EXTRA

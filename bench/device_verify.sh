@@ -36,7 +36,7 @@ fi
 . bench/steps.sh  # step NAME SECONDS COMMAND...
 
 step env 20 "$PY" bench/device_tools.py env --out "$OUT/env.json"
-step pytest 100 "$PY" -m pytest -q -m gpu -p no:cacheprovider --durations=8 tests/test_gpu.py tests/test_distributed.py
+step pytest 100 "$PY" -m pytest -v -m gpu -p no:cacheprovider --timeout=40 --durations=8 tests/test_gpu.py tests/test_distributed.py
 # A 1B checkpoint and its doctor take ~40 s on an H200 (2026-12-04); a small model ~15 s.
 [ "$SIZE" = 1b ] && [ $((DEADLINE - ($(date +%s) - START))) -lt 50 ] && SIZE=small
 step checkpoint 30 "$PY" bench/device_tools.py checkpoint --size "$SIZE" --out "$WORK/llama" --device "$DEVICE" \
