@@ -77,7 +77,7 @@ def _scored(r: dict) -> str:
 def _pairs(r: dict) -> str:
     length, settings = r["length"], r.get("build_pairs") or {}
     facts = {"pairs": f"{r['pairs']:,}", "prompts": f"{r['prompts']:,}", "model": short_model(r["model"]),
-             **{f"build-pairs {k}": v for k, v in settings.items() if not isinstance(v, (dict, list))}}
+             **{f"build-pairs {k}": v for k, v in settings.items() if v is not None and not isinstance(v, (dict, list))}}
     n = max(r["pairs"], 1)
     longer = {"chosen longer": _pct(length["chosen_longer"] * n, n), "same length": _pct(length["same_length"] * n, n),
               "chosen shorter": _pct(length["chosen_shorter"] * n, n),
@@ -111,19 +111,25 @@ def _status(status: dict, rows: int) -> str:
 
 
 def _summaries(named: dict) -> str:
-    rows = [[name] + [_num(s.get(q), 0 if q == "count" else 3) for q in QUANTILES] for name, s in named.items()]
+    """One row per summary; lengths and counts (names with "chars", "length" or "steps") to 1 decimal."""
+    def digits(name, q):
+        return 0 if q == "count" else 1 if any(w in name for w in ("chars", "length,", "steps per")) else 3
+    rows = [[name] + [_num(s.get(q), digits(name, q)) for q in QUANTILES] for name, s in named.items()]
     return _table([""] + list(QUANTILES), rows, "summary numbers")
 
 
 def _bias(bias: dict) -> str:
-    rows = [[unit, _signed(v.get("all_rows")), _signed(v["within_prompts"]["mean"]),
-             f"{v['within_prompts']['groups']:,}", f"{v['within_prompts']['skipped']:,}",
-             _pct(v["within_prompts"]["positive"] or 0, 1) if v["within_prompts"]["positive"] is not None else "n/a"]
+    all_rows = all("all_rows" in v for v in bias.values())  # pairs files: within prompts only
+    rows = [[unit] + ([_signed(v["all_rows"])] if all_rows else [])
+            + [_signed(v["within_prompts"]["mean"]), f"{v['within_prompts']['groups']:,}",
+               f"{v['within_prompts']['skipped']:,}", _pct(v["within_prompts"]["positive"] or 0, 1)
+               if v["within_prompts"]["positive"] is not None else "n/a"]
             for unit, v in bias.items()]
-    return ("<section><h2>Length bias</h2><p>Spearman rank correlation of score with length: over all rows, "
-            "and within each prompt averaged over prompts (the bias preference pairs inherit).</p>"
-            + _table(["length", "all rows", "within prompts", "prompts", "prompts without one", "positive"],
-                     rows, "summary numbers") + "</section>")
+    head = ["length"] + (["all rows"] if all_rows else []) + ["within prompts", "prompts", "prompts without one",
+                                                              "share positive"]
+    return ("<section><h2>Length bias</h2><p>Spearman rank correlation of score with length"
+            + (": over all rows, and" if all_rows else "") + " within each prompt, averaged over prompts "
+            "(the bias preference pairs inherit).</p>" + _table(head, rows, "summary numbers") + "</section>")
 
 
 def _objectives(objectives: list[dict], sample: dict) -> str:

@@ -40,10 +40,10 @@
     tr.appendChild(td);
   }
   function textCell(tr, text, name) {
+    if (!hasText) return; // --no-text: no text columns at all
     const td = el("td", null, "text");
     td.dataset.col = name;
-    if (hasText) td.appendChild(el("div", text, "body"));
-    else td.appendChild(el("span", "(text hidden: --no-text)", "hidden-text"));
+    td.appendChild(el("div", text, "body"));
     tr.appendChild(td);
   }
   function promptBox(id, note) {
@@ -65,7 +65,7 @@
     const search = el("input");
     search.type = "search";
     search.id = "filter";
-    search.placeholder = hasText ? "filter: text, prompt id or reason" : "filter: prompt id or reason";
+    search.placeholder = "filter: " + (hasText ? "text, " : "") + "prompt id" + (pairs ? "" : " or reason");
     search.addEventListener("input", () => { state.q = search.value.toLowerCase(); render(); });
     box.appendChild(search);
     box.appendChild(select("sort", sorts, state.sort, (v) => { state.sort = v; }));
@@ -152,11 +152,12 @@
   }
 
   function head() {
+    const texts = hasText ? (pairs ? ["chosen", "rejected"] : ["text"]) : [];
     const names = pairs
-      ? ["prompt", "margin", "score chosen", "score rejected", "length ratio", "chosen", "rejected"]
+      ? ["prompt", "margin", "score chosen", "score rejected", "length ratio"].concat(texts)
       : ["prompt", "completion", "rank", data.score_column || "score", "chars"]
           .concat(data.rows.some((r) => "tokens" in r) ? ["tokens"] : [])
-          .concat(["status", "reason", "text"]);
+          .concat(["status", "reason"], texts);
     const tr = el("tr");
     for (const n of names) tr.appendChild(el("th", n));
     table.tHead.replaceChildren(tr);
@@ -211,7 +212,7 @@
     table.tBodies[0].replaceChildren(body);
     const count = document.getElementById("count");
     count.dataset.rows = String(rows.length);
-    count.textContent = rows.length + " of the " + data.rows.length + " rows on this page match" +
+    count.textContent = (hasText ? "" : "Texts left out (--no-text). ") + rows.length + " of the " + data.rows.length + " rows on this page match" +
       (state.longer ? " (chosen is only longer: " + data.only_longer_shown + " of the " + data.only_longer +
         " such pairs in the file are on this page)" : "");
   }
