@@ -11,6 +11,7 @@ Also a command: python tests/browser.py screenshot PAGE.html OUT.png [WIDTH HEIG
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import select
@@ -31,6 +32,12 @@ def find() -> str | None:
     return next((path for path in map(shutil.which, NAMES) if path), None)
 
 
+def _high(fd: int) -> int:
+    new = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+    os.close(fd)
+    return new
+
+
 class Browser:
     """One headless browser with one page. `events` holds every protocol event received."""
 
@@ -38,12 +45,18 @@ class Browser:
         self.profile = tempfile.TemporaryDirectory(prefix="rmscore-chromium-")
         to_browser, self._in = os.pipe()  # the browser reads commands on its fd 3
         self._out, from_browser = os.pipe()  # and writes replies on its fd 4
+        # Above fd 9 first: dup2(A, 3) would clobber B if B were 3 (as under pytest's capture).
+        to_browser, from_browser = (_high(fd) for fd in (to_browser, from_browser))
         args = ["--headless", "--remote-debugging-pipe", "--no-sandbox", "--disable-gpu", "--no-first-run",
                 "--no-default-browser-check", "--disable-extensions", "--disable-background-networking",
                 "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={self.profile.name}"]
-        self.proc = subprocess.Popen(["sh", "-c", f'exec "$0" "$@" 3<&{to_browser} 4>&{from_browser}', binary, *args],
-                                     pass_fds=(to_browser, from_browser), stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        def as_fd_3_and_4():  # in the child, before exec; our own fds are close-on-exec (PEP 446)
+            os.dup2(to_browser, 3)
+            os.dup2(from_browser, 4)
+
+        self.proc = subprocess.Popen([binary, *args], preexec_fn=as_fd_3_and_4, close_fds=False,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=open(Path(self.profile.name) / "stderr.log", "wb"))
         os.close(to_browser)
         os.close(from_browser)
         self._buffer, self._next, self.events, self.pages = b"", 0, [], set()
@@ -76,7 +89,8 @@ class Browser:
                 raise TimeoutError("no reply from the browser")
             chunk = os.read(self._out, 1 << 20)
             if not chunk:
-                raise RuntimeError("the browser closed its pipe")
+                log = (Path(self.profile.name) / "stderr.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the browser closed its pipe; its stderr ends:\n{log}")
             self._buffer += chunk
         message, self._buffer = self._buffer.split(b"\0", 1)
         return json.loads(message)

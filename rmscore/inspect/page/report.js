@@ -187,8 +187,11 @@
     numCell(tr, r.score, 3, "score");
     numCell(tr, r.chars, 0, "chars");
     if (data.rows.some((x) => "tokens" in x)) numCell(tr, r.tokens, 0, "tokens");
-    tr.appendChild(el("td", r.status, "status"));
-    tr.appendChild(el("td", r.reason || "", "reason"));
+    for (const name of ["status", "reason"]) {
+      const td = el("td", r[name] || "", name);
+      td.dataset.col = name;
+      tr.appendChild(td);
+    }
     textCell(tr, r.text, "text");
     return tr;
   }
