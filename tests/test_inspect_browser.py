@@ -1,6 +1,9 @@
 """report.html in a real headless Chromium (tests/browser.py): no console error, no network request,
 the rows the page states with the Parquet's scores, sorting, filtering, and hostile texts shown
 as text, never run. Skipped when no Chromium is installed (.ci/run installs it where it can).
+
+The screenshot in docs/ is the demo pairs page, taken with the same driver after `make demo`:
+    python tests/browser.py screenshot demo-out/pairs-inspect/report.html docs/inspect-report-demo-pairs.png 1280 1000
 """
 
 import json
@@ -107,3 +110,10 @@ def test_a_screenshot_of_the_page(page, tmp_path):
     assert page.eval("document.querySelectorAll('td.text').length") == 0
     shot = page.screenshot(tmp_path / "shot.png").read_bytes()
     assert shot[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(shot[16:20], "big") == 1280
+
+
+def test_the_demo_pairs_page(page, made_demo):
+    root, _ = made_demo
+    opened(page, root / "demo-out" / "pairs-inspect" / "report.html")
+    assert page.eval(f"document.querySelectorAll('{ROWS}').length") == 200  # every demo pair: 200 < 2,000
+    assert page.eval("document.getElementById('count').textContent").startswith("Texts left out (--no-text).")

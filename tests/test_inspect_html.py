@@ -20,6 +20,7 @@ import scored_data as sd
 from cli_runner import run
 from rmscore.inspect import sample
 from rmscore.inspect.html import embed_json
+from rmscore.inspect.page_rows import TEXT_CHARS
 from test_inspect import LONG_DETAIL, length_table, pairs_file, write
 
 HOSTILE = ['</script><script>window.pwned = 1</script>', '<img src=x onerror="window.pwned = 2">',
@@ -177,3 +178,27 @@ def test_embedded_json_cannot_end_its_script_element():
 def _outside_data(text: str) -> str:
     """The page without its inline images (base64 may hold any letters)."""
     return re.sub(r'data:image/png;base64,[A-Za-z0-9+/=]+', "", text)
+
+
+def test_the_demo_reports_hold_no_demo_text(made_demo):
+    """make demo inspects with --no-text (HH-RLHF red-team material): its pages hold no text either."""
+    root, _ = made_demo
+    demo = [json.loads(line) for line in (root / "data/demo/hh_rlhf_demo.jsonl").read_text().splitlines()]
+    texts = [t[:30] for row in demo for t in row["completions"] + [row["prompt"][0]["content"]] if len(t) >= 30]
+    for name in ("scored-inspect", "pairs-inspect"):
+        page = (root / "demo-out" / name / "report.html").read_text()
+        assert not [t for t in texts if t in page or embed_json(t)[1:-1] in page], name
+        assert len(Page(page).data()["rows"]) == {"scored-inspect": 400, "pairs-inspect": 200}[name]
+
+
+def test_page_size_is_bounded_by_the_row_budget_and_the_text_cut(tmp_path):
+    rows = [r for g in range(40) for r in sd.rows(f"p{g}", [float(j) for j in range(5)], texts=["x" * 20_000] * 5,
+                                                  input_index=g, prompt=f"q{g} " + "y" * 20_000)]
+    folder = write(tmp_path / "s" / "part-0.parquet", rows).parent
+    text, page, _ = inspect_html(folder, "-o", tmp_path / "out", "--html-rows", "60")
+    data = page.data()
+    assert 55 <= len(data["rows"]) <= 60 and len(data["prompts"]) <= 60
+    assert all(r["text"].startswith("x" * TEXT_CHARS + " [… 18,000 characters cut …]") for r in data["rows"])
+    assert all(p.startswith("[… 18,00") and p.endswith("y" * 100) for p in data["prompts"].values())  # the end kept
+    figures = sum(len(m) for m in re.findall(r"data:image/png;base64,[A-Za-z0-9+/=]+", text))
+    assert len(text) - figures < (len(data["rows"]) + len(data["prompts"])) * (TEXT_CHARS + 300) + 50_000

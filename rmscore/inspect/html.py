@@ -65,7 +65,8 @@ def _scored(r: dict) -> str:
                      "score column": r["score_column"]}), "</header>",
              "<section><h2>Rows by status</h2>", _status(r["status"], r["rows"]), "</section>",
              "<section><h2>Distributions</h2>",
-             _summaries({r["score_column"]: r["score"], **{f"length, {k}": v for k, v in r["length"].items()}}),
+             _summaries({r["score_column"]: r["score"], **{f"length, {k}": v for k, v in r["length"].items()}},
+                        tuple(f"length, {k}" for k in r["length"])),
              "</section>", _bias(r["length_bias"])]
     if "objectives" in r:
         parts.append(_objectives(r["objectives"], r["sample"]))
@@ -87,7 +88,8 @@ def _pairs(r: dict) -> str:
         f"<header><h1>rmscore inspect: {escape(r['inputs'][0])}</h1>", _facts(facts), "</header>",
         "<section><h2>Distributions</h2>",
         _summaries({"margin": r["margin"], "length ratio chosen/rejected (chars)": length["ratio"],
-                    "chosen, chars": length["chars_chosen"], "rejected, chars": length["chars_rejected"]}),
+                    "chosen, chars": length["chars_chosen"], "rejected, chars": length["chars_rejected"]},
+                   ("chosen, chars", "rejected, chars")),
         _facts(longer), "</section>", _bias(r["length_bias"])])
 
 
@@ -110,10 +112,10 @@ def _status(status: dict, rows: int) -> str:
     return _table(["status", "rows", "share", "reasons (numbers read N)"], table, "summary")
 
 
-def _summaries(named: dict) -> str:
-    """One row per summary; lengths and counts (names with "chars", "length" or "steps") to 1 decimal."""
+def _summaries(named: dict, lengths: tuple[str, ...] = ()) -> str:
+    """One row per summary; the rows named in `lengths` (characters, tokens, steps) to 1 decimal."""
     def digits(name, q):
-        return 0 if q == "count" else 1 if any(w in name for w in ("chars", "length,", "steps per")) else 3
+        return 0 if q == "count" else 1 if name in lengths else 3
     rows = [[name] + [_num(s.get(q), digits(name, q)) for q in QUANTILES] for name, s in named.items()]
     return _table([""] + list(QUANTILES), rows, "summary numbers")
 
@@ -146,7 +148,8 @@ def _steps(s: dict, sample: dict) -> str:
     facts = {"score is": s["aggregate"], **{k: _signed(v) for k, v in s["aggregate_spearman"].items()}}
     if s.get("min_is_last") is not None:
         facts["weakest step is the last"] = _pct(s["min_is_last"], 1)
-    return "<section><h2>Process reward: steps</h2>" + _summaries(named) + _facts(facts) + "</section>"
+    return ("<section><h2>Process reward: steps</h2>" + _summaries(named, ("steps per completion",))
+            + _facts(facts) + "</section>")
 
 
 def _figures(figures: dict[str, Path]) -> str:

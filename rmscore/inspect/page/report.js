@@ -215,11 +215,14 @@
     table.tBodies[0].replaceChildren(body);
     const count = document.getElementById("count");
     count.dataset.rows = String(rows.length);
-    count.textContent = (hasText ? "" : "Texts left out (--no-text). ") + rows.length + " of the " + data.rows.length + " rows on this page match" +
-      (state.longer ? " (chosen is only longer: " + data.only_longer_shown + " of the " + data.only_longer +
+    const n = (x) => Number(x).toLocaleString("en-US");
+    count.textContent = (hasText ? "" : "Texts left out (--no-text). ") + n(rows.length) + " of the " +
+      n(data.rows.length) + " rows on this page match" +
+      (state.longer ? " (chosen is only longer: " + n(data.only_longer_shown) + " of the " + n(data.only_longer) +
         " such pairs in the file are on this page)" : "");
   }
 
+  table.classList.toggle("no-text", !hasText);
   controls();
   render();
 })();
