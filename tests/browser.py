@@ -23,12 +23,13 @@ import time
 from pathlib import Path
 
 NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-INSTALL = "no Chromium found: apt-get install chromium (Debian), or set RMSCORE_CHROMIUM=/path/to/chrome"
+INSTALL = ("no Chromium found (none of chromium, chromium-browser, google-chrome on PATH, and RMSCORE_CHROMIUM "
+           "unset or not executable): apt-get install chromium (Debian), or set RMSCORE_CHROMIUM=/path/to/chrome")
 
 
 def find() -> str | None:
     if os.environ.get("RMSCORE_CHROMIUM"):
-        return os.environ["RMSCORE_CHROMIUM"]
+        return shutil.which(os.environ["RMSCORE_CHROMIUM"])
     return next((path for path in map(shutil.which, NAMES) if path), None)
 
 

@@ -19,14 +19,12 @@ from test_inspect import pairs_file
 from test_inspect_html import HOSTILE, hostile_folder
 
 ROWS = "#table tbody tr.row"
+pytestmark = pytest.mark.skipif(chromium.find() is None, reason=chromium.INSTALL)
 
 
 @pytest.fixture(scope="module")
 def page():
-    binary = chromium.find()
-    if binary is None:
-        pytest.skip(chromium.INSTALL)
-    with chromium.Browser(binary) as b:
+    with chromium.Browser(chromium.find()) as b:
         yield b
 
 
