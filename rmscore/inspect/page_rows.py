@@ -38,7 +38,7 @@ def scored_page(cols: ScoredColumns, budget: int, texts: bool) -> dict:
             item["tokens"] = _count(cols.tokens[index])
         if texts:
             item["text"] = cut(row.get("completion"))
-            prompts.setdefault(str(row.get("prompt_id")), cut(conversation(row.get("prompt")), keep_end=True))
+            _add_prompt(prompts, row)
         rows.append(item)
     return {"rows": rows, "prompts": prompts, "shown": len(rows), "of": cols.rows, "parts": parts}
 
@@ -55,7 +55,7 @@ def pairs_page(cols: PairColumns, budget: int, texts: bool) -> dict:
         if texts:
             item["chosen"] = cut(answer(row.get("chosen")))
             item["rejected"] = cut(answer(row.get("rejected")))
-            prompts.setdefault(str(row.get("prompt_id")), cut(conversation(row.get("prompt")), keep_end=True))
+            _add_prompt(prompts, row)
         rows.append(item)
     longer = sample.only_longer(margin, cols.chars_chosen, cols.chars_rejected)
     return {"rows": rows, "prompts": prompts, "shown": len(rows), "of": len(margin), "parts": parts,
@@ -75,6 +75,12 @@ def _read_rows(files: list[Path], chosen: np.ndarray, columns: list[str]):
                 local = pa.array(chosen[lo:hi] - start, pa.int64())
                 yield from zip(chosen[lo:hi].tolist(), batch.take(local).to_pylist())
             start += batch.num_rows
+
+
+def _add_prompt(prompts: dict, row: dict) -> None:
+    """Each prompt's text once, by prompt_id (rows without one show no prompt)."""
+    if row.get("prompt_id") is not None and row["prompt_id"] not in prompts:
+        prompts[row["prompt_id"]] = cut(conversation(row.get("prompt")), keep_end=True)
 
 
 def conversation(prompt) -> str:

@@ -6,7 +6,8 @@
   const table = document.getElementById("table");
   if (!table) return;
   const pairs = data.kind === "pairs";
-  const hasText = Object.keys(data.prompts || {}).length > 0 || data.rows.some((r) => "text" in r || "chosen" in r);
+  const prompts = new Map(Object.entries(data.prompts || {})); // a Map: an id like "constructor" is no key
+  const hasText = prompts.size > 0 || data.rows.some((r) => "text" in r || "chosen" in r);
   const state = { q: "", status: "", sort: pairs ? "margin-desc" : "score-desc", group: !pairs, longer: false };
 
   const known = (x) => x !== null && x !== undefined;
@@ -50,7 +51,7 @@
     const box = el("div", null, "prompt");
     box.appendChild(el("span", id, "pid"));
     if (note) box.appendChild(el("span", note, "of"));
-    const text = (data.prompts || {})[id];
+    const text = prompts.get(id);
     if (text) {
       const details = el("details");
       details.appendChild(el("summary", "prompt"));
@@ -119,7 +120,7 @@
     if (state.status === "!ok" && r.score !== null) return false;
     if (state.status && state.status !== "!ok" && r.status !== state.status) return false;
     if (!state.q) return true;
-    const hay = [r.prompt_id, r.reason, r.text, r.chosen, r.rejected, (data.prompts || {})[r.prompt_id]];
+    const hay = [r.prompt_id, r.reason, r.text, r.chosen, r.rejected, prompts.get(r.prompt_id)];
     return hay.some((h) => h && String(h).toLowerCase().includes(state.q));
   }
   function comparator() {
