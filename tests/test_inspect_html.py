@@ -73,6 +73,7 @@ def test_scored_page_holds_the_rows_it_states_with_their_parquet_scores(tmp_path
     data = page.data()
     note = next(attrs for tag, attrs in page.tags if attrs.get("id") == "sample-note")
     assert int(note["data-shown"]) == len(data["rows"]) == data["shown"] == 16 and int(note["data-of"]) == 16
+    assert "This page holds 16 of 16 rows: every one." in text  # fewer rows than --html-rows: all of them
     table = pq.read_table(tmp_path / "s" / "part-0.parquet").to_pylist()
     want = {(r["prompt_id"], r["completion_index"]): r for r in table}
     for row in data["rows"]:

@@ -35,7 +35,7 @@ def run_inspect(cfg: InspectConfig) -> InspectResult:
     pairs = _is_pairs(cfg)
     out = Path(cfg.output or default_inspect_dir(cfg.inputs[0]))
     if out.is_file():
-        raise ConfigError(f"-o {out} is a file", "-o names a folder for inspect.json and the PNGs")
+        raise ConfigError(f"-o {out} is a file", "-o names a folder for inspect.json, the PNGs and report.html")
     if pairs:
         cols = read_pairs(cfg.inputs[0])
         content = report.pairs_report(cols)

@@ -167,7 +167,8 @@ def _rows_section(report: dict, page: dict | None) -> str:
     what = "pairs" if report["kind"] == "pairs" else "rows"
     parts = "; ".join(p["says"] for p in page["parts"])
     note = (f"This page holds {page['shown']:,} of {page['of']:,} {what}" + (f": {parts}" if parts else "")
-            + ". Random draws use seed 0; --html-rows sets how many. The statistics above use every row.")
+            + (". Random draws use seed 0" if page["shown"] < page["of"] else "")
+            + ". --html-rows sets how many rows a page holds; the statistics above use every row.")
     return "\n".join([
         f'<section id="rows"><h2>{"Pairs" if what == "pairs" else "Completions"}</h2>',
         f'<p id="sample-note" data-shown="{page["shown"]}" data-of="{page["of"]}">{escape(note)}</p>',

@@ -17,6 +17,8 @@ SMALL_MARGIN_QUANTILE = 0.25  # "small margin": at most this quantile of every p
 def scored_rows(score: np.ndarray, usable: np.ndarray, groups: np.ndarray, budget: int,
                 seed: int = 0) -> tuple[np.ndarray, list[dict]]:
     """The highest and lowest scores, failed rows, then whole prompts drawn at random."""
+    if budget >= len(score):
+        return _every(len(score))
     picked = np.zeros(len(score), bool)
     parts = []
     ok = np.flatnonzero(usable)
@@ -53,6 +55,8 @@ def _whole_prompts(picked: np.ndarray, groups: np.ndarray, room: int, rng) -> di
 def pair_rows(margin: np.ndarray, chars_chosen: np.ndarray, chars_rejected: np.ndarray, budget: int,
               seed: int = 0) -> tuple[np.ndarray, list[dict]]:
     """The largest and smallest margins, "chosen is only longer" candidates, then pairs at random."""
+    if budget >= len(margin):
+        return _every(len(margin))
     picked = np.zeros(len(margin), bool)
     order = np.lexsort((np.arange(len(margin)), -margin))  # (pairs,) largest margin first
     side = min(budget // EXTREME_SHARE, len(order) // 2)
@@ -82,6 +86,10 @@ def only_longer(margin: np.ndarray, chars_chosen: np.ndarray, chars_rejected: np
     if cut is None:
         return np.zeros(len(margin), bool)
     return (chars_chosen > chars_rejected) & (chars_rejected >= 0) & (margin <= cut)
+
+
+def _every(n: int) -> tuple[np.ndarray, list[dict]]:
+    return np.arange(n), [{"name": "every", "rows": n, "says": "every one"}] if n else []
 
 
 def _take(picked: np.ndarray, rows: np.ndarray, name: str, says: str) -> dict:
