@@ -115,3 +115,17 @@ def test_the_demo_pairs_page(page, made_demo):
     opened(page, root / "demo-out" / "pairs-inspect" / "report.html")
     assert page.eval(f"document.querySelectorAll('{ROWS}').length") == 200  # every demo pair: 200 < 2,000
     assert page.eval("document.getElementById('count').textContent").startswith("Texts left out (--no-text).")
+
+
+def test_the_table_grows_by_steps_to_every_row_on_the_page(page, tmp_path):
+    pairs = [("a" * (5 + i % 50), "b" * (5 + i % 70), float(i % 13), 0.0) for i in range(700)]
+    run("inspect", pairs_file(tmp_path / "p.parquet", pairs), "-o", tmp_path / "out", "--html-rows", "600")
+    opened(page, tmp_path / "out" / "report.html")
+    count = "document.querySelectorAll('" + ROWS + "').length"
+    assert page.eval(count) == 250 and "the table shows the first 250" in page.eval(
+        "document.getElementById('count').textContent")
+    assert page.eval(f"(() => {{ document.getElementById('show-more').click(); return {count}; }})()") == 500
+    assert page.eval(f"(() => {{ document.getElementById('show-all').click(); return {count}; }})()") == 600
+    assert page.eval("document.getElementById('sample-note').dataset.shown") == "600"
+    assert page.eval("document.getElementById('more').children.length") == 0
+    assert change(page, "sort", "margin-asc") == 250  # a new order starts from the top again

@@ -173,7 +173,7 @@ def _rows_section(report: dict, page: dict | None) -> str:
         f'<section id="rows"><h2>{"Pairs" if what == "pairs" else "Completions"}</h2>',
         f'<p id="sample-note" data-shown="{page["shown"]}" data-of="{page["of"]}">{escape(note)}</p>',
         '<div id="controls"></div><p id="count"></p>',
-        '<table id="table"><thead></thead><tbody></tbody></table></section>'])
+        '<table id="table"><thead></thead><tbody></tbody></table><p id="more"></p></section>'])
 
 
 def _num(value, digits: int = 3) -> str:

@@ -8,7 +8,9 @@
   const pairs = data.kind === "pairs";
   const prompts = new Map(Object.entries(data.prompts || {})); // a Map: an id like "constructor" is no key
   const hasText = prompts.size > 0 || data.rows.some((r) => "text" in r || "chosen" in r);
-  const state = { q: "", status: "", sort: pairs ? "margin-desc" : "score-desc", group: !pairs, longer: false };
+  const STEP = 250; // rows put in the table at a time: laying out 2,000 rows of text takes seconds
+  const state = { q: "", status: "", sort: pairs ? "margin-desc" : "score-desc", group: !pairs, longer: false,
+                  limit: STEP };
 
   const known = (x) => x !== null && x !== undefined;
   const ratio = (r) => (known(r.chars_chosen) && known(r.chars_rejected) && r.chars_rejected > 0
@@ -67,7 +69,7 @@
     search.type = "search";
     search.id = "filter";
     search.placeholder = "filter: " + (hasText ? "text, " : "") + "prompt id" + (pairs ? "" : " or reason");
-    search.addEventListener("input", () => { state.q = search.value.toLowerCase(); render(); });
+    search.addEventListener("input", () => { state.q = search.value.toLowerCase(); update(); });
     box.appendChild(search);
     box.appendChild(select("sort", sorts, state.sort, (v) => { state.sort = v; }));
     if (pairs) {
@@ -80,7 +82,7 @@
         state.longer = !state.longer;
         button.classList.toggle("on", state.longer);
         if (state.longer) { state.sort = "margin-asc"; document.getElementById("sort").value = state.sort; }
-        render();
+        update();
       });
       box.appendChild(button);
     } else {
@@ -92,7 +94,7 @@
       group.type = "checkbox";
       group.id = "group";
       group.checked = state.group;
-      group.addEventListener("change", () => { state.group = group.checked; render(); });
+      group.addEventListener("change", () => { state.group = group.checked; update(); });
       label.appendChild(group);
       label.appendChild(document.createTextNode(" group by prompt"));
       box.appendChild(label);
@@ -107,7 +109,7 @@
       node.appendChild(option);
     }
     node.value = value;
-    node.addEventListener("change", () => { set(node.value); render(); });
+    node.addEventListener("change", () => { set(node.value); update(); });
     return node;
   }
 
@@ -206,21 +208,49 @@
     return tr;
   }
 
+  function update() {
+    state.limit = STEP;
+    render();
+  }
   function render() {
     const width = head();
     const rows = data.rows.filter(matches);
     const body = document.createDocumentFragment();
+    let put = 0;
     for (const item of ordered(rows)) {
-      body.appendChild(item.head !== undefined ? groupRow(item, width) : (pairs ? pairRow : scoredRow)(item.row));
+      if (item.head !== undefined) {
+        if (put < state.limit) body.appendChild(groupRow(item, width));
+      } else if (put++ < state.limit) {
+        body.appendChild((pairs ? pairRow : scoredRow)(item.row));
+      }
     }
     table.tBodies[0].replaceChildren(body);
+    const shown = Math.min(rows.length, state.limit);
     const count = document.getElementById("count");
     count.dataset.rows = String(rows.length);
-    const n = (x) => Number(x).toLocaleString("en-US");
     count.textContent = (hasText ? "" : "Texts left out (--no-text). ") + n(rows.length) + " of the " +
       n(data.rows.length) + " rows on this page match" +
       (state.longer ? " (chosen is only longer: " + n(data.only_longer_shown) + " of the " + n(data.only_longer) +
-        " such pairs in the file are on this page)" : "");
+        " such pairs in the file are on this page)" : "") +
+      (shown < rows.length ? "; the table shows the first " + n(shown) + " (more below)" : "");
+    more(rows.length - shown);
+  }
+  function more(left) {
+    const box = document.getElementById("more");
+    box.replaceChildren();
+    if (left <= 0) return;
+    const next = el("button", "show " + n(Math.min(STEP, left)) + " more");
+    next.id = "show-more";
+    next.type = "button";
+    next.addEventListener("click", () => { state.limit += STEP; render(); });
+    const all = el("button", "show all " + n(left + state.limit));
+    all.id = "show-all";
+    all.type = "button";
+    all.addEventListener("click", () => { state.limit = Infinity; render(); });
+    box.append(next, " ", all);
+  }
+  function n(x) {
+    return Number(x).toLocaleString("en-US");
   }
 
   table.classList.toggle("no-text", !hasText);
