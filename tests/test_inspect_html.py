@@ -82,6 +82,7 @@ def test_scored_page_holds_the_rows_it_states_with_their_parquet_scores(tmp_path
         assert row["text"] == (parquet["completion"] or "") and row["reason"] == parquet["status_detail"]
     ranks = {(r["prompt_id"], r["completion_index"]): r["rank"] for r in data["rows"]}
     assert ranks[("p0", 2)] == 1 and ranks[("p0", 0)] == 3 and ranks[("p9", 0)] is None  # 1: the prompt's best
+    assert {(r["of"], r["ranked"]) for r in data["rows"] if r["prompt_id"] in ("p0", "p9")} == {(3, 3), (2, 0)}
     assert data["prompts"]["evil"] == "<script>window.pwned = 4</script> prompt"
     assert {r["reason"] for r in data["rows"] if r["status"] == "too_long"} == {
         LONG_DETAIL.format(5000), LONG_DETAIL.format(6123)}
@@ -203,3 +204,13 @@ def test_page_size_is_bounded_by_the_row_budget_and_the_text_cut(tmp_path):
     assert all(p.startswith("[… 18,00") and p.endswith("y" * 100) for p in data["prompts"].values())  # the end kept
     figures = sum(len(m) for m in re.findall(r"data:image/png;base64,[A-Za-z0-9+/=]+", text))
     assert len(text) - figures < (len(data["rows"]) + len(data["prompts"])) * (TEXT_CHARS + 300) + 50_000
+
+
+def test_pairs_sample_takes_no_nan_or_infinite_margin_as_an_extreme():
+    margin = np.r_[np.arange(100.0), np.nan, np.inf, -np.inf]  # (103,)
+    chars = np.full(103, 10)
+    rows, parts = sample.pair_rows(margin, chars, chars, 40)
+    assert parts[0]["name"] == "largest" and parts[1]["name"] == "smallest" and parts[0]["rows"] == 4
+    extremes = np.r_[np.arange(96, 100), np.arange(4)]
+    assert set(extremes) <= set(rows) and len(rows) == 40
+    assert sample.small_margin(margin) == np.quantile(np.arange(100.0), 0.25)

@@ -36,7 +36,7 @@ def render(report: dict, page: dict | None, figures: dict[str, Path]) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f'<meta http-equiv="Content-Security-Policy" content="{_policy(css, js)}">',
         f"<title>rmscore inspect: {escape(name)}</title>", f"<style>{css}</style>", "</head>", "<body>",
-        body, _figures(figures), _rows_section(report, page),
+        body, _figures(figures, report.get("figures_note")), _rows_section(report, page),
         f'<script type="application/json" id="rows-data">{embed_json(data)}</script>',
         f"<script>{js}</script>", "</body>", "</html>", ""])
 
@@ -63,7 +63,7 @@ def _scored(r: dict) -> str:
              _facts({"rows": f"{r['rows']:,}", "scored": f"{r['scored_rows']:,} ({_pct(r['scored_rows'], r['rows'])})",
                      "files": r["files"], "model": short_model(r["model"]), "model type": r["model_type"],
                      "score column": r["score_column"]}), "</header>",
-             "<section><h2>Rows by status</h2>", _status(r["status"], r["rows"]), "</section>",
+             "<section><h2>Rows by status</h2>", _status(r["status"], r["rows"]), _non_finite(r), "</section>",
              "<section><h2>Distributions</h2>",
              _summaries({r["score_column"]: r["score"], **{f"length, {k}": v for k, v in r["length"].items()}},
                         tuple(f"length, {k}" for k in r["length"])),
@@ -82,8 +82,8 @@ def _pairs(r: dict) -> str:
     n = max(r["pairs"], 1)
     longer = {"chosen longer": _pct(length["chosen_longer"] * n, n), "same length": _pct(length["same_length"] * n, n),
               "chosen shorter": _pct(length["chosen_shorter"] * n, n),
-              "ratio over 1.5": _pct(length["ratio"]["over_1.5"] * n, n),
-              "ratio over 2": _pct(length["ratio"]["over_2"] * n, n)}
+              "ratio over 1.5": _pct(length["ratio"]["over_1.5"], 1), "ratio over 2": _pct(length["ratio"]["over_2"], 1)}
+    longer |= {k.replace("_", " "): v for k, v in (length["ratio"].get("left_out") or {}).items() if v}
     return "\n".join([
         f"<header><h1>rmscore inspect: {escape(r['inputs'][0])}</h1>", _facts(facts), "</header>",
         "<section><h2>Distributions</h2>",
@@ -110,6 +110,14 @@ def _status(status: dict, rows: int) -> str:
               + (f"; {len(v['reasons']) - 5} other reasons in inspect.json" if len(v["reasons"]) > 5 else "")]
              for name, v in status.items()]
     return _table(["status", "rows", "share", "reasons (numbers read N)"], table, "summary")
+
+
+def _non_finite(r: dict) -> str:
+    counts = r.get("non_finite") or {}
+    if not counts:
+        return ""
+    what = ", ".join(f"{n:,} {kind}" for kind, n in counts.items())
+    return f"<p>Status ok or truncated, but no finite score (left out of every statistic): {escape(what)}.</p>"
 
 
 def _summaries(named: dict, lengths: tuple[str, ...] = ()) -> str:
@@ -152,10 +160,10 @@ def _steps(s: dict, sample: dict) -> str:
             + _facts(facts) + "</section>")
 
 
-def _figures(figures: dict[str, Path]) -> str:
+def _figures(figures: dict[str, Path], note: str | None) -> str:
     if not figures:
-        return ('<section><h2>Figures</h2><p>No figures: matplotlib is not installed '
-                "(pip install 'rmscore[plot]').</p></section>")
+        note = note or "no figures: matplotlib is not installed (pip install 'rmscore[plot]')"
+        return f"<section><h2>Figures</h2><p>{escape(note[0].upper() + note[1:])}.</p></section>"
     images = "".join(f'<figure><img alt="{escape(name)}" src="data:image/png;base64,'
                      f'{base64.b64encode(path.read_bytes()).decode()}"></figure>' for name, path in figures.items())
     return f'<section><h2>Figures</h2><div class="figures">{images}</div></section>'
@@ -177,7 +185,9 @@ def _rows_section(report: dict, page: dict | None) -> str:
 
 
 def _num(value, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:,.{digits}f}"
+    if value is None:
+        return "n/a"
+    return f"{value:,.{digits}f}" if abs(value) < 1e9 else f"{value:.4g}"  # 1e308 as 1e+308, not 309 digits
 
 
 def _signed(value) -> str:

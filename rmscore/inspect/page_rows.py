@@ -25,7 +25,9 @@ def scored_page(cols: ScoredColumns, budget: int, texts: bool) -> dict:
     grouped = cols.usable & (cols.groups >= 0)
     rank = np.full(cols.rows, np.nan)
     rank[grouped] = stats.group_ranks(-cols.score[grouped], cols.groups[grouped])  # 1: the prompt's best
-    sizes = np.bincount(cols.groups[cols.groups >= 0], minlength=int(cols.groups.max(initial=-1)) + 1)
+    prompts_n = int(cols.groups.max(initial=-1)) + 1
+    sizes = np.bincount(cols.groups[cols.groups >= 0], minlength=prompts_n)  # (prompts,) completions
+    ranked = np.bincount(cols.groups[grouped], minlength=prompts_n)  # (prompts,) of them with a finite score
     wanted = ["prompt_id", "completion_index", "status", "status_detail"] + (["completion", "prompt"] if texts else [])
     rows, prompts = [], {}
     for index, row in _read_rows(cols.files, chosen, wanted):
@@ -33,7 +35,7 @@ def scored_page(cols: ScoredColumns, budget: int, texts: bool) -> dict:
         item = {"row": int(index), "prompt_id": row.get("prompt_id"), "completion_index": row.get("completion_index"),
                 "score": _num(cols.score[index]), "rank": _num(rank[index]), "chars": _count(cols.chars[index]),
                 "status": row.get("status") or "(none)", "reason": row.get("status_detail"),
-                "of": int(sizes[g]) if g >= 0 else 1}
+                "of": int(sizes[g]) if g >= 0 else 1, "ranked": int(ranked[g]) if g >= 0 else 0}
         if cols.tokens is not None:
             item["tokens"] = _count(cols.tokens[index])
         if texts:

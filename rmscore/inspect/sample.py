@@ -58,7 +58,8 @@ def pair_rows(margin: np.ndarray, chars_chosen: np.ndarray, chars_rejected: np.n
     if budget >= len(margin):
         return _every(len(margin))
     picked = np.zeros(len(margin), bool)
-    order = np.lexsort((np.arange(len(margin)), -margin))  # (pairs,) largest margin first
+    finite = np.flatnonzero(np.isfinite(margin))  # a NaN or infinite margin is no extreme
+    order = finite[np.lexsort((finite, -margin[finite]))]  # (finite pairs,) largest margin first
     side = min(budget // EXTREME_SHARE, len(order) // 2)
     parts = [_take(picked, order[:side], "largest", f"the {side:,} largest margins"),
              _take(picked, order[len(order) - side:], "smallest", f"the {side:,} smallest margins")]

@@ -34,7 +34,8 @@
     return node;
   }
   function fmt(x, digits) {
-    return x === null || x === undefined ? "n/a" : Number(x).toFixed(digits === undefined ? 3 : digits);
+    if (x === null || x === undefined) return "n/a";
+    return Math.abs(x) < 1e9 ? Number(x).toFixed(digits === undefined ? 3 : digits) : Number(x).toPrecision(4);
   }
   function numCell(tr, value, digits, name) {
     const td = el("td", fmt(value, digits), "num");
@@ -186,7 +187,7 @@
     else td.appendChild(promptBox(r.prompt_id));
     tr.appendChild(td);
     tr.appendChild(el("td", r.completion_index, "num"));
-    tr.appendChild(el("td", r.rank === null ? "n/a" : r.rank + " of " + r.of, "num"));
+    tr.appendChild(el("td", r.rank === null ? "n/a" : r.rank + " of " + r.ranked, "num"));
     numCell(tr, r.score, 3, "score");
     numCell(tr, r.chars, 0, "chars");
     if (data.rows.some((x) => "tokens" in x)) numCell(tr, r.tokens, 0, "tokens");
