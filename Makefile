@@ -31,6 +31,7 @@ demo: $(BIN)/.installed
 	$(BIN)/rmscore inspect demo-out/scored --no-text
 	$(BIN)/rmscore inspect demo-out/pairs.parquet --no-text
 	@echo "The demo texts are HH-RLHF red-team material, so inspect ran with --no-text; drop it to see them."
+	@echo "Open demo-out/pairs-inspect/report.html in a browser: the pairs to sort and filter (one file, no network)."
 	@echo "Next: source $(VENV)/bin/activate   (puts rmscore and python on PATH), then the README's tour."
 
 test: $(BIN)/.installed

@@ -283,12 +283,15 @@ class InspectConfig:
     texts: bool = True  # False (--no-text): no completion or prompt text printed or written
     sample_rows: int = 100_000  # rows drawn for the scatter and the wide columns (objectives, steps)
     allow_partial: bool = False  # read a scored folder whose shards have not all finished
+    html_rows: int = 2000  # rows report.html embeds (extremes, then a seeded random draw); 0: summary only
 
     def __post_init__(self):
         if not self.inputs:
             raise ConfigError("nothing to inspect", "name a folder written by rmscore score, or a pairs file")
         if self.sample_rows < 1:
             raise ConfigError(f"--sample-rows must be positive, got {self.sample_rows}")
+        if self.html_rows < 0:
+            raise ConfigError(f"--html-rows must be 0 or more, got {self.html_rows}")
 
 
 def default_inspect_dir(input_path: str) -> str:

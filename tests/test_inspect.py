@@ -243,7 +243,8 @@ def test_without_matplotlib_the_report_still_prints(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "within prompts +1.000" in result.output
     assert "no PNGs: pip install 'rmscore[plot]'" in result.output
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["inspect.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["inspect.json", "report.html"]
+    assert "No figures: matplotlib is not installed" in (tmp_path / "out" / "report.html").read_text()
 
 
 def test_cli_default_folder_errors_and_help(tmp_path):

@@ -1,5 +1,6 @@
 """A real, non-editable install (what `pip install .`, a wheel or `pip install git+...` give) finds
-the default model: the demo reward model ships as package data, not beside the source tree."""
+its package data: the demo reward model (the default model), and the CSS and JS of inspect's
+report.html."""
 
 import shutil
 import subprocess
@@ -35,3 +36,7 @@ def test_default_model_works_from_a_non_editable_install(tmp_path):
     assert len(rows) == 1 and rows[0]["status"] == "ok" and rows[0]["score"] is not None
     meta = ds.dataset(str(elsewhere / "out")).schema.metadata[b"rmscore"].decode()
     assert str(target / "rmscore" / "data" / "demo-rm") in meta  # the model came from the install
+    page = subprocess.run([sys.executable, "-m", "rmscore", "inspect", "out", "-o", "look"], cwd=elsewhere, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert page.returncode == 0, page.stderr
+    assert '<script type="application/json" id="rows-data">' in (elsewhere / "look" / "report.html").read_text()

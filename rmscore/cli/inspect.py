@@ -17,7 +17,7 @@ def inspect(
                                                      "it, so all shards), several shard folders, or one pairs file "
                                                      "written by rmscore build-pairs.",
                                                 metavar="PATH", show_default=False)],
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Folder for inspect.json and the PNGs. "
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Folder for inspect.json, the PNGs and report.html. "
                                                                          "Default: NAME-inspect beside PATH.",
                                                   show_default=False)] = None,
     score_column: Annotated[str, typer.Option(help="Scored output: the numeric column to look at, e.g. score_min "
@@ -30,6 +30,8 @@ def inspect(
                                                   "columns (objectives, step scores); every other number uses every "
                                                   "row.")] = 100_000,
     allow_partial: o.AllowPartialOpt = False,
+    html_rows: Annotated[int, typer.Option(help="Rows report.html holds: the extremes, then a seeded random draw "
+                                                "(whole prompts for scored output). 0: the summary only.")] = 2000,
 ):
     """Look at the scores before training on them: do they look sane, and do they prefer longer answers?
 
@@ -37,7 +39,8 @@ def inspect(
     or process-reward step scores, length bias (Spearman rank correlation of score with length over
     all rows and within prompts), and the 3 highest- and lowest-scored completions. For a pairs
     file: margins, how often and by how much the chosen answer is longer, and the within-prompt
-    correlation. Prints one screen; writes inspect.json and PNGs (with the plot extra).
+    correlation. Prints one screen; writes inspect.json, PNGs (with the plot extra) and report.html, one
+    self-contained page to open in a browser: the summary, and a table of the rows (sort, filter).
 
     Examples (after `make demo`, which wrote demo-out/scored and demo-out/pairs.parquet; --no-text
     because the demo texts are HH-RLHF red-team material: drop it to see them):
@@ -54,10 +57,12 @@ def inspect(
     """
     from rmscore.inspect import run_inspect
 
-    result = run_inspect(InspectConfig(inputs, output, score_column, not no_text, sample_rows, allow_partial))
+    result = run_inspect(InspectConfig(inputs, output, score_column, not no_text, sample_rows, allow_partial,
+                                       html_rows))
     for line in result.lines:
         echo(line)
-    written = ", ".join(path.name for name, path in result.files.items() if name != "report")
+    written = ", ".join(path.name for name, path in result.files.items() if name not in ("report", "html"))
     echo(f"  wrote {result.files['report']}" + (f" and {written}" if written else ""))
+    echo(f"  open {result.files['html']} in a browser: the summary, and the rows to sort and filter")
     if result.missing_plots:
         echo(f"  no PNGs: {result.missing_plots}")

@@ -5,6 +5,8 @@
   report.py                        the content of inspect.json
   text.py                          the one-screen terminal report
   figures.py                       the PNGs (matplotlib, optional: the `plot` extra)
+  sample.py / page_rows.py         the rows report.html embeds: which ones, then their texts
+  html.py, page/                   report.html: one self-contained page (inline CSS, JS, figures)
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from rmscore.config import InspectConfig, default_inspect_dir
 from rmscore.errors import ConfigError
-from rmscore.inspect import figures, report, text
+from rmscore.inspect import figures, html, page_rows, report, text
 from rmscore.inspect.read_pairs import read_pairs
 from rmscore.inspect.read_scored import is_pairs_file, read_scored
 
@@ -33,7 +35,7 @@ def run_inspect(cfg: InspectConfig) -> InspectResult:
     pairs = _is_pairs(cfg)
     out = Path(cfg.output or default_inspect_dir(cfg.inputs[0]))
     if out.is_file():
-        raise ConfigError(f"-o {out} is a file", "-o names a folder for inspect.json and the PNGs")
+        raise ConfigError(f"-o {out} is a file", "-o names a folder for inspect.json, the PNGs and report.html")
     if pairs:
         cols = read_pairs(cfg.inputs[0])
         content = report.pairs_report(cols)
@@ -47,8 +49,10 @@ def run_inspect(cfg: InspectConfig) -> InspectResult:
     if plot and not files:
         content["figures_note"] = figures.NOTHING[content["kind"]]
     content = report.strict(content)
+    figure_files = dict(files)
     files["report"] = out / "inspect.json"
     files["report"].write_text(json.dumps(content, indent=2, default=str, allow_nan=False))
+    files["html"] = html.write(out / "report.html", content, _page(cols, pairs, cfg), figure_files)
     return InspectResult(content, text.lines(content), out, files, None if plot else figures.HINT)
 
 
@@ -61,6 +65,13 @@ def _is_pairs(cfg: InspectConfig) -> bool:
         raise ConfigError("--score-column applies to scored output; a pairs file has score_chosen/score_rejected",
                           "inspect the scored folder to look at another column")
     return True
+
+
+def _page(cols, pairs: bool, cfg: InspectConfig) -> dict | None:
+    if not cfg.html_rows:
+        return None
+    rows = page_rows.pairs_page if pairs else page_rows.scored_page
+    return rows(cols, cfg.html_rows, cfg.texts)
 
 
 def _figures(content: dict, cols, out: Path) -> dict[str, Path]:
