@@ -46,6 +46,7 @@ class InputConfig:
     columns: ColumnMap = field(default_factory=ColumnMap)
     keep_columns: list[str] = field(default_factory=list)  # copied unchanged into the output
     limit: int | None = None  # read at most this many input rows (smoke tests)
+    json_columns: list[str] = field(default_factory=list)  # text cells of these columns are decoded as JSON
 
     def __post_init__(self):
         if self.limit is not None and self.limit <= 0:

@@ -8,7 +8,7 @@ import pytest
 from rmscore.config import ColumnMap
 from rmscore.distributed.env import DistInfo
 from rmscore.errors import InputError
-from rmscore.read.layout import detect_layout, expand
+from rmscore.read.layout import Reading, reading_of, row_samples
 from rmscore.read.sources import open_source
 from rmscore.score.records import prompt_hash
 from rmscore.score.run import iter_samples
@@ -22,14 +22,16 @@ ROWS = [
 
 
 def samples_of(path, cmap=None, keep=(), **kw):
+    """The samples of an input, and its rows counted by shape."""
     source = open_source(str(path), **kw)
-    layout = detect_layout(source.columns, cmap or ColumnMap(), list(keep))
-    return list(iter_samples(source, layout, DistInfo(), None, RunSummary("x"))), layout
+    reading = reading_of(source, cmap or ColumnMap(), list(keep))
+    summary = RunSummary("x")
+    return list(iter_samples(source, reading, DistInfo(), None, summary)), summary.shapes
 
 
 def test_prompt_completion_text_and_messages(write_jsonl):
     samples, layout = samples_of(write_jsonl(ROWS), keep=["topic"])
-    assert layout.kind == "completion"
+    assert layout == {"completion": 2}
     first, second = samples
     assert first.prompt == [{"role": "user", "content": "What is 2+2?"}] and first.prompt_is_text
     assert first.completion == "4" and first.extra == {"topic": "math"}
@@ -46,7 +48,7 @@ def test_id_column_overrides_hash(write_jsonl):
 
 def test_completions_list_one_row_each(write_jsonl):
     samples, layout = samples_of(write_jsonl([{"prompt": "p", "completions": ["a", "b", None]}]))
-    assert layout.kind == "completions"
+    assert layout == {"completions": 1}
     assert [(s.completion_index, s.completion) for s in samples] == [(0, "a"), (1, "b"), (2, None)]
     assert samples[2].error and "null" in samples[2].error
     assert len({s.prompt_id for s in samples}) == 1
@@ -57,7 +59,7 @@ def test_messages_shape(write_jsonl):
             {"role": "assistant", "content": "Hello"}]
     bad = [{"role": "user", "content": "Hi"}]
     samples, layout = samples_of(write_jsonl([{"messages": conv}, {"messages": bad}]))
-    assert layout.kind == "messages"
+    assert layout == {"messages": 2}
     assert samples[0].prompt == conv[:2] and samples[0].completion == "Hello"
     assert samples[1].error and "assistant" in samples[1].error
 
@@ -65,7 +67,7 @@ def test_messages_shape(write_jsonl):
 def test_pairs_with_prompt_and_implicit(write_jsonl):
     explicit = {"prompt": "q", "chosen": "good", "rejected": "bad"}
     samples, layout = samples_of(write_jsonl([explicit]))
-    assert layout.kind == "pairs"
+    assert layout == {"pairs": 1}
     assert [(s.side, s.completion, s.completion_index) for s in samples] == [("chosen", "good", 0), ("rejected", "bad", 1)]
     user = {"role": "user", "content": "q"}
     implicit = {"chosen": [user, {"role": "assistant", "content": "good"}],
@@ -142,12 +144,10 @@ def test_unreadable_inputs_fail_clearly(tmp_path):
 
 
 def test_expand_never_raises_on_odd_values():
-    from rmscore.read.layout import Layout
     from rmscore.read.rows import RawRow
 
-    layout = Layout("completion", prompt="prompt", completion="completion")
     for value in (3, [], [{"role": 1}], {"content": "x", "role": "user"}, [{"role": "assistant", "content": None}]):
-        (sample,) = expand(RawRow(0, {"prompt": "p", "completion": value}), layout)
+        _, (sample,) = row_samples(RawRow(0, {"prompt": "p", "completion": value}), Reading())
         assert sample.error, value
 
 
@@ -162,10 +162,10 @@ def test_streaming_memory_is_bounded(tmp_path):
         for i in range(200_000):
             f.write(json.dumps({"prompt": f"question {i} " * 5, "completion": f"answer {i} " * 20}) + "\n")
     source = open_source(str(path))
-    layout = detect_layout(source.columns, ColumnMap())
+    reading = reading_of(source, ColumnMap())
     tracemalloc.start()
     count = 0
-    for window in chunked(iter_samples(source, layout, DistInfo(), None, RunSummary("x")), 2048):
+    for window in chunked(iter_samples(source, reading, DistInfo(), None, RunSummary("x")), 2048):
         count += len(window)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
@@ -188,7 +188,7 @@ def test_hub_dataset_is_streamed_with_split_and_config(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     samples, layout = samples_of("org/preference-data", split="test", config_name="default")
     assert calls[0] == ("org/preference-data", "default", "test", True)
-    assert layout.kind == "completions" and [s.completion for s in samples] == ["a", "b", "c"]
+    assert layout == {"completions": 2} and [s.completion for s in samples] == ["a", "b", "c"]
 
 
 def test_hub_dataset_that_cannot_load_is_one_clear_error(monkeypatch):

@@ -50,6 +50,7 @@ def evaluate(
     chosen_col: col("Pairs: chosen column (default chosen).") = None,
     rejected_col: col("Pairs: rejected column (default rejected).") = None,
     id_col: col("Pairs: prompt id column (default: a hash of the prompt).") = None,
+    json_columns: o.JsonColumnsOpt = None,
     question_col: col("Multiple choice: question column (default question, else prompt).", MC) = None,
     targets_col: col("Multiple choice: column of {choices, labels} (default mc1_targets; mc2_targets "
                      "also works).", MC) = None,
@@ -108,7 +109,8 @@ def evaluate(
     output = output or default_eval_dir(input, model)
     score_cfg = ScoreConfig(
         input=InputConfig(input, split, config, ColumnMap(prompt=prompt_col, chosen=chosen_col, rejected=rejected_col,
-                                                          id=id_col), limit=limit),
+                                                          id=id_col), limit=limit,
+                          json_columns=o.split_list(json_columns)),
         output=OutputConfig(cache_dir or f"{output}/scores"),
         model=o.model_config(params),
         batch=BatchConfig(max_length, on_overflow, max_tokens_per_batch, max_batch_size, window),

@@ -89,6 +89,11 @@ BatchSizeOpt = Annotated[int, typer.Option(help="Most rows per forward, whatever
 WindowOpt = Annotated[int, typer.Option(help="Rows read ahead and sorted by length together. Bounds memory.",
                                         rich_help_panel=BATCH)]
 SplitOpt = Annotated[str, typer.Option(help="Split of a Hub dataset or DatasetDict folder.", rich_help_panel=INPUT)]
+JsonColumnsOpt = Annotated[Optional[str], typer.Option(
+    help="Comma-separated columns whose text cells hold JSON (a file that stores message lists as strings): "
+         "each cell is decoded, and one that is not JSON is an invalid row. Elsewhere a string is always text; "
+         "CSV/TSV list columns (messages, completions, steps) are JSON without this.",
+    rich_help_panel=INPUT, show_default=False)]
 LimitOpt = Annotated[Optional[int], typer.Option(help="Read only the first N input rows.", rich_help_panel=INPUT)]
 AllowPartialOpt = Annotated[bool, typer.Option(
     help="Read a scored folder whose shards have not all finished (only its finished parts). Off: such a folder, "

@@ -18,7 +18,7 @@ Col = Annotated[Optional[str], typer.Option(rich_help_panel=o.INPUT, show_defaul
 @command("score")
 def score(
     input: Annotated[str, typer.Argument(help="JSONL (.jsonl), JSON (.json: an array or JSON lines), CSV/TSV "
-                                              "(messages as JSON strings), each also .gz; a Parquet file or "
+                                              "(list columns as JSON), each also .gz; a Parquet file or "
                                               "folder, a save_to_disk folder, or a Hub dataset name.",
                                          show_default=False)],
     output: Annotated[str, typer.Option("--output", "-o", help="Output folder of Parquet parts.",
@@ -41,6 +41,7 @@ def score(
                                                        "stable across runs.", rich_help_panel=o.INPUT)] = None,
     keep_columns: Annotated[Optional[str], typer.Option(help="Comma-separated input columns copied to the output.",
                                                         rich_help_panel=o.INPUT)] = None,
+    json_columns: o.JsonColumnsOpt = None,
     limit: o.LimitOpt = None,
     max_length: o.MaxLengthOpt = None,
     on_overflow: o.OverflowOpt = "skip",
@@ -83,9 +84,9 @@ def score(
 ):
     """Score every completion of INPUT with a reward model and write Parquet.
 
-    Row shapes are detected from the columns: prompt+completion, prompt+completions (a list),
-    messages (last turn is the assistant's), or [prompt+]chosen+rejected. Prompts may be text
-    or {role, content} message lists.
+    Each row's shape comes from its own fields: prompt+completion, prompt+completions (a list),
+    messages (last turn is the assistant's), [prompt+]chosen+rejected, or prompt+steps. Prompts
+    may be text or {role, content} message lists; a string is always text (see --json-columns).
 
     Interrupted (SIGTERM/SIGUSR1 save and exit 75; even SIGKILL)? Rerun the same command: it
     skips the rows already saved. Several GPUs: torchrun --nproc-per-node N -m rmscore score ...;
@@ -112,7 +113,7 @@ def score(
             input, split, config,
             ColumnMap(prompt_col, completion_col, completions_col, messages_col, chosen_col, rejected_col,
                       steps_col, id_col),
-            o.split_list(keep_columns), limit,
+            o.split_list(keep_columns), limit, o.split_list(json_columns),
         ),
         output=OutputConfig(output, overwrite, rows_per_part, part_minutes),
         model=o.model_config({**params, "step_separator": o.unescape(step_separator)}),
@@ -142,6 +143,8 @@ def summary_lines(s) -> list[str]:
                      f"({s.tokens_saved / max(s.tokens, 1):.1%})")
     if s.oom_retries:
         lines.append(f"  out-of-memory: {s.oom_retries} retries; token budget now {s.token_budget:,}")
+    if s.shapes:
+        lines.append("  input rows by shape: " + ", ".join(f"{shape} {n:,}" for shape, n in s.shapes.most_common()))
     for status, n in sorted(s.statuses.items()):
         if status != "ok":
             lines.append(f"  {status}: {n:,}")

@@ -17,7 +17,7 @@ from rmscore.errors import ConfigError, InputError
 from rmscore.evaluate import bestofn, metrics
 from rmscore.evaluate import cache as eval_cache
 from rmscore.evaluate.multiple_choice import McLayout, convert, detect_mc
-from rmscore.read.layout import detect_layout
+from rmscore.read.layout import first_shapes, reading_of
 from rmscore.read.sources import open_source
 from rmscore.store import fingerprint
 from rmscore.store.output import META_DIR, read_metadata
@@ -81,11 +81,12 @@ def detect_task(source, cfg: EvalConfig) -> tuple[str, McLayout | None]:
     if cfg.task == "mc":
         raise InputError(f"no multiple-choice columns in {source.description}: {', '.join(source.columns)}",
                          "name them with --question-col and --targets-col, or --choices-col and --labels-col")
+    i = cfg.score.input
     try:
-        kind = detect_layout(source.columns, cfg.score.input.columns).kind
+        pairs = ["pairs"] in first_shapes(source, reading_of(source, i.columns, json_columns=i.json_columns))
     except InputError:
-        kind = None
-    if kind != "pairs":
+        pairs = False
+    if not pairs:
         raise InputError(f"{source.description} is neither preference pairs nor multiple choice "
                          f"(columns: {', '.join(source.columns)})",
                          "eval needs prompt + chosen + rejected columns (or --chosen-col/--rejected-col), "
@@ -152,6 +153,7 @@ def cache_key(cfg: EvalConfig, task: str) -> dict:
     return {
         "task": task, "input": fingerprint.input_key(s.input.path), "split": s.input.split,
         "config": s.input.config_name, "columns": asdict(s.input.columns) if task == "pairs" else asdict(cfg.mc),
+        **({"json_columns": sorted(s.input.json_columns)} if s.input.json_columns else {}),
         "limit": s.input.limit, "model": model, "max_length": s.batch.max_length, "on_overflow": s.batch.on_overflow,
     }
 

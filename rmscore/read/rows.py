@@ -27,6 +27,8 @@ class Source:
     columns: list[str]
     breaks: list[str]  # where reading broke off in the last pass over rows(), one entry per file
     shape = "one JSON object per line"  # what a readable file of this kind holds, for the error
+    text_cells = False  # CSV/TSV: every cell is text (rmscore/read/layout.py decodes list columns)
+    searched = ""  # where `columns` was learnt, when not from a schema or header: said in a "not found"
 
     def rows(self) -> Iterator[RawRow]:
         raise NotImplementedError
@@ -40,12 +42,17 @@ class Source:
         return breaks[0] + (f" (and {len(breaks) - 1} more files)" if len(breaks) > 1 else "")
 
     def _peek_columns(self) -> list[str]:
-        """The columns of the first readable row; a source with none in its first rows is unreadable."""
-        problems = []
-        for row in islice(self.rows(), PEEK_ROWS):
-            if row.data is not None:
-                return list(row.data)
-            problems.append(row.error)
+        """Every field of the first readable rows, in first-seen order (rows of one file may differ
+        in fields: each row's shape is its own); a source with no readable row there is unreadable."""
+        problems, columns, seen = [], {}, 0
+        for seen, row in enumerate(islice(self.rows(), PEEK_ROWS), 1):
+            if row.data is None:
+                problems.append(row.error)
+            else:
+                columns.update(dict.fromkeys(row.data))
+        if columns:
+            self.searched = f" in the first {PEEK_ROWS:,} rows" if seen == PEEK_ROWS else ""
+            return list(columns)
         first = f" (first: {problems[0]})" if problems else ""
         if self.damage:
             raise InputError(self.damage + first, "check the file: it may be truncated or not what its name says")

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from rmscore.config import BatchConfig, ColumnMap, ModelConfig
-from rmscore.errors import InputError, RowError
+from rmscore.errors import RowError
 from rmscore.models.base import RewardModel
-from rmscore.read.layout import detect_layout, expand
+from rmscore.read.layout import Reading, row_samples
 from rmscore.read.rows import RawRow
 from rmscore.score import records
 from rmscore.score.records import Sample, prompt_hash
@@ -111,24 +111,12 @@ class Engine:
 
 
 def samples_from_rows(rows: list, columns: ColumnMap, first_index: int = 0, reads_steps: bool = True) -> list[Sample]:
-    """The samples of in-memory rows. Rows may differ in shape; a row whose shape cannot be told,
-    or that is not an object, becomes one invalid sample with the reason."""
+    """The samples of in-memory rows, each read by the input contract (rmscore/read/layout.py) as
+    `rmscore score` reads a row of a JSONL file: native types, the row's own shape."""
+    reading = Reading(columns, reads_steps=reads_steps)
     samples: list[Sample] = []
     for offset, data in enumerate(rows):
-        index = first_index + offset
-        if not isinstance(data, dict):
-            samples += expand(RawRow(index, None, f"row is a JSON {type(data).__name__}, not an object"), None)
-            continue
-        try:
-            layout = detect_layout(list(data), columns)
-        except InputError as exc:
-            samples += expand(RawRow(index, None, exc.message), None)
-            continue
-        if layout.steps and not reads_steps:
-            samples += expand(RawRow(index, None, f"the row has a step column {layout.steps!r}, but this is an "
-                                                  "outcome reward model: it scores whole completions"), None)
-            continue
-        samples += expand(RawRow(index, data), layout)
+        samples += row_samples(RawRow(first_index + offset, data), reading)[1]
     return samples
 
 

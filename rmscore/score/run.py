@@ -19,7 +19,7 @@ from rmscore.distributed.env import DistInfo, dist_info
 from rmscore.distributed.signals import GracefulStop
 from rmscore.errors import ConfigError, InputError, Interrupted
 from rmscore.progress import Progress
-from rmscore.read.layout import Layout, detect_layout, expand
+from rmscore.read.layout import Reading, reading_of, row_samples
 from rmscore.read.rows import Source
 from rmscore.read.sources import open_source
 from rmscore.score import records
@@ -29,22 +29,25 @@ from rmscore.score.summary import RunSummary, describe_paths
 from rmscore.store import lock, output, resume
 
 
-def open_input(cfg: ScoreConfig) -> tuple[Source, Layout]:
+def open_input(cfg: ScoreConfig) -> tuple[Source, Reading]:
     """Open and check the input before anything heavy loads: a bad input stops the run here."""
     source = open_source(cfg.input.path, cfg.input.split, cfg.input.config_name)
-    layout = detect_layout(source.columns, cfg.input.columns, cfg.input.keep_columns)
+    i = cfg.input
+    reading = reading_of(source, i.columns, i.keep_columns, i.json_columns)
     output.check_keep_columns(cfg.input.keep_columns, output.BASE_SCHEMA.names)
-    return source, layout
+    return source, reading
 
 
-def iter_samples(source: Source, layout: Layout, dist: DistInfo, limit: int | None,
+def iter_samples(source: Source, reading: Reading, dist: DistInfo, limit: int | None,
                  summary: RunSummary) -> Iterator[Sample]:
     for row in source.rows():
         if limit is not None and row.index >= limit:
             return
         # A row's completions share its prompt, so one shard owns the whole row: the shard counts it.
-        owned = [sample for sample in expand(row, layout) if owns(sample, dist)]
+        shape, samples = row_samples(row, reading)
+        owned = [sample for sample in samples if owns(sample, dist)]
         summary.rows_read += bool(owned)
+        summary.shapes[shape or "no shape"] += bool(owned)
         yield from owned
 
 
@@ -56,16 +59,17 @@ def owns(sample: Sample, dist: DistInfo) -> bool:
     return records.stable_bucket(key, dist.shard_count) == dist.shard_index
 
 
-def check_steps_input(layout: Layout, cfg: ScoreConfig, adapter, family: str) -> None:
+def check_steps_input(source: Source, cfg: ScoreConfig, adapter, family: str) -> None:
     """Step columns and step options need a process reward model; never ignore them silently."""
     if adapter.reads_steps:
         return
     from rmscore.models import step_families
 
     prms = ", ".join(step_families())
-    if layout.steps:
+    steps = Reading(cfg.input.columns).name("steps")
+    if steps in source.columns:
         raise InputError(
-            f"the input has a step column {layout.steps!r}, but {family} is an outcome reward model: it scores "
+            f"the input has a step column {steps!r}, but {family} is an outcome reward model: it scores "
             "whole completions",
             f"to score steps pass a process reward model (--model-type {prms}); to ignore the column pass "
             "--steps-col ''",
@@ -79,7 +83,7 @@ def run_score(cfg: ScoreConfig, log=print) -> RunSummary:
     """Score this process's shard into cfg.output.path, resuming what earlier runs finished.
     Under torchrun, rank 0's summary holds every worker's counts; the others come back quiet."""
     start = time.perf_counter()
-    source, layout = open_input(cfg)
+    source, reading = open_input(cfg)
     dist = dist_info(cfg.shard.index, cfg.shard.count)
     log = log if dist.is_main else _silent
     # A one-task array resubmission learns its shard from the folder, before it takes that shard's lock.
@@ -88,13 +92,13 @@ def run_score(cfg: ScoreConfig, log=print) -> RunSummary:
     with lock.ShardLock(resume.output_dir(cfg), dist) as held, group.joined(dist) as workers, \
             GracefulStop() as stop:
         state = resume.open_output(cfg, dist, log)
-        state.check_input(cfg.input.path, lambda: iter_samples(source, layout, dist, cfg.input.limit, RunSummary("")))
+        state.check_input(cfg.input.path, lambda: iter_samples(source, reading, dist, cfg.input.limit, RunSummary("")))
         state.guard = held.check
         summary = RunSummary(cfg.output.path, shard=f"{dist.shard_index}/{dist.shard_count} ({dist.source})")
         summary.complete, summary.complete_shards, summary.damage = state.complete, int(state.complete), state.damage
         try:
             if not state.complete:
-                _score_shard(cfg, source, layout, dist, state, stop, summary, log)
+                _score_shard(cfg, source, reading, dist, state, stop, summary, log)
         finally:
             summary.wall_s = time.perf_counter() - start
             summary.skipped, summary.saved = state.skipped, state.rows
@@ -121,19 +125,20 @@ def _write_stats(state, summary: RunSummary, log) -> None:
         log(f"could not write the run statistics: {exc}")
 
 
-def _score_shard(cfg: ScoreConfig, source, layout, dist: DistInfo, state, stop: GracefulStop, summary: RunSummary,
-                 log) -> None:
+def _score_shard(cfg: ScoreConfig, source, reading: Reading, dist: DistInfo, state, stop: GracefulStop,
+                 summary: RunSummary, log) -> None:
     from rmscore.score.engine import Engine
 
-    log(f"reading {source.description} as {layout.kind} rows; shard {summary.shard}")
+    log(f"reading {source.description}, each row's shape from its own fields; shard {summary.shard}")
     device = group.local_device(dist, cfg.model.device, cfg.model.device_map)
     engine = Engine.load(replace(cfg.model, device=device), cfg.batch, summary,
-                         check=lambda adapter, name: check_steps_input(layout, cfg, adapter, name),
+                         check=lambda adapter, name: check_steps_input(source, cfg, adapter, name),
                          check_stop=stop.check, log=log)
     sink = output.ScoreSink(state.out_dir, engine.model, cfg, engine.max_length, engine.family, state)
     state.check_resolved(sink.metadata)
     scorer = engine.scorer
-    samples = state.pending(stop.watch(iter_samples(source, layout, dist, cfg.input.limit, summary)))
+    reading = replace(reading, reads_steps=engine.model.reads_steps)
+    samples = state.pending(stop.watch(iter_samples(source, reading, dist, cfg.input.limit, summary)))
     try:
         _loop(scorer, sink, samples, cfg, summary, dist)
     except BaseException as failure:

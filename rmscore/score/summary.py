@@ -15,6 +15,7 @@ class RunSummary:
     model_type: str = ""
     forward_path: str = ""
     rows_read: int = 0  # input rows of this shard (all of whose completions it owns), summed over workers
+    shapes: Counter = field(default_factory=Counter)  # those rows by shape (rmscore/read/layout.py), or "no shape"
     statuses: Counter = field(default_factory=Counter)
     details: Counter = field(default_factory=Counter)  # why rows were not scored, by reason
     tokens: int = 0  # tokens of the scored rows (what a per-example scorer would compute)
@@ -57,7 +58,7 @@ class RunSummary:
     def absorb(self, other: "RunSummary") -> None:
         """Add another worker's counts. A worker whose shard was already complete loaded nothing:
         what it did not set (model type, token budget) comes from the workers that did."""
-        for name in ("statuses", "details", "paths"):
+        for name in ("statuses", "details", "paths", "shapes"):
             getattr(self, name).update(getattr(other, name))
         for name in ("rows_read", "tokens", "computed_tokens", "padded_tokens", "batches", "oom_retries", "skipped",
                      "saved", "workers", "complete_shards"):

@@ -53,6 +53,7 @@ def requested_settings(cfg: ScoreConfig, shard_count: int) -> dict:
         "step_tokens": m.step_tokens, "judge_template": m.judge_template, "score_tokens": m.score_tokens,
         "gguf_file": m.gguf_file,
         "on_overflow": b.on_overflow, "shard_count": shard_count,
+        "json_columns": sorted(i.json_columns) or None,  # None: as manifests written before the option
     }
 
 
