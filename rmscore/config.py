@@ -6,7 +6,7 @@ No torch or transformers imports: the CLI builds and validates a config before a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from rmscore.errors import ConfigError
@@ -22,6 +22,22 @@ def default_model() -> str:
     first run needs no download from any kind of install: editable, wheel or `pip install git+...`.
     It is an ordinary checkpoint folder; nothing else in rmscore knows about it."""
     return str(Path(__file__).resolve().parent / "data" / "demo-rm")
+
+
+_TYPES = {"str": (str, "text"), "int": (int, "an integer"), "bool": (bool, "true or false"), "None": (type(None), "None")}
+
+
+def check_types(config) -> None:
+    """Every str/int/bool field holds its annotated type: the Python API hands values straight in
+    (the CLI's are typed already), and max_length="10" must fail here, not deep in a comparison."""
+    for f in fields(config):
+        kinds = [_TYPES[t.strip()] for t in f.type.split("|") if t.strip() in _TYPES]
+        value = getattr(config, f.name)
+        if not kinds or any(type(value) is kind or (kind is int and type(value).__name__.startswith("int"))
+                            for kind, _ in kinds):
+            continue
+        expected = " or ".join(word for _, word in kinds)
+        raise ConfigError(f"--{f.name.replace('_', '-')} must be {expected}, got {type(value).__name__} {value!r}")
 
 
 @dataclass
@@ -80,6 +96,7 @@ class ModelConfig:
     gguf_file: str | None = None
 
     def __post_init__(self):
+        check_types(self)
         if self.gguf_file is None and self.path.lower().endswith(".gguf"):
             gguf = Path(self.path)
             self.path, self.gguf_file = str(gguf.parent), gguf.name
@@ -119,6 +136,7 @@ class BatchConfig:
     forward: str = "auto"
 
     def __post_init__(self):
+        check_types(self)
         if self.on_overflow not in OVERFLOW_POLICIES:
             raise ConfigError(
                 f"unknown --on-overflow {self.on_overflow!r}",

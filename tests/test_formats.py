@@ -1,5 +1,6 @@
 """The input formats people have: JSON lines, a JSON array, JSON lines under a .json name, CSV and
-TSV (messages as JSON strings), and the .gz of each, read as the same rows, in bounded memory."""
+TSV (message lists as JSON text, named with --json-columns), and the .gz of each, read as the same
+rows, in bounded memory."""
 
 import csv
 import gzip
@@ -12,8 +13,7 @@ import pytest
 
 from rmscore.config import ColumnMap
 from rmscore.distributed.env import DistInfo
-from rmscore.read import formats
-from rmscore.read.layout import detect_layout
+from rmscore.read.layout import reading_of
 from rmscore.read.sources import open_source
 from rmscore.score.run import iter_samples
 from rmscore.score.summary import RunSummary
@@ -24,19 +24,22 @@ ROWS = [
      "completion": {"role": "assistant", "content": "Hello, you."}, "id": "b"},
     {"prompt": "[1, 2] is a list; {braces} too", "completion": '{"answer": 3}', "id": "c"},  # text, not JSON
 ]
+JSON_COLUMNS = ["prompt", "completion"]  # how a CSV/TSV file holds these rows: every cell of them JSON
 
 
 def jsonl(rows) -> bytes:
     return "".join(json.dumps(r) + "\n" for r in rows).encode()
 
 
-def delimited(rows, delimiter) -> bytes:
-    """What pandas/csv.writer produce: structured cells as JSON strings, quoted where needed."""
+def delimited(rows, delimiter, json_columns=JSON_COLUMNS) -> bytes:
+    """CSV as csv.writer writes it (quoted where needed); TSV as IANA's type has it (no quoting:
+    a line per row, split on tabs). The cells of json_columns are JSON, the others plain text."""
+    cells = [[json.dumps(v) if k in json_columns else str(v) for k, v in row.items()] for row in rows]
+    if delimiter == "\t":
+        return "".join("\t".join(line) + "\n" for line in [list(rows[0]), *cells]).encode()
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter=delimiter, lineterminator="\n")
-    writer.writerow(list(rows[0]))
-    for row in rows:
-        writer.writerow([v if isinstance(v, str) else json.dumps(v) for v in row.values()])
+    writer.writerows([list(rows[0]), *cells])
     return buffer.getvalue().encode()
 
 
@@ -49,11 +52,11 @@ FORMATS = {
 }
 
 
-def samples_of(path):
+def samples_of(path, json_columns=()):
     source = open_source(str(path))
-    layout = detect_layout(source.columns, ColumnMap(id="id"), ["id"])
+    reading = reading_of(source, ColumnMap(id="id"), ["id"], json_columns)
     return [(s.input_index, s.prompt_id, s.prompt, s.prompt_is_text, s.completion, s.error)
-            for s in iter_samples(source, layout, DistInfo(), None, RunSummary("x"))]
+            for s in iter_samples(source, reading, DistInfo(), None, RunSummary("x"))]
 
 
 @pytest.mark.parametrize("gz", [False, True], ids=["plain", "gz"])
@@ -63,7 +66,7 @@ def test_every_format_reads_the_same_rows(tmp_path, name, gz):
     assert all(error is None for *_, error in expected)
     data = FORMATS[name](ROWS)
     path = write(tmp_path / (name + ".gz" if gz else name), gzip.compress(data) if gz else data)
-    assert samples_of(path) == expected
+    assert samples_of(path, JSON_COLUMNS if name.startswith("rows.") and "sv" in name else ()) == expected
 
 
 def write(path, data: bytes):
@@ -72,17 +75,16 @@ def write(path, data: bytes):
 
 
 @pytest.mark.parametrize("name", ["array.json", "rows.csv"])
-def test_json_arrays_and_csv_stream_in_bounded_memory(tmp_path, name, monkeypatch):
-    """Memory follows pyarrow's block (16 KiB here), not the file size."""
-    monkeypatch.setattr(formats, "CSV_BLOCK", 1 << 14)
+def test_json_arrays_and_csv_stream_in_bounded_memory(tmp_path, name):
+    """Memory follows one element or row, not the file size."""
     rows = [{"prompt": f"question {i} " * 5, "completion": f"answer {i} " * 20, "id": str(i)} for i in range(9_000)]
     path = write(tmp_path / name, FORMATS[name](rows))
     source = open_source(str(path))
-    layout = detect_layout(source.columns, ColumnMap())
+    reading = reading_of(source, ColumnMap())
     pool = pa.default_memory_pool()
     tracemalloc.start()
     before = pool.max_memory() or 0
-    count = sum(1 for _ in iter_samples(source, layout, DistInfo(), None, RunSummary("x")))
+    count = sum(1 for _ in iter_samples(source, reading, DistInfo(), None, RunSummary("x")))
     peak = tracemalloc.get_traced_memory()[1] + (pool.max_memory() or 0) - before
     tracemalloc.stop()
     assert count == len(rows)
@@ -90,9 +92,8 @@ def test_json_arrays_and_csv_stream_in_bounded_memory(tmp_path, name, monkeypatc
     assert peak < size / 2.5, f"peak {peak / 2**20:.1f} MiB for a {size / 2**20:.1f} MiB file"
 
 
-def test_a_csv_row_longer_than_a_block_is_read_whole(tmp_path, monkeypatch):
-    monkeypatch.setattr(formats, "CSV_BLOCK", 1 << 12)
-    rows = [{"prompt": "short", "completion": "a"}, {"prompt": "long", "completion": "word " * 20_000},
+def test_a_csv_field_longer_than_pythons_default_limit_is_read_whole(tmp_path):
+    rows = [{"prompt": "short", "completion": "a"}, {"prompt": "long", "completion": "word,\n " * 40_000},
             {"prompt": "after", "completion": "b"}]
-    source = open_source(str(write(tmp_path / "long.csv", delimited(rows, ","))))
+    source = open_source(str(write(tmp_path / "long.csv", delimited(rows, ",", ()))))
     assert [r.data for r in source.rows()] == rows and source.damage is None

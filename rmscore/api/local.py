@@ -39,12 +39,13 @@ class Scorer:
         from rmscore.distributed.env import dist_info
         from rmscore.score.engine import Engine
 
-        model_cfg, self.batch_config = opts.configs(model, options, "rmscore.Scorer")
-        # Under a data-parallel launcher (accelerate, torchrun) device auto is this process's GPU,
-        # cuda:LOCAL_RANK, as TRL places its own reward models, rather than every process on cuda:0.
-        device = group.local_device(dist_info(), model_cfg.device, model_cfg.device_map)
-        self.model_config = model_cfg = replace(model_cfg, device=device)
-        self.engine = Engine.load(model_cfg, self.batch_config)
+        with opts.in_api_words():
+            model_cfg, self.batch_config = opts.configs(model, options, "rmscore.Scorer")
+            # Under a data-parallel launcher (accelerate, torchrun) device auto is this process's GPU,
+            # cuda:LOCAL_RANK, as TRL places its own reward models, rather than every process on cuda:0.
+            device = group.local_device(dist_info(), model_cfg.device, model_cfg.device_map)
+            self.model_config = model_cfg = replace(model_cfg, device=device)
+            self.engine = Engine.load(model_cfg, self.batch_config)
         # The engine's scorer keeps counters and an out-of-memory budget: one call at a time.
         self._lock = threading.Lock()
 
@@ -77,9 +78,10 @@ class Scorer:
         columns: names of the input columns when they differ from the standard ones, e.g.
         {"prompt": "question", "completion": "answer"} (the keys are --prompt-col etc. without -col).
         """
-        rows = opts.row_list(rows)
-        cmap = opts.column_map(columns)
-        return [result for _, result in self._windows(rows, cmap)]
+        with opts.in_api_words():
+            rows = opts.row_list(rows)
+            cmap = opts.column_map(columns)
+            return [result for _, result in self._windows(rows, cmap)]
 
     def score_dataset(self, dataset, columns: dict | ColumnMap | None = None, progress: bool | None = None):
         """Score a datasets.Dataset; returns a Dataset with one row per output row: the input row's
@@ -100,7 +102,8 @@ class Scorer:
                              "for a list of row dicts use score(rows); for a DatasetDict pick a split")
         cmap = opts.column_map(columns)
         plain = dataset.with_format(None)
-        results = list(self._windows(plain, cmap, progress))
+        with opts.in_api_words():
+            results = list(self._windows(plain, cmap, progress))
         positions = [index for index, _ in results]
         # One output row per input row (the usual case) needs no copy of the input's columns.
         picked = plain if positions == list(range(len(plain))) else plain.select(positions)

@@ -14,12 +14,15 @@ import math
 import re
 from pathlib import Path
 
+from rmscore.api.options import in_api_words, listed
 from rmscore.config import ColumnMap
 from rmscore.errors import ConfigError, InputError, ServerError
 from rmscore.score.records import SCORED_STATUSES
 
 log = logging.getLogger("rmscore")
 INDEXED = re.compile(r"^(?P<column>.+)\[(?P<index>\d+)\]$")  # rewards[3], as build-pairs reads it
+# Result columns that are numbers but not rewards: a row's position, its length.
+NOT_REWARDS = ("input_index", "completion_index", "num_tokens")
 DEFAULT_TIMEOUT_S = 300.0
 
 
@@ -81,13 +84,15 @@ class RewardFunction:
 
     def rewards(self, prompts: list, completions: list) -> list[float | None]:
         """What a call returns, for callers other than TRL (e.g. inside an async call's thread)."""
-        rows = trl_rows(prompts, completions)
-        if not rows:
-            return []
-        results = self.client.score(rows) if self.client else self.scorer.score(rows, ColumnMap())
-        if len(results) != len(rows):
-            raise ServerError(f"{len(results)} results for {len(rows)} completions", "is the server an rmscore serve?")
-        return [self._reward(result) for result in results]
+        with in_api_words():
+            rows = trl_rows(prompts, completions)
+            if not rows:
+                return []
+            results = self.client.score(rows) if self.client else self.scorer.score(rows, ColumnMap())
+            if len(results) != len(rows):
+                raise ServerError(f"{len(results)} results for {len(rows)} completions",
+                                  "is the server an rmscore serve?")
+            return [self._reward(result) for result in results]
 
     def _reward(self, result: dict) -> float | None:
         status = result.get("status")
@@ -120,7 +125,10 @@ class AsyncRewardFunction(RewardFunction):
 
 def trl_rows(prompts: list, completions: list) -> list[dict]:
     """rmscore rows of TRL's prompts and completions: prompt + completion rows for the standard
-    form; for the conversational form, the conversation (prompt messages, then the completion's)."""
+    form; for the conversational form, the conversation (prompt messages, then the completion's).
+    A string is text, always: a completion that looks like JSON is scored as the text it is."""
+    prompts = listed(prompts, "prompts", "a list with one prompt per completion")
+    completions = listed(completions, "completions", "a list of completions")
     if len(prompts) != len(completions):
         raise InputError(f"{len(prompts)} prompts for {len(completions)} completions: TRL gives one prompt per "
                          "completion")
@@ -159,14 +167,15 @@ class ScoreColumn:
         match = INDEXED.match(self.name)
         if match and kinds.get(match["column"]):
             self.column, self.index = match["column"], int(match["index"])
-        elif self.name in kinds and not kinds[self.name]:
+        elif self.name in kinds and not kinds[self.name] and self.name not in NOT_REWARDS:
             self.column = self.name
         elif self.name in objectives:
             self.column, self.index = "rewards", objectives.index(self.name)
         else:
             numbers = [k for k, is_list in kinds.items() if k.startswith("score") and not is_list]
+            why = f" ({self.name!r} is a row's position or length, not a reward)" if self.name in NOT_REWARDS else ""
             lists = [f"{k}[i]" for k, is_list in kinds.items() if is_list]
-            raise ConfigError(f"score_column {self.name!r} is not a number this model gives",
+            raise ConfigError(f"score_column {self.name!r} is not a number this model gives{why}",
                               "choose one of " + ", ".join(numbers + objectives + lists))
 
 
