@@ -88,14 +88,12 @@ CASES = [
     Case("corrupt Parquet", "fatal", "bad.parquet", b"PAR1 not really", "cannot read Parquet file"),
     Case("Parquet with no rows", "fatal", "none.parquet", parquet_of([]), "has no rows"),
     Case("CSV with a header only", "fatal", "head.csv", b"prompt,completion\n", "is empty"),
-    Case("empty CSV", "fatal", "empty.csv", b"", "Empty CSV file"),
+    Case("empty CSV", "fatal", "empty.csv", b"", "is empty"),
     Case("a pretty-printed JSON object", "fatal", "object.json", b'{\n  "data": []\n}\n', "no readable row"),
     Case("a JSON array cut before its first item", "fatal", "cut.json", b'[{"prompt": "q", ', "cannot be read"),
     Case("a folder with no data files", "fatal", "folder", folder_of({"README.txt": b"hi"}), "holds no"),
     Case("a folder holding a JSON array", "fatal", "arrays", folder_of({"a.json": json.dumps(MANY[:2]).encode()}),
          "is a JSON array"),
-    Case("a steps column beside chosen/rejected", "fatal", "steps.jsonl",
-         jsonl([{"prompt": "q", "chosen": "a", "rejected": "b", "steps": ["s"]}]), "cannot go with chosen/rejected"),
     Case("-o names a file", "fatal", "out-file.jsonl", jsonl(MANY[:2]), "exists and is a file", args=("-o", "FILE")),
     # ---- rows of a JSON lines file
     Case("a line that is not JSON", "row", "rows.jsonl", line('{"prompt": "q", "completion": '), "not valid JSON"),
@@ -118,10 +116,10 @@ CASES = [
          "'prompt' message 2 has content null"),
     Case("a message that is a string", "row", "rows.jsonl", {"prompt": ["hi"], "completion": "x"},
          "'prompt' message 1 is str, not a {role, content} object"),
-    Case("a JSON-string prompt with a message lacking its role", "row", "rows.jsonl",
-         {"prompt": '[{"content": "hi"}]', "completion": "x"}, "'prompt' message 1 has no 'role'"),
     Case("completion null", "row", "rows.jsonl", {"prompt": "q", "completion": None}, "'completion' is null"),
-    Case("completion missing", "row", "rows.jsonl", {"prompt": "q"}, "the row has no 'completion' field"),
+    Case("completion missing", "row", "rows.jsonl", {"prompt": "q"}, "cannot tell the row shape from its fields"),
+    Case("a row that fits two shapes", "row", "rows.jsonl", {"prompt": "q", "completion": "a", "completions": ["b"]},
+         "fits 2 shapes, prompt+completion and prompt+completions"),
     Case("completion a number", "row", "rows.jsonl", {"prompt": "q", "completion": 42}, "'completion' is int"),
     Case("a completion written by the user", "row", "rows.jsonl",
          {"prompt": "q", "completion": {"role": U, "content": "x"}}, "'completion' ends with a 'user' message"),
@@ -133,13 +131,20 @@ CASES = [
     Case("a CSV row with too many fields", "row", "rows.csv", b"q,a,extra", "wrong number of fields (row"),
     Case("a CSV cell that is not UTF-8", "row", "rows.csv", b"caf\xe9,x", "not valid UTF-8 (row"),
     Case("an empty CSV cell", "row", "rows.csv", b"q,", "'completion' is null"),
-    Case("a CSV messages cell lacking a role", "row", "rows.csv", b'"[{""content"": ""hi""}]",x',
-         "'prompt' message 1 has no 'role'"),
-    Case("a CSV completion cell written by the user", "row", "rows.csv",
-         b'q,"{""role"": ""user"", ""content"": ""x""}"', "'completion' ends with a 'user' message"),
+    Case("the CSV header line again (files joined together)", "row", "rows.csv", b"prompt,completion",
+         "the header line again (row"),
+    Case("a stray quote after a quoted CSV field", "row", "rows.csv", b'q,"a"b', "malformed quoting (row"),
+    Case("a CSV messages cell lacking a role", "row", "messages.csv", b'"[{""content"": ""hi""}]"',
+         "'messages' message 1 has no 'role'"),
+    Case("a CSV messages cell that is not JSON", "row", "messages.csv", b"hello there",
+         "'messages' is not valid JSON (Expecting value at character 1"),
     # ---- items of a JSON array
     Case("an array item that is a number", "row", "rows.json", 5, "not a JSON object but a number (array item"),
     Case("an array item whose prompt is null", "row", "rows.json", {"prompt": None, "completion": "x"}, "got null"),
+    Case("an array item holding a byte that is not UTF-8", "row", "rows.json",
+         b'{"prompt": "caf\xe9", "completion": "x"}', "not valid UTF-8 (array item"),
+    Case("an array item that is not valid JSON", "row", "rows.json", b'{"prompt": "q", "completion": x}',
+         "not valid JSON (array item"),
     # ---- other row shapes
     Case("completions that are text, not a list", "row", "completions.jsonl", {"prompt": "q", "completions": "abc"},
          "'completions' must be a non-empty list, got str"),
@@ -168,7 +173,7 @@ CASES = [
          json.dumps(MANY[:50]).encode().replace(b'}, {"prompt": "Question 30', b'} {"prompt": "Question 30'),
          "breaks off after array item 30"),
 ]
-SHAPES = {"rows.jsonl": "completion", "rows.csv": "completion", "rows.json": "completion",
+SHAPES = {"rows.jsonl": "completion", "rows.csv": "completion", "rows.json": "completion", "messages.csv": "messages",
           "completions.jsonl": "completions", "messages.jsonl": "messages", "pairs.jsonl": "pairs"}
 
 
@@ -212,9 +217,11 @@ def row_file(name: str, cases: list[Case], path: Path) -> list[int]:
         where.append(len(lines))
         lines += [case.content, good[(i + 1) % len(good)]]
     if name.endswith(".csv"):
-        path.write_bytes(b"prompt,completion\n" + b"\n".join(_csv(row) for row in lines) + b"\n")
-    elif name.endswith(".json"):
-        path.write_text(json.dumps(lines))
+        header = b"messages" if SHAPES[name] == "messages" else b"prompt,completion"
+        path.write_bytes(header + b"\n" + b"\n".join(_csv(row) for row in lines) + b"\n")
+    elif name.endswith(".json"):  # items written as given: bytes stay bytes, however broken
+        path.write_bytes(b"[" + b",\n".join(row if isinstance(row, bytes) else json.dumps(row).encode()
+                                            for row in lines) + b"]")
     else:
         path.write_bytes(b"\n".join(row if isinstance(row, bytes) else json.dumps(row).encode() for row in lines))
     return where
@@ -235,6 +242,8 @@ def _good(name: str, i: int):
 def _csv(row) -> bytes:
     if isinstance(row, bytes):
         return row
+    if "messages" in row:  # a list column holds JSON, quoted as csv.writer quotes it
+        return ('"' + json.dumps(row["messages"]).replace('"', '""') + '"').encode()
     return f'"{row["prompt"]}","{row["completion"]}"'.encode()
 
 

@@ -81,7 +81,7 @@ def test_rows_without_steps_are_statuses_not_crashes(prm, tmp_path):
         {"prompt": "q", "completion": "x", "steps": []},
         {"prompt": "q", "completion": "x", "steps": "not a list"},
     ]
-    out = score_cli(write_rows(tmp_path / "in.jsonl", rows), prm, tmp_path / "out")
+    out = score_cli(write_rows(tmp_path / "in.jsonl", rows), prm, tmp_path / "out", "--steps-col", "steps")
     assert [r["status"] for r in out] == ["ok", "invalid_row", "invalid_row", "invalid_row"]
     assert "completion is empty" in out[1]["status_detail"] and "steps list is empty" in out[2]["status_detail"]
     assert "list of strings" in out[3]["status_detail"]
@@ -125,7 +125,7 @@ def test_steps_beside_completions_are_one_list_per_completion(prm, reference, tm
             {"prompt": "q", "completions": ["a\n\nb", "c", "d\n\ne"], "steps": [["s1", "s2"], ["t1"], None]},
             {"prompt": "q", "completions": ["a", "c"], "steps": [["s1"]]},
             {"prompt": "q", "completions": ["a"], "steps": [["s1", 2]]}]
-    out = score_cli(write_rows(tmp_path / "in.jsonl", rows), prm, tmp_path / "out")
+    out = score_cli(write_rows(tmp_path / "in.jsonl", rows), prm, tmp_path / "out", "--steps-col", "steps")
     flat, nested, short, mixed = out[:2], out[2:5], out[5:7], out[7]
     assert [r["status"] for r in flat + short + [mixed]] == ["invalid_row"] * 5
     assert "one list of steps per completion" in flat[0]["status_detail"]
@@ -147,7 +147,9 @@ def test_outcome_model_given_steps_stops_and_says_what_to_pass(tiny_models, tmp_
     rows = [{"prompt": "q", "completion": "a\n\nb", "steps": ["a", "b"]}]
     path = write_rows(tmp_path / "in.jsonl", rows)
     orm = tiny_models["llama"]
-    one_line_error(invoke("score", path, "-m", orm, "-o", tmp_path / "o"),
+    one_line_error(invoke("score", path, "-m", orm, "-o", tmp_path / "o"),  # completion and steps: two shapes
+                   "two shapes, prompt+completion and prompt+steps", "--steps-col ''")
+    one_line_error(invoke("score", path, "-m", orm, "-o", tmp_path / "o", "--steps-col", "steps"),
                    "step column 'steps'", "outcome reward model", "--model-type", "qwen-prm", "--steps-col ''")
     renamed = write_rows(tmp_path / "renamed.jsonl", [{"prompt": "q", "completion": "a", "my_steps": ["a"]}])
     one_line_error(invoke("score", renamed, "-m", orm, "-o", tmp_path / "o", "--steps-col", "my_steps"),

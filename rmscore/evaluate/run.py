@@ -83,7 +83,7 @@ def detect_task(source, cfg: EvalConfig) -> tuple[str, McLayout | None]:
                          "name them with --question-col and --targets-col, or --choices-col and --labels-col")
     i = cfg.score.input
     try:
-        pairs = ["pairs"] in first_shapes(source, reading_of(source, i.columns, json_columns=i.json_columns))
+        pairs = "pairs" in first_shapes(source, reading_of(source, i.columns, json_columns=i.json_columns))
     except InputError:
         pairs = False
     if not pairs:

@@ -88,20 +88,26 @@ def reading_of(source: Source, columns: ColumnMap, keep: list[str] = (), json_co
         if missing:
             raise InputError(f"{option} names missing columns: {', '.join(missing)}{source.searched}", where)
     shapes = first_shapes(source, reading)
-    if not any(len(fits) == 1 for fits in shapes):  # every row would be refused: say so before loading
-        two = next((fits for fits in shapes if len(fits) > 1), None)
-        if two:
-            raise InputError(_two_shapes(two, reading).replace("the row fits", "the rows fit", 1))
+    if not any(isinstance(kind, str) for kind in shapes):  # every row would be refused: say so before loading
+        told = next((str(p) for p in shapes if not isinstance(p, _NoShape)), None)
+        if told:
+            raise InputError(f"no row of the first {len(shapes):,} can be scored; the first says: {told}")
         raise InputError(f"cannot tell the row shape from the columns: {', '.join(source.columns)}",
                          f"expected {SHAPES_TEXT}; name yours with --prompt-col, --completion-col, "
                          "--completions-col, --messages-col, --chosen-col/--rejected-col, --steps-col")
     return reading
 
 
-def first_shapes(source: Source, reading: Reading) -> list[list[str]]:
-    """The shapes each of the first readable rows fits (one: readable; two: ambiguous; none)."""
-    rows = (row.data for row in islice(source.rows(), PEEK_ROWS) if isinstance(row.data, dict))
-    return [_fits(_given(data, reading)) for data in rows]
+def first_shapes(source: Source, reading: Reading) -> list:
+    """The shape of each of the first readable rows, or why it has none (a _RowProblem)."""
+    shapes = []
+    for row in islice(source.rows(), PEEK_ROWS):
+        if isinstance(row.data, dict):
+            try:
+                shapes.append(layout_of(row.data, reading).kind)
+            except _RowProblem as problem:
+                shapes.append(problem)
+    return shapes
 
 
 def row_samples(row: RawRow, reading: Reading) -> tuple[str | None, list[Sample]]:
@@ -130,7 +136,10 @@ def layout_of(data: dict, reading: Reading) -> Layout:
         fits = _fits(_given(data, reading, nulls=True))
         fits = [k for k in fits if k != "steps"] if len(fits) > 1 else fits
         if len(fits) != 1:
-            raise _RowProblem(_no_shape(data, reading))
+            raise _NoShape(_no_shape(data, reading))
+    if fits == ["pairs"] and "steps" in given:
+        raise _RowProblem(f"a step column ({reading.name('steps')!r}) cannot go with chosen/rejected: it would give "
+                          "both sides the same steps (pass --steps-col '' to split each side's text)")
     if len(fits) == 1 and "steps" in given and fits[0] == "messages" and "=steps" not in given:
         fits.append("steps")  # the steps, or the split of the last turn: as ambiguous as beside a completion
     if len(fits) > 1:
@@ -156,7 +165,7 @@ def _given(data: dict, reading: Reading, nulls: bool = False) -> set[str]:
 def _fits(given: set[str]) -> list[str]:
     fits = [kind for kind, needs in SHAPES.items() if all(role in given for role in needs)]
     if "pairs" in fits and "steps" in given:
-        return ["pairs"]  # refused when read (_expand): both sides would get the same steps
+        return ["pairs"]  # refused (layout_of): both sides would get the same steps
     # Steps named explicitly beside a completion are that completion's steps, not a shape of their own.
     if "=steps" in given and "steps" in fits and len(fits) > 1:
         fits.remove("steps")
@@ -183,10 +192,14 @@ def _no_shape(data: dict, reading: Reading) -> str:
             if missing:
                 return f"the row has no {missing!r} field"
     fields = ", ".join(map(repr, data)) or "none"
-    return f"cannot tell the row's shape from its fields ({fields}): expected {SHAPES_TEXT}"
+    return f"cannot tell the row shape from its fields ({fields}): expected {SHAPES_TEXT}"
 
 
 class _RowProblem(ValueError):
+    pass
+
+
+class _NoShape(_RowProblem):
     pass
 
 
@@ -204,9 +217,6 @@ def _expand(index: int, data: dict, layout: Layout, reading: Reading) -> list[Sa
         completions = [conversation[-1]["content"]]
         sides: list[str | None] = [None]
     elif layout.kind == "pairs":
-        if layout.steps:
-            raise _RowProblem(f"a step column ({layout.steps!r}) cannot go with chosen/rejected: it would give both "
-                              "sides the same steps (pass --steps-col '' to split each side's text)")
         prompt, is_text, completions = _pair(data, layout, reading)
         sides = ["chosen", "rejected"]
     else:
