@@ -331,9 +331,10 @@ def write_format(name: str, rows, path):
 def test_each_format_gives_lists_as_lists_and_strings_as_text(name, tmp_path):
     from rmscore.config import ColumnMap
     from rmscore.distributed.env import DistInfo
-    from rmscore.io.layout import reading_of
-    from rmscore.io.sources import open_source
-    from rmscore.scoring import RunSummary, iter_samples
+    from rmscore.read.layout import reading_of
+    from rmscore.read.sources import open_source
+    from rmscore.score.run import iter_samples
+    from rmscore.score.summary import RunSummary
 
     path = tmp_path / (f"rows.{name}" if name != "save_to_disk" else "disk")
     want = write_format(name, table_rows(), path)
@@ -351,7 +352,7 @@ def test_each_format_gives_lists_as_lists_and_strings_as_text(name, tmp_path):
 def test_python_and_http_rows_take_native_types_only(path):
     """Scorer, RewardFunction and serve read in-memory rows through one function: a list is a list,
     a string is text (HTTP bodies are JSON-decoded once, by the server, into these same rows)."""
-    from rmscore.engine import samples_from_rows
+    from rmscore.score.engine import samples_from_rows
 
     rows = table_rows()
     if path == "http":
