@@ -83,7 +83,7 @@ def test_unknown_or_bad_option_is_a_config_error_before_loading():
     with pytest.raises(rmscore.ConfigError) as err:
         rmscore.Scorer("/nowhere", max_lenght=512)
     assert "did you mean 'max_length'" in str(err.value) and "on_overflow" in err.value.hint
-    with pytest.raises(rmscore.ConfigError, match="unknown --dtype"):
+    with pytest.raises(rmscore.ConfigError, match="unknown dtype 'fp33'"):  # the argument's name, not the flag
         rmscore.RewardFunction("/nowhere", dtype="fp33")
     with pytest.raises(rmscore.ConfigError, match="cannot go with url="):
         rmscore.RewardFunction(url="http://127.0.0.1:9", max_length=512)
