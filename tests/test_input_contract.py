@@ -328,23 +328,16 @@ def write_format(name: str, rows, path):
 
 
 @pytest.mark.parametrize("name", ["jsonl", "json", "csv", "tsv", "parquet", "save_to_disk"])
-def test_each_format_gives_lists_as_lists_and_strings_as_text(name, tmp_path):
-    from rmscore.config import ColumnMap
-    from rmscore.distributed.env import DistInfo
-    from rmscore.read.layout import reading_of
-    from rmscore.read.sources import open_source
-    from rmscore.score.run import iter_samples
-    from rmscore.score.summary import RunSummary
-
+def test_each_format_gives_lists_as_lists_and_strings_as_text(name, model, tmp_path):
     path = tmp_path / (f"rows.{name}" if name != "save_to_disk" else "disk")
     want = write_format(name, table_rows(), path)
-    source = open_source(str(path))
-    samples = list(iter_samples(source, reading_of(source, ColumnMap()), DistInfo(), None, RunSummary("x")))
+    result = invoke("score", path, "-m", model, "-o", tmp_path / "out", "--no-progress")
+    assert result.exit_code == 0, result.output
     got = {}
-    for s in samples:
-        assert s.error is None, s.error
-        prompt = s.prompt[0]["content"] if s.prompt_is_text else s.prompt
-        got.setdefault(s.input_index, (prompt, []))[1].append(s.completion)
+    for r in rows_of(tmp_path / "out"):
+        assert r["status"] == "ok", r["status_detail"]
+        prompt = r["prompt"][0]["content"] if r["prompt_is_text"] else r["prompt"]
+        got.setdefault(r["input_index"], (prompt, []))[1].append(r["completion"])
     assert [got[i] for i in sorted(got)] == [(p, list(c)) for p, c in want]
 
 
