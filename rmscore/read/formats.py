@@ -17,6 +17,7 @@ and an empty cell is null; rmscore/read/layout.py decodes the cells of list colu
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -29,9 +30,11 @@ from rmscore.read.rows import JSON_KINDS, RawRow, Source
 
 MAX_FIELD = 1 << 26  # characters in one CSV field: a longer one is a quote never closed
 CHUNK = 1 << 16
-_OUTSIDE = re.compile(rb'[\[\]{}",]')  # the bytes that matter outside a string
-_INSIDE = re.compile(rb'["\\]')  # the bytes that matter inside one
-_SPACE = b" \t\r\n"
+# A whole string (its closing quote in group "end", or none yet: the bytes read end inside it), or a
+# bracket or comma; whatever else lies between (numbers, true, spaces) is skipped by the search.
+_TOKEN = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:(?P<end>")|\\?\Z)|[\[\]{},]', re.S)
+_NOT_SPACE = re.compile(r"[^ \t\r\n]")
+_SURROGATE = re.compile("[\udc80-\udcff]")  # a byte that was not UTF-8 (surrogateescape)
 
 
 class JsonArraySource(Source):
@@ -53,8 +56,8 @@ class JsonArraySource(Source):
         count = 0
         with handle:
             try:
-                for raw in array_items(handle):
-                    yield _element(count, raw)
+                for text, value in array_items(handle):
+                    yield _element(count, text, value)
                     count += 1
             except _Broken as exc:
                 self.breaks.append(broke_off(self.path, "array item", count, read_error(handle) or exc))
@@ -64,89 +67,125 @@ class _Broken(Exception):
     pass
 
 
-def array_items(handle) -> Iterator[bytes]:
-    """The bytes of each element of the top-level JSON array in `handle`, one at a time. Raises
-    _Broken where the array's own structure breaks (its elements are decoded by the caller)."""
-    buf, pos = _skip_space(handle, handle.read(CHUNK).removeprefix(b"\xef\xbb\xbf"), 0)
-    if buf[pos:pos + 1] != b"[":
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a surrogate: a byte that was not UTF-8
+        return False
+    return True
+
+
+def array_items(handle) -> Iterator[tuple[str, object]]:
+    """(text, decoded value or _BAD) of each element of the top-level JSON array in `handle`, one at
+    a time. Raises _Broken where the array's own structure breaks."""
+    scan = _Scanner(handle)
+    if scan.next_char() != "[":
         raise _Broken("not a JSON array")
-    buf, pos = _skip_space(handle, buf, pos + 1)
-    if buf[pos:pos + 1] == b"]":
+    if scan.next_char(peek=True) == "]":
         return
     while True:
-        end, buf, pos = _element_end(handle, buf, pos)
-        yield buf[pos:end]
-        buf, pos = _skip_space(handle, buf[end:], 0)
-        sep = buf[pos:pos + 1]
-        if sep == b"]":
+        yield scan.element()
+        sep = scan.next_char()
+        if sep == "]":
             return
-        if sep != b",":
-            raise _Broken(f"expected ',' or ']' after an item, found {sep.decode('latin-1') or 'the end of the file'}")
-        buf, pos = _skip_space(handle, buf, pos + 1)
+        if sep != ",":
+            raise _Broken(f"expected ',' or ']' after an item, found {sep or 'the end of the file'}")
 
 
-def _element_end(handle, buf: bytes, start: int) -> tuple[int, bytes, int]:
-    """Where the element starting at buf[start] ends (exclusive), reading more of the file as needed."""
-    buf, start = buf[start:], 0
-    depth, at = 0, 0
-    while True:
-        match = _OUTSIDE.search(buf, at)
-        if match is None:
-            more = handle.read(CHUNK)
-            if not more:
+_BAD = object()  # an element that is not valid JSON
+_DECODER = json.JSONDecoder()
+
+
+class _Scanner:
+    """A window on the file's text. Bytes that are not UTF-8 become surrogates (one bad byte spoils
+    one element, found by _element); each element is decoded in C by raw_decode, and only one that
+    does not decode is measured by the structural scan (_TOKEN) to find where the next one begins."""
+
+    def __init__(self, handle):
+        self.handle, self.text, self.pos, self.ended, self.clean = handle, "", 0, False, True
+        self.decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+        self._more(0)
+        self.text = self.text.removeprefix("\ufeff")
+
+    def _more(self, keep: int) -> bool:
+        """Read on, dropping the text before `keep` (positions move back by `keep`); False at the end.
+        `clean`: the text holds no byte that was not UTF-8 (checked in C, per chunk)."""
+        if self.ended:
+            return False
+        chunk = self.handle.read(max(CHUNK, len(self.text) - keep))  # a long element doubles the reads
+        self.ended = not chunk
+        piece, kept = self.decoder.decode(chunk, final=self.ended), self.text[keep:]
+        self.clean = (self.clean or not _SURROGATE.search(kept)) and _is_utf8(piece)
+        self.text, self.pos = kept + piece, self.pos - keep
+        return not self.ended
+
+    def next_char(self, peek: bool = False) -> str:
+        """The next character that is not whitespace ("" at the end of the file)."""
+        if self.pos < len(self.text) and self.text[self.pos] not in " \t\r\n":
+            self.pos += not peek
+            return self.text[self.pos - (not peek)]
+        while True:
+            match = _NOT_SPACE.search(self.text, self.pos)
+            if match:
+                self.pos = match.start() + (not peek)
+                return match.group()
+            self.pos = len(self.text)
+            if not self._more(self.pos):
+                return ""
+
+    def element(self) -> tuple[str, object]:
+        self.next_char(peek=True)  # raw_decode takes no leading whitespace
+        while True:
+            try:
+                value, end = _DECODER.raw_decode(self.text, self.pos)
+            except json.JSONDecodeError:
+                value, end = _BAD, self._end()
+            else:
+                if end == len(self.text) and not self.ended:
+                    end = None  # a number cut by the window: read on
+            if end is not None:
+                start, self.pos = self.pos, end
+                text = self.text[start:end]
+                bad = None if self.clean else _SURROGATE.search(text)
+                return text, (bad if bad else value)
+            if not self._more(self.pos):
                 raise _Broken("the array is not closed")
-            at, buf = len(buf), buf + more
-            continue
-        char, at = match.group(), match.end()
-        if char == b'"':
-            at, buf = _string_end(handle, buf, at)
-        elif char in b"[{":
-            depth += 1
-        elif depth == 0:  # the array's own ',' or ']'
-            return match.start(), buf, start
-        elif char in b"]}":
-            depth -= 1
-            if depth == 0:
-                return at, buf, start
+
+    def _end(self) -> int | None:
+        """Where the element at self.pos ends, by its brackets, strings and commas alone (None: past
+        the text read so far)."""
+        depth = 0
+        for token in _TOKEN.finditer(self.text, self.pos):
+            char = token.group()[0]
+            if char == '"':
+                if token.group("end") is None:
+                    return None
+            elif char in "[{":
+                depth += 1
+            elif depth == 0:  # the array's own ',' or ']'
+                return token.start()
+            elif char != ",":
+                depth -= 1
+                if depth == 0:
+                    return token.end()
+        return None
 
 
-def _string_end(handle, buf: bytes, at: int) -> tuple[int, bytes]:
-    while True:
-        match = _INSIDE.search(buf, at)
-        if match is None or (match.group() == b"\\" and match.end() == len(buf)):
-            more = handle.read(CHUNK)
-            if not more:
-                raise _Broken("a string is not closed")
-            buf += more
-            continue
-        if match.group() == b'"':
-            return match.end(), buf
-        at = match.end() + 1  # the escaped byte
-
-
-def _skip_space(handle, buf: bytes, pos: int) -> tuple[bytes, int]:
-    while True:
-        rest = buf[pos:].lstrip(_SPACE)
-        if rest:
-            return rest, 0
-        buf, pos = handle.read(CHUNK), 0
-        if not buf:
-            return b"", 0
-
-
-def _element(index: int, raw: bytes) -> RawRow:
+def _element(index: int, text: str, value) -> RawRow:
+    """The row of one element; `value` is its decoded value, _BAD, or where a byte was not UTF-8."""
     where = f"array item {index + 1:,}"
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return RawRow(index, None, f"not valid UTF-8 ({where}: byte 0x{raw[exc.start]:02x} at position {exc.start + 1})")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return RawRow(index, None, f"not valid JSON ({where}: {exc.msg} at character {exc.pos + 1})")
-    if not isinstance(data, dict):
-        return RawRow(index, None, f"not a JSON object but {JSON_KINDS.get(type(data), 'JSON')} ({where})")
-    return RawRow(index, data)
+    if isinstance(value, re.Match):
+        bad = value
+        return RawRow(index, None, f"not valid UTF-8 ({where}: byte 0x{ord(bad.group()) - 0xDC00:02x} at position "
+                                   f"{bad.start() + 1})")
+    if value is _BAD:
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            return RawRow(index, None, f"not valid JSON ({where}: {exc.msg} at character {exc.pos + 1})")
+    if not isinstance(value, dict):
+        return RawRow(index, None, f"not a JSON object but {JSON_KINDS.get(type(value), 'JSON')} ({where})")
+    return RawRow(index, value)
 
 
 class DelimitedSource(Source):
