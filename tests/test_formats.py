@@ -13,7 +13,7 @@ import pytest
 
 from rmscore.config import ColumnMap
 from rmscore.distributed.env import DistInfo
-from rmscore.read.layout import reading_of
+from rmscore.read.contract import reading_of
 from rmscore.read.sources import open_source
 from rmscore.score.run import iter_samples
 from rmscore.score.summary import RunSummary

@@ -8,7 +8,8 @@ import pytest
 from rmscore.config import ColumnMap
 from rmscore.distributed.env import DistInfo
 from rmscore.errors import InputError
-from rmscore.read.layout import Reading, reading_of, row_samples
+from rmscore.read.contract import Reading, reading_of
+from rmscore.read.layout import row_samples
 from rmscore.read.sources import open_source
 from rmscore.score.records import prompt_hash
 from rmscore.score.run import iter_samples

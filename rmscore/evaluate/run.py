@@ -17,7 +17,7 @@ from rmscore.errors import ConfigError, InputError
 from rmscore.evaluate import bestofn, metrics
 from rmscore.evaluate import cache as eval_cache
 from rmscore.evaluate.multiple_choice import McLayout, convert, detect_mc
-from rmscore.read.layout import first_shapes, reading_of
+from rmscore.read.contract import first_shapes, reading_of
 from rmscore.read.sources import open_source
 from rmscore.store import fingerprint
 from rmscore.store.output import META_DIR, read_metadata

@@ -12,7 +12,7 @@ Each is as robust as JSON lines: one bad element or row is one problem row, and 
   and a quote is a character like any other.
 Cells are decoded per cell, so a byte that is not UTF-8 spoils one row; a row with the wrong number
 of fields, or the header line repeated (files joined together), is a problem row. Every cell is text
-and an empty cell is null; rmscore/read/layout.py decodes the cells of list columns as JSON.
+and an empty cell is null; rmscore/read/contract.py decodes the cells of list columns as JSON.
 """
 
 from __future__ import annotations

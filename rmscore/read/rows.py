@@ -27,7 +27,7 @@ class Source:
     columns: list[str]
     breaks: list[str]  # where reading broke off in the last pass over rows(), one entry per file
     shape = "one JSON object per line"  # what a readable file of this kind holds, for the error
-    text_cells = False  # CSV/TSV: every cell is text (rmscore/read/layout.py decodes list columns)
+    text_cells = False  # CSV/TSV: every cell is text (rmscore/read/contract.py decodes list columns)
     searched = ""  # where `columns` was learnt, when not from a schema or header: said in a "not found"
 
     def rows(self) -> Iterator[RawRow]:

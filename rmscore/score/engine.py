@@ -15,7 +15,8 @@ from functools import cached_property
 from rmscore.config import BatchConfig, ColumnMap, ModelConfig
 from rmscore.errors import RowError
 from rmscore.models.base import RewardModel
-from rmscore.read.layout import Reading, row_samples
+from rmscore.read.contract import Reading
+from rmscore.read.layout import row_samples
 from rmscore.read.rows import RawRow
 from rmscore.score import records
 from rmscore.score.records import Sample, prompt_hash
@@ -111,7 +112,7 @@ class Engine:
 
 
 def samples_from_rows(rows: list, columns: ColumnMap, first_index: int = 0, reads_steps: bool = True) -> list[Sample]:
-    """The samples of in-memory rows, each read by the input contract (rmscore/read/layout.py) as
+    """The samples of in-memory rows, each read by the input contract (rmscore/read/contract.py) as
     `rmscore score` reads a row of a JSONL file: native types, the row's own shape."""
     reading = Reading(columns, reads_steps=reads_steps)
     samples: list[Sample] = []

@@ -19,7 +19,8 @@ from rmscore.distributed.env import DistInfo, dist_info
 from rmscore.distributed.signals import GracefulStop
 from rmscore.errors import ConfigError, InputError, Interrupted
 from rmscore.progress import Progress
-from rmscore.read.layout import Reading, reading_of, row_samples
+from rmscore.read.contract import Reading, reading_of
+from rmscore.read.layout import row_samples
 from rmscore.read.rows import Source
 from rmscore.read.sources import open_source
 from rmscore.score import records

@@ -15,7 +15,7 @@ class RunSummary:
     model_type: str = ""
     forward_path: str = ""
     rows_read: int = 0  # input rows of this shard (all of whose completions it owns), summed over workers
-    shapes: Counter = field(default_factory=Counter)  # those rows by shape (rmscore/read/layout.py), or "no shape"
+    shapes: Counter = field(default_factory=Counter)  # those rows by shape (rmscore/read/contract.py), or "no shape"
     statuses: Counter = field(default_factory=Counter)
     details: Counter = field(default_factory=Counter)  # why rows were not scored, by reason
     tokens: int = 0  # tokens of the scored rows (what a per-example scorer would compute)
