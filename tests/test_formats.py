@@ -97,3 +97,16 @@ def test_a_csv_field_longer_than_pythons_default_limit_is_read_whole(tmp_path):
             {"prompt": "after", "completion": "b"}]
     source = open_source(str(write(tmp_path / "long.csv", delimited(rows, ",", ()))))
     assert [r.data for r in source.rows()] == rows and source.damage is None
+
+
+def test_a_csv_quote_that_runs_past_the_field_bound_stops_at_its_line(tmp_path, monkeypatch):
+    """A quote never closed in a large file must not read the rest of it into one field: past
+    MAX_FIELD characters the reading stops, naming the line where the field began."""
+    from rmscore.read import formats
+
+    monkeypatch.setattr(formats, "MAX_FIELD", 1000)
+    lines = ["prompt,completion", "q0,a0", 'q1,"never closed'] + [f"q{i},a{i}" for i in range(2, 500)]
+    source = open_source(str(write(tmp_path / "open.csv", ("\n".join(lines) + "\n").encode())))
+    assert [r.data["completion"] for r in source.rows()] == ["a0"]
+    assert source.damage.endswith("breaks off after row 1: the quoted field that begins on line 3 is never closed "
+                                  "(field larger than field limit (1000))"), source.damage
