@@ -121,6 +121,19 @@ def test_other_settings_refuse_and_overwrite_starts_fresh(job, tmp_path, copy_mo
     assert_same_rows(rows_of(out), job["reference"])  # no row too long: same numbers, rows once
 
 
+def test_a_folder_scored_under_the_old_input_rules_refuses(job, tmp_path):
+    """A folder whose manifest predates the input contract (JSON inside strings was decoded then) is
+    not resumed: its rows may have been read as other texts than this rmscore reads."""
+    out = tmp_path / "out"
+    assert invoke(*job["args"], "-o", out, "--limit", "20").exit_code == 0
+    manifest = next((out / ".rmscore").glob("manifest-*.json"))
+    record = json.loads(manifest.read_text())
+    del record["settings"]["input_contract"]
+    manifest.write_text(json.dumps(record))
+    refused = invoke(*job["args"], "-o", out)
+    assert refused.exit_code == 2 and "input reading rules" in refused.output and "was None, now 2" in refused.output
+
+
 def test_a_changed_checkpoint_refuses_after_loading(job, tmp_path, tiny_models, copy_model):
     """Same command, but the chat template in the checkpoint changed: caught by the resolved settings."""
     model = copy_model(tiny_models["llama"])

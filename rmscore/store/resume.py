@@ -34,11 +34,13 @@ from rmscore.store.output import EVAL_KEY, EXACT_KEYS, META_DIR
 from rmscore.store.writers import PART_GLOB, existing_parts, output_error, part_seq
 
 KEY_COLUMNS = ["input_index", "completion_index", "prompt_id", "status"]
+INPUT_CONTRACT = 2  # raise when the rules that turn an input row into text change
 # How a differing setting is named in the refusal message, when not simply --key-with-dashes.
 NAMES = {
     "input": "input", "columns": "column options (--prompt-col, ...)", "shard_count": "shard count "
     "(--shard, SLURM array size or torchrun workers)", "model_type": "model type", "template_hash": "chat template",
     "dtype": "dtype", "model_digest": "model files (config, tokenizer or weights)",
+    "input_contract": "input reading rules (None: an rmscore that read JSON inside strings)",
 }
 
 
@@ -53,7 +55,11 @@ def requested_settings(cfg: ScoreConfig, shard_count: int) -> dict:
         "step_tokens": m.step_tokens, "judge_template": m.judge_template, "score_tokens": m.score_tokens,
         "gguf_file": m.gguf_file,
         "on_overflow": b.on_overflow, "shard_count": shard_count,
-        "json_columns": sorted(i.json_columns) or None,  # None: as manifests written before the option
+        "json_columns": sorted(i.json_columns) or None,
+        # How a row's text and shape are read from the input (issue 24: a string is text, each row's
+        # shape its own). Folders scored under the earlier rules, which read JSON inside strings and
+        # took every row's shape from the first, have none: resuming them would mix two readings.
+        "input_contract": INPUT_CONTRACT,
     }
 
 
