@@ -217,15 +217,18 @@ class ServeConfig:
     # "split" cuts it at its prompt and renders prompt + response with the model's own template.
     query_format: str = "text"
     unscored_reward: float | None = None  # /get_reward's value for a row that cannot be scored (None: null)
+    drain_timeout_s: float = 30.0  # after SIGTERM, answer what is in flight for this long, then 503 the rest
+    read_timeout_s: float = 30.0  # a request body must be all in within this long of its headers; else 408
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port must be in 0-65535, got {self.port}")
         if self.max_wait_ms < 0:
             raise ConfigError(f"--max-wait-ms must be >= 0, got {self.max_wait_ms}")
-        for name in ("max_queue", "max_rows_per_request", "max_body_mb"):
+        for name in ("max_queue", "max_rows_per_request", "max_body_mb", "drain_timeout_s", "read_timeout_s"):
             if getattr(self, name) <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+                option = name.removesuffix("_s").replace("_", "-")
+                raise ConfigError(f"--{option} must be positive, got {getattr(self, name)}")
         if self.query_format not in QUERY_FORMATS:
             raise ConfigError(f"unknown --query-format {self.query_format!r}", f"choose {' or '.join(QUERY_FORMATS)}")
         if self.api_key == "":

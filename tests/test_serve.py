@@ -243,14 +243,19 @@ def test_full_queue_503_gone_client_dropped_and_413(tiny_models):
         wait_for(lambda: client.metric("rmscore_dropped_rows_total") == 1, 10, "the row to be dropped")
         assert client.metric("rmscore_queue_depth") == 0 and client.metric("rmscore_batches_total") == 0
 
-        answer = {}
-        full = threading.Thread(target=lambda: answer.update(r=client.post("/v1/score", {"rows": [one] * 4})))
-        full.start()
+        answers = [{}, {}]
+        full = [threading.Thread(target=lambda a=a: a.update(r=client.post("/v1/score", {"rows": [one] * 4})))
+                for a in answers]
+        full[0].start()
         wait_for(lambda: client.metric("rmscore_rows_pending") == 4, 10, "the queue to fill")
+        full[1].start()  # does not fit: it waits in line (the admission line holds max_queue rows)
+        wait_for(lambda: client.server.service.batcher.waiting == 4, 10, "the line to fill")
         status, headers, body = client.post("/v1/score", {"rows": [one]})
         assert status == 503 and int(headers["retry-after"]) >= 1 and "queue is full" in body["error"]["message"]
-        full.join(30)
-        assert answer["r"][0] == 200 and [r["status"] for r in answer["r"][2]["results"]] == ["ok"] * 4
+        for thread in full:
+            thread.join(30)
+        for a in answers:
+            assert a["r"][0] == 200 and [r["status"] for r in a["r"][2]["results"]] == ["ok"] * 4
 
         status, _, body = client.post("/v1/score", {"rows": [one] * 5})
         assert status == 413 and "limit is 4" in body["error"]["message"]

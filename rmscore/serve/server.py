@@ -2,17 +2,20 @@
 
 The first SIGTERM or SIGINT starts a drain: new requests get 503 with Retry-After (so callers move
 to another replica) while everything already received is scored and answered; the process exits 0
-once nothing is in flight. A second signal exits at once.
+once nothing is in flight. Past --drain-timeout, or at a second signal, the drain is cut short:
+each request not yet answered gets 503, the log says how many, and serve() raises (exit code 2).
+A third signal exits at once.
 """
 
 from __future__ import annotations
 
 import socket
+import time
 
 import uvicorn
 
 from rmscore.config import BatchConfig, ModelConfig, ServeConfig
-from rmscore.errors import ConfigError
+from rmscore.errors import ConfigError, ServerError
 from rmscore.serve.app import create_app
 from rmscore.serve.service import Service
 
@@ -22,6 +25,8 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.service = service
         service.on_fatal = self.stop
+        self.deadline: float | None = None  # when the drain is cut short
+        self.cut = 0  # requests the cut answered 503
 
     def stop(self) -> None:
         self.should_exit = True
@@ -29,22 +34,33 @@ class DrainingServer(uvicorn.Server):
     def handle_exit(self, sig, frame) -> None:
         # Not uvicorn's: it closes the listening socket at once, so late callers would get
         # "connection refused" instead of a 503 they know to retry; it also re-raises the signal.
-        if self.service.draining or self.should_exit:
+        # A signal handler only sets flags: on_tick, on the event loop, acts on them.
+        if self.should_exit or (self.service.draining and self.deadline == 0):
             self.should_exit = self.force_exit = True
+        elif self.service.draining:
+            self.deadline = 0
         else:
             self.service.draining = True
+            self.deadline = time.monotonic() + self.service.cfg.drain_timeout_s
 
     async def on_tick(self, counter: int) -> bool:
-        if self.service.draining and self.service.idle():
-            self.should_exit = True
+        service = self.service
+        if service.draining and not self.should_exit:
+            if self.deadline is not None and time.monotonic() >= self.deadline and not self.cut:
+                self.cut = service.cut_short()
+                if self.cut:
+                    service.log(f"the drain was cut short: {self.cut} request(s) not yet answered got 503")
+            if service.idle() or (self.cut and service.in_flight == 0):
+                self.should_exit = True
         return await super().on_tick(counter)
 
 
 def build(model_cfg: ModelConfig, batch_cfg: BatchConfig, cfg: ServeConfig, log=lambda text: None):
     """The server, not yet started: run it with .run(sockets=[bind(...)])."""
     service = Service(model_cfg, batch_cfg, cfg, log)
+    # timeout_graceful_shutdown: a backstop only; the drain (on_tick) has answered everything by then.
     config = uvicorn.Config(create_app(service), log_level="warning", access_log=False, lifespan="on",
-                            timeout_keep_alive=30)
+                            timeout_keep_alive=30, timeout_graceful_shutdown=5)
     return DrainingServer(config, service)
 
 
@@ -78,4 +94,7 @@ def serve(model_cfg: ModelConfig, batch_cfg: BatchConfig, cfg: ServeConfig, log=
     server.run(sockets=[sock])
     if service.load_error is not None:
         raise service.load_error
+    if server.cut:
+        raise ServerError(f"the drain was cut short: {server.cut} request(s) not yet answered got 503",
+                          f"give them longer with --drain-timeout (it was {cfg.drain_timeout_s:g}s)")
     log("stopped: every request received was answered")

@@ -9,6 +9,7 @@ thread (rmscore/serve/batcher.py). Everything that scores goes through the engin
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,16 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rmscore.config import BatchConfig, ModelConfig, ServeConfig
+from rmscore.errors import InputError
 from rmscore.score.summary import RunSummary
+from rmscore.serve import lengths, protocols
 from rmscore.serve.batcher import Batcher, Item, Overloaded, Ticket
+from rmscore.serve.limits import TooLarge
 from rmscore.serve.metrics import Metrics
-from rmscore.serve.schemas import BadRequest
 
 CHUNK = 256  # rows tokenized per step
-
-
-class TooLarge(BadRequest):
-    """More rows or bytes than one request may carry: 413."""
+ADMIT_WAIT_S = 30.0  # a request waits this long in the admission line, then gets 503 with Retry-After
 
 
 class NotReady(Exception):
@@ -56,10 +56,12 @@ class Service:
         self.model_cfg, self.batch_cfg, self.cfg, self.log = model_cfg, batch_cfg, cfg, log
         self.metrics = Metrics()
         self.engine = None
+        self.cutter: lengths.Cutter | None = None
         self.batcher: Batcher | None = None
         self.load_error: BaseException | None = None
         self.draining = False
         self.in_flight = 0  # HTTP requests inside the app (SIGTERM waits for 0)
+        self.requests: set[asyncio.Task] = set()  # their tasks (guard.py), for cut_short
         self.body_bytes = 0  # bytes of request bodies held in memory right now
         self.on_fatal: Callable[[], None] = lambda: None  # set by the server: stop it
         self.on_ready: Callable[[], None] = lambda: None
@@ -93,6 +95,7 @@ class Service:
             batcher = Batcher(self._score, lambda: engine.scorer.budget, self.cfg.max_wait_ms / 1000,
                               self.cfg.max_queue, on_drop=self.metrics.dropped.inc, on_error=self._batch_error)
             batcher.start()
+            self.cutter = lengths.Cutter(engine.model.tokenizer, engine.max_length, self.batch_cfg.on_overflow)
             self.engine, self.batcher = engine, batcher
         except BaseException as exc:  # reported by the CLI after the server stops
             self.load_error = exc
@@ -104,6 +107,13 @@ class Service:
         if self.batcher is not None:
             self.batcher.stop()
         self._tokenize.shutdown(wait=False, cancel_futures=True)
+
+    def cut_short(self) -> int:
+        """End every request not yet answered (guard.py answers each 503); how many there were."""
+        unfinished = [task for task in self.requests if not task.done()]
+        for task in unfinished:
+            task.cancel()
+        return len(unfinished)
 
     def idle(self) -> bool:
         return self.in_flight == 0 and (self.batcher is None or (self.batcher.pending == 0 and not self.batcher.busy))
@@ -133,39 +143,80 @@ class Service:
         """Rows of any shape `rmscore score` reads -> result rows, in its output order. `invalid`:
         rows (by position) the caller already knows cannot be scored, and why."""
         engine = self.ready_engine()
+        self._check_count(len(rows))
         base = self._reserve(len(rows))
-        samples = await asyncio.get_running_loop().run_in_executor(self._tokenize, engine.samples, rows, base)
+        samples = await self._off_loop(self._samples, engine, rows, base)
         for sample in samples if invalid else ():
             sample.error = invalid.get(sample.input_index - base, sample.error)
-        return await self._score_samples(samples, lambda a, b: engine.scorer.prepare(samples[a:b]), base)
+        return await self._score_samples(samples, lambda a, b: self._prepare(base, samples[a:b]), base)
 
     async def score_texts(self, texts: list[str], prompts: list[str] | None = None) -> list[dict]:
         """Conversations already rendered as text (one result each), read where the family reads."""
         from rmscore.score.engine import rendered_samples
 
-        engine = self.ready_engine()
+        self.ready_engine()
+        self._check_count(len(texts))
         base = self._reserve(len(texts))
-        samples = rendered_samples(len(texts), prompts, base)
-        return await self._score_samples(samples, lambda a, b: engine.prepare_rendered(samples[a:b], texts[a:b]),
-                                         base)
+        samples = await self._off_loop(rendered_samples, len(texts), prompts, base)
+        return await self._score_samples(samples, lambda a, b: self._prepare(base, samples[a:b], texts[a:b]), base)
+
+    async def score_split(self, queries: list[str], prompts: list[str] | None) -> list[dict]:
+        """--query-format split: each query cut after its prompt (protocols.split_queries), then scored."""
+        engine = self.ready_engine()
+        self._check_count(len(queries))
+        rows, invalid = await self._off_loop(protocols.split_queries, queries, prompts, engine.model.tokenizer)
+        return await self.score_rows(rows, invalid)
+
+    def _off_loop(self, fn, *args):
+        """Work that grows with a request runs on the tokenizing thread, never on the event loop."""
+        return asyncio.get_running_loop().run_in_executor(self._tokenize, fn, *args)
+
+    def _check_count(self, count: int) -> None:
+        if count > self.cfg.row_limit:
+            raise TooLarge(f"{count} rows to score in one request; the limit is {self.cfg.row_limit} "
+                           "(--max-rows-per-request, --max-queue): split the request")
+
+    def _samples(self, engine, rows: list, base: int) -> list:
+        """The rows' samples, counted as they are made: a row of a million completions stops at the limit."""
+        samples = []
+        for i, row in enumerate(rows):
+            samples += engine.samples([row], base + i)
+            self._check_count(len(samples))
+        return samples
+
+    def _prepare(self, base: int, samples: list, texts: list[str] | None = None):
+        """The Scorer's prepare (encode, length policy), texts too long to ever fit cut first
+        (lengths.py). With --on-overflow error, an over-long row is named by its place in the request."""
+        engine = self.engine
+        if texts is None:
+            prepare_fn = lambda ss, ts: engine.scorer.prepare(ss)  # noqa: E731
+        else:
+            prepare_fn = engine.prepare_rendered
+        try:
+            return lengths.prepare(prepare_fn, self.cutter, samples, texts)
+        except InputError as exc:  # rows are numbered server-wide (see _reserve); the caller counts from 0
+            message = re.sub(r"input row (\d+)", lambda m: f"row {int(m[1]) - base} of the request", exc.message)
+            raise InputError(message, exc.hint) from None
 
     def _reserve(self, count: int) -> int:
         base, self._next_index = self._next_index, self._next_index + count
         return base
 
     async def _score_samples(self, samples: list, prepare, base: int) -> list[dict]:
-        if len(samples) > self.cfg.row_limit:
-            raise TooLarge(f"{len(samples)} rows to score in one request; the limit is {self.cfg.row_limit} "
-                           "(--max-rows-per-request, --max-queue): split the request")
+        self._check_count(len(samples))
         if not samples:
             return []
         loop = asyncio.get_running_loop()
         ticket = self.batcher.admit(len(samples), loop)
         try:
+            await asyncio.wait_for(asyncio.shield(ticket.admitted), ADMIT_WAIT_S)
             for start in range(0, len(samples), CHUNK):
                 prepared = await loop.run_in_executor(self._tokenize, prepare, start, start + CHUNK)
                 self.batcher.submit(ticket, items_of(ticket, prepared, start))
             rows = await ticket.future
+        except asyncio.TimeoutError:  # still not admitted: the device is far behind
+            self.batcher.cancel(ticket)
+            raise Overloaded(self.batcher.retry_after()) from None
         except BaseException:  # the client went away, or tokenizing failed: drop what waits
             self.batcher.cancel(ticket)
             raise
