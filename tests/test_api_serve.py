@@ -130,7 +130,8 @@ def test_gives_up_at_once_when_retry_after_is_past_the_timeout():
     with stub(reply("busy", 503, {"Retry-After": "30"})) as server:
         reward = rmscore.RewardFunction(url=server.url, timeout=5)
         waits = recorded(reward)
-        with pytest.raises(rmscore.ServerError, match="503 busy; gave up after 1 tries"):
+        with pytest.raises(rmscore.ServerError, match="503 busy; the server asks to retry in 30s, past the 5s left "
+                                                      "of timeout=5; gave up after 1 tries"):
             reward(["p"], ["a"])
     assert waits == []
 

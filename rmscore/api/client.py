@@ -4,21 +4,25 @@ Each result is what rmscore.Scorer.score returns for the same row, so a reward f
 between in-process and served without changing a number. The standard library's HTTP client is
 enough for one JSON request per call, so this adds no dependency.
 
-Waiting is bounded by one `timeout` per call, retries included. A 503 (the server's queue is full,
-it is still loading, or it is draining) is retried after the Retry-After it sends; a refused or
-reset connection (a server restarting) is retried with a growing pause. Anything else is a
-ServerError at once, with the server's own message.
+Waiting is bounded by one `timeout` per call, retries included: a watchdog closes the connection
+at the deadline, so a server that answers a byte a second cannot stretch it. A 503 (the server's
+queue is full, it is still loading, or it is draining) is retried after the Retry-After it sends;
+a refused or reset connection (a server restarting) is retried with a growing pause. Redirects
+are not followed (the API key must never go to another address). Anything else, a malformed reply
+included, is a ServerError at once, with the server's own message.
 """
 
 from __future__ import annotations
 
 import email.utils
+import http.client
 import json
 import logging
 import os
+import socket
+import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from datetime import timezone
 
 from rmscore.errors import ServerError
@@ -42,7 +46,9 @@ class Client:
         self.api_key = api_key if api_key is not None else os.environ.get("RMSCORE_API_KEY")
         self.timeout = timeout
         self.sleep = time.sleep  # the pause between tries (tests replace it to record the waits)
-        self._opener = urllib.request.build_opener()
+        parsed = urllib.parse.urlsplit(self.endpoint)
+        self._connection = http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
+        self._netloc, self._path = parsed.netloc, parsed.path + (f"?{parsed.query}" if parsed.query else "")
         self._refusals = 0  # connection failures in a row: the pause doubles with each
         self._warned = False  # the first retry is logged; later ones would flood a training log
 
@@ -60,7 +66,9 @@ class Client:
             left = deadline - time.monotonic()
             if pause > left:
                 busy = why.startswith("503")
-                raise ServerError(f"{self.endpoint}: {why}; gave up after {tries} tries in {self.timeout:g}s",
+                asked = f"; the server asks to retry in {pause:g}s, past the {max(left, 0):.0f}s left of " \
+                        f"timeout={self.timeout:g}" if busy else ""
+                raise ServerError(f"{self.endpoint}: {why}{asked}; gave up after {tries} tries in {self.timeout:g}s",
                                   "raise timeout=, or give the server more capacity" if busy else _hint(None))
             if not self._warned:
                 self._warned = True
@@ -72,27 +80,37 @@ class Client:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(self.endpoint, body, headers, method="POST")
         left = max(deadline - time.monotonic(), 0.001)
+        conn = self._connection(self._netloc, timeout=left)
+        watchdog = Watchdog(conn, left)
         try:
-            with self._opener.open(request, timeout=left) as response:
-                return None, self._results(response.read())
-        except urllib.error.HTTPError as err:
-            message = _message(err)
-            if err.code != 503:
-                raise ServerError(f"{self.endpoint} answered {err.code}: {message}", _hint(err.code)) from None
-            return retry_after(err.headers.get("Retry-After"), time.time()), f"503 {message}"
-        except urllib.error.URLError as err:
-            if isinstance(err.reason, (ConnectionError, FileNotFoundError)):
-                return self._pause(), f"cannot connect ({err.reason})"
-            if isinstance(err.reason, TimeoutError):
+            conn.request("POST", self._path, body, headers)
+            response = conn.getresponse()
+            status, raw = response.status, response.read()
+        except OSError as err:  # http.client.HTTPException is not one: a broken reply is below
+            if watchdog.fired or isinstance(err, TimeoutError):
                 raise ServerError(f"{self.endpoint}: no answer within {self.timeout:g}s", _hint(None)) from None
-            raise ServerError(f"cannot reach {self.endpoint}: {err.reason}", _hint(None)) from None
-        except (ConnectionError, TimeoutError) as err:  # raised while reading the answer
-            # Scoring has no side effects, so a request lost with its connection is simply sent again.
-            if isinstance(err, TimeoutError):
+            if isinstance(err, (ConnectionError, FileNotFoundError)):
+                # Scoring has no side effects, so a request lost with its connection is simply sent again.
+                return self._pause(), f"cannot connect ({err})" if not watchdog.connected else f"connection lost ({err})"
+            raise ServerError(f"cannot reach {self.endpoint}: {err}", _hint(None)) from None
+        except http.client.HTTPException as err:
+            if watchdog.fired:
                 raise ServerError(f"{self.endpoint}: no answer within {self.timeout:g}s", _hint(None)) from None
-            return self._pause(), f"connection lost ({err})"
+            return self._pause(), f"connection lost ({type(err).__name__}: {err})"
+        finally:
+            watchdog.cancel()
+            conn.close()
+        if status == 200:
+            return None, self._results(raw)
+        message = _message(raw, response.reason)
+        if 300 <= status < 400:
+            raise ServerError(f"{self.endpoint} answered {status} (a redirect to {response.getheader('Location')}): "
+                              "redirects are not followed, so the API key never goes elsewhere",
+                              "give url= the address the server is at")
+        if status != 503:
+            raise ServerError(f"{self.endpoint} answered {status}: {message}", _hint(status))
+        return retry_after(response.getheader("Retry-After"), time.time()), f"503 {message}"
 
     def _pause(self) -> float:
         self._refusals += 1
@@ -106,8 +124,52 @@ class Client:
         except (ValueError, KeyError, TypeError):
             raise ServerError(f"{self.endpoint} answered without a results list: {raw[:200]!r}",
                               "is this URL an rmscore serve?") from None
+        for i, result in enumerate(results):
+            problem = _malformed(result)
+            if problem:
+                raise ServerError(f"{self.endpoint} answered a malformed result {i}: {problem}",
+                                  "is this URL an rmscore serve, of this rmscore's version?")
         self._refusals = 0
         return results
+
+
+class Watchdog:
+    """Shuts the connection down at the deadline: the one bound on a whole call (a socket timeout
+    bounds each read only, and a server sending a byte a second never trips it)."""
+
+    def __init__(self, conn: http.client.HTTPConnection, seconds: float):
+        self.conn, self.fired = conn, False
+        self.timer = threading.Timer(seconds, self._fire)
+        self.timer.daemon = True
+        self.timer.start()
+
+    @property
+    def connected(self) -> bool:
+        return self.conn.sock is not None
+
+    def _fire(self) -> None:
+        self.fired = True
+        sock = self.conn.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cancel(self) -> None:
+        self.timer.cancel()
+
+
+def _malformed(result) -> str | None:
+    """What is wrong with one result of /v1/score, if anything."""
+    if not isinstance(result, dict):
+        return f"{json.dumps(result)[:80]} is not an object"
+    if not isinstance(result.get("status"), str):
+        return f"its status is {json.dumps(result.get('status'))[:80]}, not a string"
+    score = result.get("score")
+    if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
+        return f"its score is {json.dumps(score)[:80]}, not a number"
+    return None
 
 
 def retry_after(value: str | None, now: float) -> float:
@@ -126,16 +188,12 @@ def retry_after(value: str | None, now: float) -> float:
     return max(MIN_PAUSE_S, when.timestamp() - now)
 
 
-def _message(err: urllib.error.HTTPError) -> str:
+def _message(raw: bytes, reason: str) -> str:
     """The server's error message ({"error": {"message": ...}}), else the start of the body."""
-    try:
-        raw = err.read()
-    except OSError:
-        return err.reason or ""
     try:
         return str(json.loads(raw)["error"]["message"])
     except (ValueError, KeyError, TypeError):
-        return raw[:200].decode(errors="replace") or str(err.reason)
+        return raw[:200].decode(errors="replace") or reason or ""
 
 
 def _hint(code: int | None) -> str:

@@ -9,6 +9,7 @@ by tokens, with each GRPO group's shared prompt computed once (its rows share a 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import re
@@ -62,7 +63,7 @@ class RewardFunction:
                 raise ConfigError(f"{', '.join(given)} cannot go with url=: the server has loaded its model",
                                   "pass model options to rmscore serve (e.g. --max-length), or drop url=")
             self.client = Client(url, api_key, DEFAULT_TIMEOUT_S if timeout is None else timeout)
-            self.column = ScoreColumn(score_column)
+            self.column = ScoreColumn(score_column, served=True)
         else:
             if api_key is not None or timeout is not None:
                 raise ConfigError("api_key and timeout apply to url= only", "drop them, or score through url=")
@@ -146,8 +147,9 @@ class ScoreColumn:
     """Which number of a result is the reward. `kinds` (column -> is a list), when known, checks
     the name at once; otherwise (a served model) it is checked against the first result."""
 
-    def __init__(self, name: str, kinds: dict[str, bool] | None = None, objectives: list[str] | None = None):
-        self.name = name
+    def __init__(self, name: str, kinds: dict[str, bool] | None = None, objectives: list[str] | None = None,
+                 served: bool = False):
+        self.name, self.served = name, served
         self.column: str | None = None
         self.index: int | None = None
         if kinds is not None:
@@ -159,7 +161,10 @@ class ScoreColumn:
         value = result.get(self.column)
         if self.index is not None:
             value = value[self.index] if isinstance(value, list) and self.index < len(value) else None
-        if value is not None and not isinstance(value, (int, float)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            if self.served:  # the column is a number wherever rmscore computes it: the reply is broken
+                raise ServerError(f"the server sent {self.name!r} as {json.dumps(value)[:80]}, not a number",
+                                  "is the URL an rmscore serve?")
             raise ConfigError(f"score_column {self.name!r} is not a number but {type(value).__name__}")
         return value if value is None or not math.isnan(value) else None
 
