@@ -160,6 +160,61 @@ def test_wrong_key_bad_request_and_foreign_replies_fail_at_once_with_the_servers
     assert waits == [] and len(server.seen) == 3
 
 
+class Trickle(BaseHTTPRequestHandler):
+    """Answers 200 with a 100-byte body declared, then one byte every 0.2 s."""
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Length", "100")
+        self.end_headers()
+        try:
+            for _ in range(100):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(0.2)
+        except OSError:  # the client gave up
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+def test_timeout_bounds_the_whole_call_against_a_server_sending_a_byte_at_a_time():
+    """Issue 26: timeout=3 came back after 25 s with http.client.IncompleteRead."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        reward = rmscore.RewardFunction(url=f"http://127.0.0.1:{server.server_address[1]}", timeout=1)
+        start = time.monotonic()
+        with pytest.raises(rmscore.ServerError, match="no answer within 1s"):
+            reward(["p"], ["a"])
+        assert time.monotonic() - start < 4
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_malformed_replies_are_server_errors_that_say_what_was_malformed():
+    with stub(reply([1, 2]), reply([{"status": "ok", "score": "7"}]),
+              reply([{"status": "ok", "score": 1.0, "score_last": "x"}])) as server:
+        with pytest.raises(rmscore.ServerError, match="malformed result 0: 1 is not an object"):
+            rmscore.RewardFunction(url=server.url)(["p"], ["a"])
+        with pytest.raises(rmscore.ServerError, match='malformed result 0: its score is "7", not a number'):
+            rmscore.RewardFunction(url=server.url)(["p"], ["a"])
+        with pytest.raises(rmscore.ServerError, match="sent 'score_last' as \"x\", not a number"):
+            rmscore.RewardFunction(url=server.url, score_column="score_last")(["p"], ["a"])
+
+
+def test_a_redirect_is_not_followed_so_the_key_goes_nowhere_else():
+    with stub(reply(ROWS_OK)) as elsewhere:
+        with stub((302, {"Location": elsewhere.url + "/v1/score"}, b"", 0)) as server:
+            with pytest.raises(rmscore.ServerError, match="answered 302 \\(a redirect to http://127.0.0.1"):
+                rmscore.RewardFunction(url=server.url, api_key=KEY)(["p"], ["a"])
+    assert elsewhere.seen == []
+
+
 def test_refused_connection_is_retried_with_growing_pauses_until_the_timeout():
     with stub(reply(ROWS_OK)) as server:
         url = server.url  # a port nobody listens on once the stub is gone

@@ -84,6 +84,8 @@ class Client:
         conn = self._connection(self._netloc, timeout=left)
         watchdog = Watchdog(conn, left)
         try:
+            conn.connect()
+            watchdog.sock = conn.sock  # kept: the connection forgets it once a reply says "close"
             conn.request("POST", self._path, body, headers)
             response = conn.getresponse()
             status, raw = response.status, response.read()
@@ -138,18 +140,18 @@ class Watchdog:
     bounds each read only, and a server sending a byte a second never trips it)."""
 
     def __init__(self, conn: http.client.HTTPConnection, seconds: float):
-        self.conn, self.fired = conn, False
+        self.conn, self.fired, self.sock = conn, False, None
         self.timer = threading.Timer(seconds, self._fire)
         self.timer.daemon = True
         self.timer.start()
 
     @property
     def connected(self) -> bool:
-        return self.conn.sock is not None
+        return self.sock is not None
 
     def _fire(self) -> None:
         self.fired = True
-        sock = self.conn.sock
+        sock = self.sock
         if sock is not None:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
