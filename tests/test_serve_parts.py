@@ -221,3 +221,42 @@ def wait_lines(path, text: str, timeout: float = 10) -> int:
     while time.monotonic() < deadline and path.read_text().count(text) < 2:
         time.sleep(0.05)
     return path.read_text().count(text)
+
+
+# --- texts too long to ever fit, cut before tokenizing ------------------------------------------
+
+def test_a_cut_sample_is_too_long_only_if_its_cut_is_and_else_is_encoded_whole():
+    """lengths.py: no token of this vocabulary is longer than 3 characters, so a text of more than
+    (4 + 1) * 3 characters has more than 4 tokens, unless the tokenizer drops characters (here
+    spaces): then the whole text is encoded, as before."""
+    from rmscore import records
+    from rmscore.errors import RowError
+    from rmscore.records import Encoded, Sample
+    from rmscore.scorer import Prepared
+    from rmscore.serve import lengths
+
+    tokenizer = SimpleNamespace(get_vocab=lambda: {"abc": 0, "a": 1})
+    cutter = lengths.Cutter(tokenizer, max_length=4, policy="skip")
+    assert cutter.keep == 15 and lengths.Cutter(tokenizer, 4, "truncate-left").keep is None
+    seen = []
+
+    def prepare(samples, texts):  # a token per 3 non-space characters, as a normalizer that drops spaces
+        seen.append([s.completion for s in samples])
+        prepared = Prepared(samples, [], [])
+        for s in samples:
+            n = -(-len(s.completion.replace(" ", "")) // 3)
+            if n > 4:
+                prepared.problems.append((s, None, RowError(records.TOO_LONG, f"longer than the max length ({n} > 4 tokens)")))
+            else:
+                prepared.ready.append((s, Encoded([0] * n, [n - 1])))
+        return prepared
+
+    rows = [Sample(0, 0, None, [{"role": "user", "content": "q"}], True, "x" * 1000),
+            Sample(1, 0, None, [{"role": "user", "content": "q"}], True, " " * 1000 + "abc"),
+            Sample(2, 0, None, [{"role": "user", "content": "q"}], True, "short")]
+    out = lengths.prepare(prepare, cutter, rows)
+    assert [len(c) for c in seen[0]] == [14]  # the long text, cut to 15 characters with the prompt's one
+    assert seen[-1] == [" " * 1000 + "abc", "short"]  # its cut fits: encoded whole; and the rest
+    (sample, enc, problem), = out.problems
+    assert sample.input_index == 0 and enc is None and problem.detail == "longer than the max length (at least 5 > 4 tokens)"
+    assert [s.input_index for s in out.samples] == [0, 1, 2] and len(out.ready) == 2
