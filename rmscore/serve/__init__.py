@@ -2,9 +2,11 @@
 
   server.py    uvicorn, the listening socket, drain on SIGTERM/SIGINT
   app.py       the routes (ours, OpenRLHF's /get_reward, vLLM's /classify and /pooling, service routes)
-  guard.py     API key, body limits, requests in flight (an ASGI middleware)
-  service.py   loading, admission against --max-queue, tokenizing, results
-  batcher.py   the one queue and the device thread (torch-free)
+  guard.py     API key, Content-Type, body size and read timeout, requests in flight (an ASGI middleware)
+  limits.py    a body's lists, values, nesting and strings checked before it is parsed
+  service.py   loading, admission, rows counted as they expand, tokenizing, results
+  lengths.py   texts too long to ever fit cut before they are tokenized
+  batcher.py   the admission line, the one queue and the device thread (torch-free)
   schemas.py   strict request bodies; protocols.py: answers in OpenRLHF's and vLLM's shapes
   metrics.py   Prometheus counters, gauges and histograms
 
