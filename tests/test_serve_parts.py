@@ -229,10 +229,10 @@ def test_a_cut_sample_is_too_long_only_if_its_cut_is_and_else_is_encoded_whole()
     """lengths.py: no token of this vocabulary is longer than 3 characters, so a text of more than
     (4 + 1) * 3 characters has more than 4 tokens, unless the tokenizer drops characters (here
     spaces): then the whole text is encoded, as before."""
-    from rmscore import records
     from rmscore.errors import RowError
-    from rmscore.records import Encoded, Sample
-    from rmscore.scorer import Prepared
+    from rmscore.score import records
+    from rmscore.score.records import Encoded, Sample
+    from rmscore.score.scorer import Prepared
     from rmscore.serve import lengths
 
     tokenizer = SimpleNamespace(get_vocab=lambda: {"abc": 0, "a": 1})
