@@ -1,8 +1,9 @@
 """One reward model serving many clients: loading, admission, tokenizing, and the device batcher.
 
 A request's rows are numbered from a server-wide counter (so rows of different requests never
-share a key inside one take), admitted against --max-queue, tokenized on one background thread in
-chunks (a large request reaches the device before it is all tokenized), and queued for the device
+share a key inside one take), counted as they expand, admitted against --max-queue in arrival
+order, tokenized on one background thread in chunks (a large request reaches the device before it
+is all tokenized; a text too long to ever fit is cut first, lengths.py), and queued for the device
 thread (rmscore/serve/batcher.py). Everything that scores goes through the engine's Scorer.
 """
 
