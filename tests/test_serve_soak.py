@@ -2,7 +2,9 @@
 small, with clients that disconnect mid-body or mid-answer. The server's memory stays within a
 stated bound, /health answers within 100 ms at p99, and every good answer is `rmscore score`'s.
 
-RMSCORE_SOAK_S sets the length (300 s by default). Every loop is bounded by that deadline.
+RMSCORE_SOAK_S sets the length (300 s by default), RMSCORE_SOAK_WORKERS the clients (4) and
+RMSCORE_SOAK_MIX the weights of good, poison and disconnecting requests ("6,2,1"). Every loop is
+bounded by the deadline.
 """
 
 import json
@@ -18,7 +20,8 @@ from tiny_orm import score_rows
 
 SECONDS = float(os.environ.get("RMSCORE_SOAK_S", "300"))
 RSS_BOUND_MB = 1024  # above the loaded server's own RSS, at any moment
-WORKERS = 4
+MIX = [int(w) for w in os.environ.get("RMSCORE_SOAK_MIX", "6,2,1").split(",")]
+WORKERS = int(os.environ.get("RMSCORE_SOAK_WORKERS", "4"))
 
 POOL = [{"prompt": f"Question {i}: how do I bake bread?", "completion": "Mix flour, water and salt. " * (1 + i % 7)}
         for i in range(24)]
@@ -39,6 +42,7 @@ def rss_mb(pid: int) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SECONDS + 300)
 def test_soak_mixed_traffic_memory_health_and_numbers(tiny_models, write_jsonl, tmp_path):
     model = tiny_models["llama"]
     _, want = score_rows(write_jsonl(POOL), model, tmp_path / "ref")
@@ -83,7 +87,7 @@ def test_soak_mixed_traffic_memory_health_and_numbers(tiny_models, write_jsonl, 
             rng = random.Random(seed)
             while time.monotonic() < deadline:
                 try:
-                    rng.choices([good, poison, gone], [6, 2, 1])[0](rng)
+                    rng.choices([good, poison, gone], MIX)[0](rng)
                 except OSError as exc:
                     failures.append(f"{type(exc).__name__}: {exc}")
 

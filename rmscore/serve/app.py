@@ -65,10 +65,12 @@ def _errors(app: FastAPI) -> None:
 
 async def body_of(request: Request, model, service: Service):
     """The body as `model`, its limits checked before it is parsed (limits.py); a large body is
-    both checked and parsed on a worker thread, so the event loop keeps answering meanwhile."""
+    both checked and parsed on the one parsing thread, so the event loop keeps answering meanwhile
+    (one thread: the loop waits for the GIL behind one parser, not a crowd of them)."""
     body = await request.body()
     if len(body) > SMALL_BODY:
-        return await asyncio.to_thread(read, model, body, service.cfg.row_limit)
+        return await asyncio.get_running_loop().run_in_executor(service.parsing, read, model, body,
+                                                                service.cfg.row_limit)
     return read(model, body, service.cfg.row_limit)
 
 

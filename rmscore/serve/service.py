@@ -69,6 +69,7 @@ class Service:
         self.started = int(time.time())
         self._next_index = 0
         self._tokenize = ThreadPoolExecutor(1, thread_name_prefix="rmscore-tokenize")
+        self.parsing = ThreadPoolExecutor(1, thread_name_prefix="rmscore-parse")  # large request bodies
         self.metrics.in_flight.set_function(lambda: self.in_flight)
         self.metrics.queue_depth.set_function(lambda: self.batcher.queued_rows if self.batcher else 0)
         self.metrics.pending.set_function(lambda: self.batcher.pending if self.batcher else 0)
@@ -108,6 +109,7 @@ class Service:
         if self.batcher is not None:
             self.batcher.stop()
         self._tokenize.shutdown(wait=False, cancel_futures=True)
+        self.parsing.shutdown(wait=False, cancel_futures=True)
 
     def cut_short(self) -> int:
         """End every request not yet answered (guard.py answers each 503); how many there were."""
