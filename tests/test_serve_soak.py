@@ -20,6 +20,7 @@ from tiny_orm import score_rows
 
 SECONDS = float(os.environ.get("RMSCORE_SOAK_S", "300"))
 RSS_BOUND_MB = 1024  # above the loaded server's own RSS, at any moment
+HEALTH_P99_S = float(os.environ.get("RMSCORE_SOAK_HEALTH_P99_MS", "100")) / 1000  # the bound
 MIX = [int(w) for w in os.environ.get("RMSCORE_SOAK_MIX", "6,2,1").split(",")]
 WORKERS = int(os.environ.get("RMSCORE_SOAK_WORKERS", "4"))
 
@@ -112,7 +113,7 @@ def test_soak_mixed_traffic_memory_health_and_numbers(tiny_models, write_jsonl, 
           f"p99={p99 * 1000:.1f} ms max={latencies[-1] * 1000:.1f} ms; RSS idle {idle:.0f} MB, peak {peak[0]:.0f} MB")
     assert not failures, failures[:5]
     assert all(status == 200 for _, status in health)
-    assert p99 < 0.1
+    assert p99 < HEALTH_P99_S
     assert peak[0] - idle < RSS_BOUND_MB
 
 
