@@ -141,6 +141,8 @@ def summary_lines(s) -> list[str]:
     if s.tokens_saved:
         lines.append(f"  prompt reuse: {s.tokens_saved:,} prompt tokens not recomputed "
                      f"({s.tokens_saved / max(s.tokens, 1):.1%})")
+    for name, n in sorted(s.counts.items()):
+        lines.append(f"  {name.replace('_', ' ')}: {n:,}")
     if s.oom_retries:
         lines.append(f"  out-of-memory: {s.oom_retries} retries; token budget now {s.token_budget:,}")
     if s.shapes:

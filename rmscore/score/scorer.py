@@ -45,7 +45,7 @@ def fit_length(enc: Encoded, max_length: int, policy: str, sample: Sample) -> En
         raise RowError(records.TOO_LONG, f"truncating would cut a position the model reads ({len(enc)} tokens)")
     types = enc.token_type_ids[drop:] if enc.token_type_ids else None
     return Encoded(enc.ids[drop:], [p - drop for p in enc.positions], types, enc.expected_positions,
-                   records.TRUNCATED, f"dropped the first {drop} of {len(enc)} tokens")
+                   records.TRUNCATED, f"dropped the first {drop} of {len(enc)} tokens", payload=enc.payload)
 
 
 def unique_rows(encs: list[Encoded]) -> tuple[list[Encoded], list[int]]:
@@ -205,10 +205,11 @@ class Scorer:
             return RowError(records.INVALID_ROW, f"cannot render: {reason}")
 
     def _row(self, sample: Sample, enc: Encoded | None, out: dict, problem: RowError | None = None) -> dict:
-        status = problem.status if problem else enc.status
-        detail = problem.detail if problem else enc.detail
+        # A family whose output can fail per row (a judge's reply without a verdict) says so in it.
+        status = problem.status if problem else out.get("status", enc.status)
+        detail = problem.detail if problem else out.get("status_detail", enc.detail)
         self.summary.statuses[status] += 1
-        if problem:
+        if problem or "status" in out:
             self.summary.details[f"{status}: {_reason(detail)}"] += 1
         row = {
             "input_index": sample.input_index, "completion_index": sample.completion_index,
