@@ -67,6 +67,17 @@ def score(
     judge_template: o.JudgeTemplateOpt = None,
     score_tokens: o.ScoreTokensOpt = None,
     gguf_file: o.GgufOpt = None,
+    judge_url: o.JudgeUrlOpt = None,
+    judge_model: o.JudgeModelOpt = None,
+    judge_api_key_env: o.JudgeKeyEnvOpt = None,
+    judge_mode: o.JudgeModeOpt = "pointwise",
+    verdict_pattern: o.VerdictPatternOpt = None,
+    judge_temperature: o.JudgeTemperatureOpt = 0.0,
+    judge_seed: o.JudgeSeedOpt = None,
+    judge_max_tokens: o.JudgeMaxTokensOpt = 1024,
+    judge_timeout: o.JudgeTimeoutOpt = 120.0,
+    judge_retries: o.JudgeRetriesOpt = 6,
+    concurrency: o.ConcurrencyOpt = 8,
     shard: Annotated[Optional[str], typer.Option(help="INDEX/COUNT: score one slice (all completions of a prompt stay "
                                                       "together). Default: the SLURM array task, else 0/1; srun "
                                                       "tasks and torchrun workers split it further.",
