@@ -198,3 +198,30 @@ def test_smollm2_as_an_in_process_pointwise_judge(smollm2, write_jsonl, tmp_path
     for row in out:
         assert row["judge_output"]
         assert (row["status"] == "ok") == (row["score"] is not None)
+
+
+def test_serve_scores_with_a_served_judge():
+    from serving import running
+
+    with FakeJudge(rating_script) as judge:
+        model = {"model_type": "genrm", "judge_url": judge.url, "judge_model": "j"}
+        with running(ModelConfig().path, model=model, max_wait_ms=2) as client:
+            status, _, body = client.post("/v1/score", {"rows": [{"prompt": "q", "completions": ["score 4", "?"]}]})
+    assert status == 200, body
+    results = body["results"] if isinstance(body, dict) else body
+    assert [r["score"] for r in results] == [4, None]
+    assert [r["status"] for r in results] == ["ok", "unparsed"] and "no verdict" in results[1]["status_detail"]
+
+
+def test_eval_takes_a_pairwise_judges_scores(write_jsonl, tmp_path):
+    """Chosen wins both orders in p0, loses in p1, ties (position bias) in p2: accuracy 1.5 / 3."""
+    with FakeJudge(pairwise_script) as judge:
+        result = invoke("eval", write_jsonl(PAIRS), "-o", tmp_path / "e", "--judge-url", judge.url,
+                        "--judge-model", "j", "--judge-mode", "pairwise")
+        assert result.exit_code == 0, result.output
+        report = json.loads((tmp_path / "e" / "eval.json").read_text())
+        assert len(judge.requests) == 6
+        again = invoke("eval", write_jsonl(PAIRS), "-o", tmp_path / "e", "--judge-url", judge.url,
+                       "--judge-model", "j", "--judge-mode", "pairwise")
+        assert again.exit_code == 0 and len(judge.requests) == 6  # the cache: no request sent again
+    assert report["accuracy"] == pytest.approx(0.5), report
