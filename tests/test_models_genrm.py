@@ -205,8 +205,12 @@ def test_serve_scores_with_a_served_judge():
 
     with FakeJudge(rating_script) as judge:
         model = {"model_type": "genrm", "judge_url": judge.url, "judge_model": "j"}
-        with running(ModelConfig().path, model=model, max_wait_ms=2) as client:
+        with running(ModelConfig().path, model=model, max_wait_ms=2, query_format="split") as client:
             status, _, body = client.post("/v1/score", {"rows": [{"prompt": "q", "completions": ["score 4", "?"]}]})
+            # OpenRLHF's /get_reward: each query cut after its prompt, the response judged.
+            code, _, reward = client.post("/get_reward", {"query": ["Q: hi\nA: score 6<|im_end|>"],
+                                                          "prompts": ["Q: hi\nA: "]})
+    assert code == 200 and reward["rewards"] == [6], reward
     assert status == 200, body
     results = body["results"] if isinstance(body, dict) else body
     assert [r["score"] for r in results] == [4, None]
