@@ -229,3 +229,8 @@ def test_eval_takes_a_pairwise_judges_scores(write_jsonl, tmp_path):
                        "--judge-model", "j", "--judge-mode", "pairwise")
         assert again.exit_code == 0 and len(judge.requests) == 6  # the cache: no request sent again
     assert report["accuracy"] == pytest.approx(0.5), report
+
+
+def test_doctor_says_a_generative_judge_has_no_forward_paths(tiny_judge):
+    result = invoke("doctor", "-m", tiny_judge, "--model-type", "genrm")
+    one_line_error(result, "generates instead", "--limit")

@@ -44,6 +44,9 @@ class RewardModel:
     # Families that load a stock *ForCausalLM through transformers, which is what its GGUF reader
     # builds. Others would get a randomly initialised head, or no weights at all: they refuse GGUF.
     loads_gguf: ClassVar[bool] = False
+    # Families that generate text (a judge's critique) instead of reading hidden states: no forward
+    # paths to compare, so `rmscore doctor` has nothing to check.
+    generates: ClassVar[bool] = False
 
     # Set by load():
     backbone: "torch.nn.Module"

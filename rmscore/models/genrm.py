@@ -46,6 +46,7 @@ class GenRM(RewardModel):
                "reply; pairwise also judge_output_swapped, judge_consistent")
     examples = "any instruction model: Qwen/Qwen3-8B, a served judge via vllm serve (see docs/genrm.md)"
     prompts = "any; pairwise needs rows with two completions (or chosen/rejected)"
+    generates = True
 
     @classmethod
     def reads_checkpoint(cls, cfg) -> bool:
