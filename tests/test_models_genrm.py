@@ -234,3 +234,37 @@ def test_eval_takes_a_pairwise_judges_scores(write_jsonl, tmp_path):
 def test_doctor_says_a_generative_judge_has_no_forward_paths(tiny_judge):
     result = invoke("doctor", "-m", tiny_judge, "--model-type", "genrm")
     one_line_error(result, "generates instead", "--limit")
+
+
+def test_retry_after_and_endpoint_forms():
+    from email.utils import formatdate
+    import time
+
+    from rmscore.models.judge_http import endpoint, retry_after
+
+    assert retry_after("2") == 2 and retry_after("0.5") == 0.5 and retry_after(None) is None
+    assert 5 < retry_after(formatdate(time.time() + 10, usegmt=True)) <= 10 and retry_after("soon") is None
+    for url in ("http://h:8/", "http://h:8/v1", "http://h:8/v1/chat/completions"):
+        assert endpoint(url) == "http://h:8/v1/chat/completions"
+
+
+def test_in_process_pairwise_generates_each_order_once(tiny_judge, write_jsonl, tmp_path):
+    template = "Q: {{ prompt }} A: {{ completion_a }} B: {{ completion_b }}"
+    summary, out = score(write_jsonl(PAIRS), tiny_judge, tmp_path / "o", None, model_type="genrm",
+                         judge_mode="pairwise", judge_max_tokens=6, judge_template=template)
+    assert summary.counts["judge_requests"] == 2 * len(PAIRS) and len(out) == 2 * len(PAIRS)
+    rows = by_key(out)
+    for i in range(len(PAIRS)):  # a pair's two rows read the same two replies, swapped
+        assert rows[(i, 0)]["judge_output"] == rows[(i, 1)]["judge_output_swapped"]
+        assert rows[(i, 1)]["judge_output"] == rows[(i, 0)]["judge_output_swapped"]
+
+
+def test_build_pairs_takes_a_pairwise_judges_scores(write_jsonl, tmp_path):
+    with FakeJudge(pairwise_script) as judge:
+        judged(write_jsonl(PAIRS), judge, tmp_path / "o", judge_mode="pairwise")
+    result = invoke("build-pairs", tmp_path / "o", "-o", tmp_path / "pairs.parquet")
+    assert result.exit_code == 0, result.output
+    pairs = ds.dataset(str(tmp_path / "pairs.parquet")).to_table().to_pylist()
+    # p0 and p1 give a pair each (the judge's winner chosen); p2 is a 0.5 / 0.5 tie: no pair.
+    assert sorted(p["chosen"] if isinstance(p["chosen"], str) else p["chosen"][-1]["content"] for p in pairs) == \
+        ["a long and careful answer", "a much longer rejected answer"]
