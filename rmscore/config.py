@@ -129,7 +129,8 @@ class ModelConfig:
         if self.score_tokens is not None and len(self.score_tokens.split()) != 2:
             raise ConfigError(f"--score-tokens {self.score_tokens!r} must be two tokens", "e.g. --score-tokens 'Yes No'")
         if self.score_tokens is not None and self.model_type != "lm-judge":
-            raise ConfigError("--score-tokens applies to --model-type lm-judge", "add --model-type lm-judge, or drop it")
+            raise ConfigError("--score-tokens applies to --model-type lm-judge",
+                              "add --model-type lm-judge, or drop it")
         if self.judge_template is not None and self.model_type not in ("lm-judge", "genrm"):
             raise ConfigError("--judge-template applies to --model-type lm-judge and genrm",
                               "add --model-type lm-judge or genrm, or drop it")

@@ -19,6 +19,8 @@ characters (there is no tokenizer here): what --max-length and de-duplication co
 
 from __future__ import annotations
 
+import hashlib
+from array import array
 from collections import OrderedDict
 
 import pyarrow as pa
@@ -33,7 +35,7 @@ from rmscore.score.batching import plan_batches
 from rmscore.score.forward.base import Cost, Runner
 from rmscore.score.records import Encoded, Sample
 
-MEMO = 8192  # replies kept for rows still to come (a pair's second row)
+MEMO = 8192  # replies kept for rows still to come (a pair's second row), by question digest
 SERVED_MAX_LENGTH = 1_000_000  # characters of one question to a served judge, unless --max-length says less
 MIN_GENERATE_BUDGET = 16_384  # padded prompt + new tokens per in-process generate() call, at least
 
@@ -138,13 +140,15 @@ class GenRM(RewardModel):
     # -- the verdict --------------------------------------------------------------------------
     def judge(self, batch: list[Encoded]) -> list[dict]:
         """One output dict per row: each distinct question asked once, then every verdict read."""
-        asks = [[tuple(e.ids)] + ([tuple(e.payload)] if e.payload is not None else []) for e in batch]
-        todo = list(dict.fromkeys(k for keys in asks for k in keys if k not in self.memo))
-        for key, reply in zip(todo, self.backend.replies([self._send(list(k)) for k in todo]) if todo else []):
-            self.memo[key] = reply
+        questions = [[e.ids] + ([e.payload] if e.payload is not None else []) for e in batch]
+        asks = [[_digest(q) for q in qs] for qs in questions]
+        todo = {k: q for ks, qs in zip(asks, questions) for k, q in zip(ks, qs) if k not in self.memo}
+        replies = self.backend.replies([self._send(q) for q in todo.values()]) if todo else []
+        self.memo.update(zip(todo, replies, strict=True))
+        rows = [self._row([self.memo[k] for k in keys]) for keys in asks]
         while len(self.memo) > MEMO:
             self.memo.popitem(last=False)
-        return [self._row([self.memo[k] for k in keys]) for keys in asks]
+        return rows
 
     def _row(self, replies: list[Reply]) -> dict:
         row = {"score": None, "judge_output": replies[0].text}
@@ -180,6 +184,10 @@ class GenRM(RewardModel):
                 "judge_max_tokens": cfg.judge_max_tokens,
                 "template_hash": loading.template_hash(getattr(self, "chat_template", None)),
                 "date_string": chat.PINNED_DATE}
+
+
+def _digest(ids: list[int]) -> bytes:
+    return hashlib.blake2b(array("q", ids).tobytes(), digest_size=16).digest()
 
 
 class GenerateRunner(Runner):
