@@ -128,11 +128,13 @@ def test_pairwise_asks_both_orders_and_scores_the_share_won(write_jsonl, tmp_pat
 
 def test_pairwise_needs_two_completions(write_jsonl, tmp_path):
     with FakeJudge(pairwise_script) as judge:
-        _, out = judged(write_jsonl(POINTWISE), judge, tmp_path / "o", judge_mode="pairwise")
+        rows = POINTWISE + [{"prompt": "q3", "completions": ["score 1", None]}]
+        _, out = judged(write_jsonl(rows), judge, tmp_path / "o", judge_mode="pairwise")
     rows = by_key(out)
     assert rows[(1, 0)]["status"] == "ok" and rows[(1, 0)]["score"] + rows[(1, 1)]["score"] == 1
-    assert {rows[k]["status"] for k in [(0, 0), (2, 0)]} == {"invalid_row"}
+    assert {rows[k]["status"] for k in [(0, 0), (2, 0), (3, 0), (3, 1)]} == {"invalid_row"}
     assert "two completions" in rows[(0, 0)]["status_detail"] and len(judge.requests) == 2
+    assert "other completion of this pair is invalid" in rows[(3, 0)]["status_detail"]
 
 
 def test_the_api_key_comes_from_the_named_variable_only(write_jsonl, tmp_path, monkeypatch):

@@ -115,9 +115,11 @@ class GenRM(RewardModel):
         if self.choices is None:
             return [self.template.render(completion=sample.completion, **common)]
         siblings = sample.siblings or []
-        if len(siblings) != 2 or any(not isinstance(c, str) for c in siblings):
+        if len(siblings) != 2:
             raise RowError(records.INVALID_ROW, f"pairwise judging needs rows with two completions (or chosen and "
                                                 f"rejected); this row has {len(siblings)}")
+        if not all(isinstance(c, str) for c in siblings):
+            raise RowError(records.INVALID_ROW, "the other completion of this pair is invalid: nothing to compare with")
         mine, other = sample.completion, siblings[1 - sample.completion_index]
         return [self.template.render(completion_a=mine, completion_b=other, **common),
                 self.template.render(completion_a=other, completion_b=mine, **common)]
