@@ -270,3 +270,16 @@ def test_build_pairs_takes_a_pairwise_judges_scores(write_jsonl, tmp_path):
     # p0 and p1 give a pair each (the judge's winner chosen); p2 is a 0.5 / 0.5 tie: no pair.
     assert sorted(p["chosen"] if isinstance(p["chosen"], str) else p["chosen"][-1]["content"] for p in pairs) == \
         ["a long and careful answer", "a much longer rejected answer"]
+
+
+def test_progress_moves_as_batches_of_judged_rows_finish():
+    from rmscore.config import BatchConfig
+    from rmscore.score.engine import Engine
+
+    with FakeJudge(rating_script) as judge:
+        engine = Engine.load(ModelConfig(judge_url=judge.url, judge_model="j", concurrency=1), BatchConfig())
+        calls = []
+        engine.scorer.on_rows = lambda rows, tokens: calls.append(rows)
+        engine.score_rows([{"prompt": f"q{i}", "completion": f"score {i}"} for i in range(10)] + [{"prompt": "x"}])
+    # 4 x --concurrency rows per batch; the invalid row is counted first, before any request.
+    assert calls == [1, 4, 4, 2]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import hashlib
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -83,6 +84,9 @@ class Scorer:
         self.model, self.runners, self.max_length = model, runners, max_length
         self.batch_cfg, self.summary = batch_cfg, summary
         self.check_stop = check_stop  # raises Interrupted between batches once SIGTERM/SIGUSR1 arrived
+        # Called with (rows, tokens) as batches finish: a progress bar moves per batch, not per
+        # window (a generative judge can take minutes over one window).
+        self.on_rows: Callable[[int, int], None] = lambda rows, tokens: None
         # Shrinks for good after an out-of-memory: the rest of the run keeps the smaller budget.
         self.budget = batch_cfg.max_tokens_per_batch
         # The window being scored: (rows done by key, samples per distinct row, slot or problem per
@@ -120,10 +124,12 @@ class Scorer:
         kept = WindowOutputs(self.model)  # head outputs stay on the device until the window ends
         slots: dict[int, tuple[int | None, RowError | None]] = {}  # distinct row -> its slot in kept, or problem
         self._window = (done, users, slots, kept)
+        self.on_rows(len(prepared.problems), sum(len(enc) for _, enc, _ in prepared.problems if enc is not None))
         for indices, inputs in collated:
             self.check_stop()
             for i, result in zip(indices, self._forward(runner, [encs[i] for i in indices], inputs, kept)):
                 slots[i] = result
+            self.on_rows(sum(len(users[i]) for i in indices), sum(len(encs[i]) * len(users[i]) for i in indices))
         self._fill(*self._window)  # the window's one copy to the host
         if runner is not None:
             self.summary.paths[runner.name] += len(prepared.ready)
