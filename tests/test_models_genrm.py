@@ -283,3 +283,17 @@ def test_progress_moves_as_batches_of_judged_rows_finish():
         engine.score_rows([{"prompt": f"q{i}", "completion": f"score {i}"} for i in range(10)] + [{"prompt": "x"}])
     # 4 x --concurrency rows per batch; the invalid row is counted first, before any request.
     assert calls == [1, 4, 4, 2]
+
+
+@pytest.mark.parametrize("option, value, needle", [
+    ("--judge-template", "{{ prompt }} {{ answer }}", "unknown variables ['answer']"),
+    ("--judge-template", "{{ prompt }}", "never uses {{ completion }}"),
+    ("--verdict-pattern", "Score: \\d+", "exactly one capture group"),
+    ("--verdict-pattern", "Score: (", "not a valid regular expression"),
+])
+def test_a_bad_template_or_pattern_stops_before_any_request(write_jsonl, tmp_path, option, value, needle):
+    with FakeJudge(rating_script) as judge:
+        result = invoke("score", write_jsonl(POINTWISE), "-o", tmp_path / "o", "--judge-url", judge.url,
+                        "--judge-model", "j", option, value)
+    one_line_error(result, needle)
+    assert judge.requests == []

@@ -58,7 +58,9 @@ class GenRM(RewardModel):
     def load(cls, cfg, hf_config):
         from rmscore.models.judge_http import HttpJudge
 
-        pairwise = cfg.judge_mode == "pairwise"
+        # The template and the pattern first: a mistake in either stops the run before any weights load.
+        template_text, template = judge_prompts.template(cfg.judge_template, cfg.judge_mode)
+        pattern = judge_prompts.pattern(cfg.verdict_pattern, cfg.judge_mode)
         if cfg.judge_url is not None:
             self = cls(cfg)
             self.device, self.backbone, self.tokenizer = loading.resolve_device("cpu"), None, None
@@ -66,9 +68,8 @@ class GenRM(RewardModel):
             self.backend = HttpJudge(cfg, self)
         else:
             self = cls._load_local(cfg, hf_config)
-        self.template_text, self.template = judge_prompts.template(cfg.judge_template, cfg.judge_mode)
-        self.pattern = judge_prompts.pattern(cfg.verdict_pattern, cfg.judge_mode)
-        self.choices = ("A", "B") if pairwise else None
+        self.template_text, self.template, self.pattern = template_text, template, pattern
+        self.choices = ("A", "B") if cfg.judge_mode == "pairwise" else None
         self.memo: OrderedDict = OrderedDict()
         return self
 
