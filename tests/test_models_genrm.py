@@ -283,6 +283,7 @@ def test_progress_moves_as_batches_of_judged_rows_finish():
         engine.score_rows([{"prompt": f"q{i}", "completion": f"score {i}"} for i in range(10)] + [{"prompt": "x"}])
     # 4 x --concurrency rows per batch; the invalid row is counted first, before any request.
     assert calls == [1, 4, 4, 2]
+    assert engine.scorer.budget >= 1_000_000  # serve's batcher hands a served judge many rows at once
 
 
 @pytest.mark.parametrize("option, value, needle", [

@@ -67,6 +67,11 @@ class RewardModel:
         there is no config.json to read or to check the family against."""
         return True
 
+    def default_budget(self, max_length: int) -> int | None:
+        """Tokens per batch when the user gives none; None: what the device's memory holds for a
+        forward (forward.default_token_budget)."""
+        return None
+
     def runners(self, path: str = "auto"):
         """How batches of this model's rows are run: the forward runners, and the choice between
         them (rmscore/score/forward/). A generative judge runs generation instead."""

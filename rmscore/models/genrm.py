@@ -92,6 +92,11 @@ class GenRM(RewardModel):
         self.backend = LocalJudge(model, self.tokenizer, self.pad_id, cfg.judge_max_tokens, self)
         return self
 
+    def default_budget(self, max_length: int) -> int | None:
+        # A served judge's memory is the server's: let serve's batcher hand over many questions
+        # (characters) at once, for --concurrency to keep in flight. In-process: the forward's estimate.
+        return SERVED_MAX_LENGTH if self.tokenizer is None else None
+
     def runners(self, path: str = "auto"):
         if path != "auto":
             raise ConfigError(f"--forward {path} has no meaning for genrm: it generates", "drop --forward")

@@ -51,7 +51,7 @@ class Engine:
         model, family = load_model(model_cfg, check=check)
         max_length = batch_cfg.max_length or model.max_length
         if batch_cfg.max_tokens_per_batch is None:
-            batch_cfg.max_tokens_per_batch = default_token_budget(model, max_length)
+            batch_cfg.max_tokens_per_batch = model.default_budget(max_length) or default_token_budget(model, max_length)
         summary = summary if summary is not None else RunSummary("<memory>")
         summary.model_type = family
         model.counts = summary.counts
