@@ -13,13 +13,21 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+class Server(ThreadingHTTPServer):
+    # http.server's default listen backlog is 5: more concurrent connections than that get their SYN
+    # dropped and retried a second later, which would measure the kernel, not the client.
+    request_queue_size = 256
+    daemon_threads = True
+
+
 class FakeJudge:
     def __init__(self, script, fail_first: int = 0, retry_after: str | None = "0", status: int = 503):
         self.script, self.fail_first, self.retry_after, self.status = script, fail_first, retry_after, status
         self.requests: list[dict] = []  # every body received, failed ones included
         self.headers: list[dict] = []
+        self.in_flight = self.most_in_flight = 0  # requests being answered at once
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = Server(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
@@ -44,7 +52,14 @@ class FakeJudge:
         if failing:
             headers = {"Retry-After": self.retry_after} if self.retry_after is not None else {}
             return self.status, {"error": {"message": "overloaded"}}, headers
-        text = self.script(body["messages"][-1]["content"])
+        with self.lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            text = self.script(body["messages"][-1]["content"])
+        finally:
+            with self.lock:
+                self.in_flight -= 1
         if isinstance(text, int):  # a scripted HTTP error for this question
             return text, {"error": {"message": f"scripted {text}"}}, {}
         usage = {"prompt_tokens": len(body["messages"][-1]["content"].split()), "completion_tokens": len(text.split())}

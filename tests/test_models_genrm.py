@@ -3,6 +3,7 @@
 causal LM and on SmolLM2-135M-Instruct's real weights."""
 
 import json
+import time
 
 import pyarrow.dataset as ds
 import pytest
@@ -298,3 +299,14 @@ def test_a_bad_template_or_pattern_stops_before_any_request(write_jsonl, tmp_pat
                         "--judge-model", "j", option, value)
     one_line_error(result, needle)
     assert judge.requests == []
+
+
+def test_concurrency_bounds_the_requests_in_flight(write_jsonl, tmp_path):
+    def slow(question):
+        time.sleep(0.2)
+        return rating_script(question)
+
+    rows = [{"prompt": f"q{i}", "completion": f"score {i}"} for i in range(8)]
+    with FakeJudge(slow) as judge:
+        summary, _ = judged(write_jsonl(rows), judge, tmp_path / "o", concurrency=3)
+    assert summary.statuses == {"ok": 8} and 2 <= judge.most_in_flight <= 3
