@@ -166,8 +166,10 @@ class ModelConfig:
         if not self.judge_model:
             raise ConfigError("--judge-url needs --judge-model NAME, the model the server serves",
                               "vllm serve Qwen/Qwen3-8B serves it as --judge-model Qwen/Qwen3-8B")
-        if self.path == default_model():
-            self.path = self.judge_model  # the judge is the model: it names the run's model
+        if self.path not in (default_model(), self.judge_model):
+            raise ConfigError(f"-m {self.path} and --judge-url {self.judge_url}: which judge?",
+                              "-m generates in-process; a served judge is named by --judge-model: drop one")
+        self.path = self.judge_model  # the served judge names the run's model
 
     @property
     def checkpoint(self) -> str:
