@@ -165,7 +165,7 @@ class ModelConfig:
                               "e.g. --judge-url http://127.0.0.1:8000/v1 (vllm serve MODEL)")
         if not self.judge_model:
             raise ConfigError("--judge-url needs --judge-model NAME, the model the server serves",
-                              "vllm serve Qwen/Qwen3-8B serves it as --judge-model Qwen/Qwen3-8B")
+                              "vllm serve ORG/MODEL serves it as --judge-model ORG/MODEL")
         if self.path not in (default_model(), self.judge_model):
             raise ConfigError(f"-m {self.path} and --judge-url {self.judge_url}: which judge?",
                               "-m generates in-process; a served judge is named by --judge-model: drop one")

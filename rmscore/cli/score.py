@@ -115,7 +115,7 @@ def score(
       rmscore score data/demo/hh_rlhf_demo.jsonl -m Skywork/Skywork-Reward-V2-Llama-3.1-8B -o skywork-scored/
       rmscore score data/prm800k_phase1_test_trajectories.jsonl.gz -m Qwen/Qwen2.5-Math-PRM-7B --prompt-col problem -o prm-scored/
       rmscore score data/demo/hh_rlhf_demo.jsonl -m HuggingFaceTB/SmolLM2-135M-Instruct --model-type lm-judge -o judged/
-      rmscore score data/demo/hh_rlhf_demo.jsonl -m Qwen/Qwen3-1.7B --model-type genrm --judge-max-tokens 512 --limit 20 -o genrm-judged/
+      rmscore score data/demo/hh_rlhf_demo.jsonl -m Qwen/Qwen2.5-1.5B-Instruct --model-type genrm --judge-max-tokens 512 --limit 20 -o genrm-judged/
 
     A generative judge on a server (vllm serve, SGLang, a hosted API): --judge-url URL --judge-model
     NAME; it writes a critique, then a verdict (docs/genrm.md).

@@ -46,7 +46,7 @@ class GenRM(RewardModel):
     reads = "the verdict at the end of the judge's reply (--verdict-pattern); pairwise: both orders of each pair"
     outputs = ("score = the verdict (pointwise) or the share of both orders won (pairwise); judge_output = the "
                "reply; pairwise also judge_output_swapped, judge_consistent")
-    examples = "any instruction model: Qwen/Qwen3-8B, a served judge via vllm serve (see docs/genrm.md)"
+    examples = "any instruction model: Qwen/Qwen2.5-7B-Instruct, a served judge via vllm serve (see docs/genrm.md)"
     prompts = "any; pairwise needs rows with two completions (or chosen/rejected)"
     generates = True
 
