@@ -147,6 +147,9 @@ class ModelConfig:
             raise ConfigError(f"--{given[0].replace('_', '-')} applies to --model-type genrm", "add --model-type genrm")
         if self.model_type != "genrm":
             return
+        for name in ("judge_temperature", "judge_timeout"):  # floats: check_types covers str/int/bool only
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), (int, float)):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a number, got {getattr(self, name)!r}")
         if self.judge_mode not in JUDGE_MODES:
             raise ConfigError(f"unknown --judge-mode {self.judge_mode!r}", f"choose {' or '.join(JUDGE_MODES)}")
         for name in ("judge_max_tokens", "judge_timeout", "judge_retries", "concurrency"):

@@ -157,6 +157,8 @@ def test_options_that_contradict_are_refused():
         ModelConfig(judge_mode="pairwise")
     with pytest.raises(ConfigError, match="in-process judge"):
         ModelConfig(model_type="genrm", judge_temperature=0.5)
+    with pytest.raises(ConfigError, match="must be a number"):
+        ModelConfig(model_type="genrm", judge_timeout="5")
     with pytest.raises(ConfigError, match="which judge"):
         ModelConfig("some/model", judge_url="http://127.0.0.1:1/v1", judge_model="m")
     assert ModelConfig(judge_url="http://h/v1", judge_model="m").model_type == "genrm"
