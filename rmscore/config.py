@@ -15,6 +15,10 @@ OVERFLOW_POLICIES = ("skip", "truncate-left", "error")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 AGGREGATES = ("min", "prod", "mean", "last")
 FORWARD_PATHS = ("auto", "padded", "packed", "prompt-reuse")
+JUDGE_MODES = ("pointwise", "pairwise")
+# genrm options other than --judge-template: each needs --model-type genrm.
+GENRM_ONLY = {"judge_url": None, "judge_model": None, "judge_api_key_env": None, "judge_mode": "pointwise",
+              "verdict_pattern": None, "judge_temperature": 0.0, "judge_seed": None}
 
 
 def default_model() -> str:
@@ -90,13 +94,27 @@ class ModelConfig:
     step_separator: str | None = None  # PRMs: how to split a completion into steps
     aggregate: str = "min"  # PRMs: which step aggregate becomes `score`
     step_tokens: str | None = None  # step-tag PRMs: "TAG GOOD BAD"; None: the family's "ки + -"
-    judge_template: str | None = None  # lm-judge: Jinja (file or text) of the user turn; None: the default
+    judge_template: str | None = None  # lm-judge, genrm: Jinja (file or text) of the user turn; None: the default
     score_tokens: str | None = None  # lm-judge: "POS NEG", the tokens compared; None: "Yes No"
     # A GGUF file inside `path` (weights dequantized on load). `-m file.gguf` sets both.
     gguf_file: str | None = None
+    # genrm, a judge that writes a critique then a verdict (docs/genrm.md). With judge_url it is
+    # asked over HTTP (an OpenAI-compatible /v1/chat/completions); without, `path` generates here.
+    judge_url: str | None = None  # e.g. http://127.0.0.1:8000/v1 (vllm serve)
+    judge_model: str | None = None  # the served model's name: the request's "model"
+    judge_api_key_env: str | None = None  # the NAME of the variable holding the key, never the key
+    judge_mode: str = "pointwise"  # pointwise: a rating per completion; pairwise: A or B, both orders
+    verdict_pattern: str | None = None  # a regex with one group; None: the default template's verdict
+    judge_temperature: float = 0.0  # 0: greedy
+    judge_seed: int | None = None  # sent as "seed" (servers that take one sample reproducibly)
+    judge_max_tokens: int = 1024  # longest critique + verdict generated
+    judge_timeout: float = 120.0  # seconds per HTTP request
+    judge_retries: int = 6  # tries of one request on 429/5xx, timeouts and dropped connections
+    concurrency: int = 8  # HTTP requests in flight
 
     def __post_init__(self):
         check_types(self)
+        self._check_genrm()
         if self.gguf_file is None and self.path.lower().endswith(".gguf"):
             gguf = Path(self.path)
             self.path, self.gguf_file = str(gguf.parent), gguf.name
@@ -110,13 +128,51 @@ class ModelConfig:
             raise ConfigError(f"--step-tokens {self.step_tokens!r} must be three tokens", "e.g. --step-tokens 'ки + -'")
         if self.score_tokens is not None and len(self.score_tokens.split()) != 2:
             raise ConfigError(f"--score-tokens {self.score_tokens!r} must be two tokens", "e.g. --score-tokens 'Yes No'")
-        if (self.judge_template is not None or self.score_tokens is not None) and self.model_type != "lm-judge":
-            raise ConfigError("--judge-template and --score-tokens apply to --model-type lm-judge",
-                              "add --model-type lm-judge, or drop them")
+        if self.score_tokens is not None and self.model_type != "lm-judge":
+            raise ConfigError("--score-tokens applies to --model-type lm-judge",
+                              "add --model-type lm-judge, or drop it")
+        if self.judge_template is not None and self.model_type not in ("lm-judge", "genrm"):
+            raise ConfigError("--judge-template applies to --model-type lm-judge and genrm",
+                              "add --model-type lm-judge or genrm, or drop it")
         if self.aggregate not in AGGREGATES:
             raise ConfigError(
                 f"unknown --aggregate {self.aggregate!r}", f"choose one of {', '.join(AGGREGATES)}"
             )
+
+    def _check_genrm(self) -> None:
+        if self.judge_url is not None and self.model_type == "auto":
+            self.model_type = "genrm"  # a judge URL says which family this is
+        given = [k for k, default in GENRM_ONLY.items() if getattr(self, k) != default]
+        if given and self.model_type != "genrm":
+            raise ConfigError(f"--{given[0].replace('_', '-')} applies to --model-type genrm", "add --model-type genrm")
+        if self.model_type != "genrm":
+            return
+        for name in ("judge_temperature", "judge_timeout"):  # floats: check_types covers str/int/bool only
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), (int, float)):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a number, got {getattr(self, name)!r}")
+        if self.judge_mode not in JUDGE_MODES:
+            raise ConfigError(f"unknown --judge-mode {self.judge_mode!r}", f"choose {' or '.join(JUDGE_MODES)}")
+        for name in ("judge_max_tokens", "judge_timeout", "judge_retries", "concurrency"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.judge_temperature < math.inf:
+            raise ConfigError(f"--judge-temperature must be >= 0, got {self.judge_temperature}")
+        if self.judge_url is None:
+            if self.judge_temperature or self.judge_seed is not None or self.judge_api_key_env or self.judge_model:
+                raise ConfigError("--judge-temperature, --judge-seed, --judge-api-key-env and --judge-model apply to "
+                                  "a served judge (--judge-url); the in-process judge (-m) is greedy",
+                                  "add --judge-url URL, or drop them")
+            return
+        if not self.judge_url.startswith(("http://", "https://")):
+            raise ConfigError(f"--judge-url must be an http(s) URL, got {self.judge_url!r}",
+                              "e.g. --judge-url http://127.0.0.1:8000/v1 (vllm serve MODEL)")
+        if not self.judge_model:
+            raise ConfigError("--judge-url needs --judge-model NAME, the model the server serves",
+                              "vllm serve ORG/MODEL serves it as --judge-model ORG/MODEL")
+        if self.path not in (default_model(), self.judge_model):
+            raise ConfigError(f"-m {self.path} and --judge-url {self.judge_url}: which judge?",
+                              "-m generates in-process; a served judge is named by --judge-model: drop one")
+        self.path = self.judge_model  # the served judge names the run's model
 
     @property
     def checkpoint(self) -> str:

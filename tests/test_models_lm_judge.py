@@ -131,7 +131,7 @@ def test_score_tokens_that_are_not_one_token_are_refused(judges, write_jsonl, tm
 
 
 def test_judge_options_need_the_judge_family_and_a_usable_template(judges, tmp_path):
-    with pytest.raises(ConfigError, match="apply to --model-type lm-judge"):
+    with pytest.raises(ConfigError, match="applies to --model-type lm-judge"):
         ModelConfig(str(judges["llama"]), score_tokens="Yes No")
     for template, needle in (("{{ prompt }} {{ answer }}", "unknown variables ['answer']"),
                              (str(tmp_path / "missing.jinja"), "never uses {{ completion }}"),

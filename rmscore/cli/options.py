@@ -14,6 +14,7 @@ MODEL = "Model"
 INPUT = "Input columns"
 BATCH = "Batching and length"
 OUT = "Output"
+JUDGE = "Generative judge (--model-type genrm, docs/genrm.md)"
 
 ModelOpt = Annotated[
     str,
@@ -64,9 +65,11 @@ StepTokensOpt = Annotated[Optional[str], typer.Option(help="step-tag models: 'TA
                                                            "label tokens whose logits are read. Default: 'ки + -' "
                                                            "(Math-Shepherd).", rich_help_panel=MODEL)]
 JudgeTemplateOpt = Annotated[Optional[str], typer.Option(
-    help="lm-judge: Jinja template (file or text) of the question put to the model as one user turn; it can use "
-         "{{ prompt }}, {{ completion }} and {{ messages }}. Default: a correctness/helpfulness question ending in "
-         "'Answer Yes or No.'", rich_help_panel=MODEL, show_default=False)]
+    help="lm-judge, genrm: Jinja template (file or text) of the question put to the model as one user turn; it can "
+         "use {{ prompt }}, {{ completion }} and {{ messages }} (genrm pairwise: {{ completion_a }} and "
+         "{{ completion_b }}). Default: lm-judge asks a question ending in 'Answer Yes or No.'; genrm asks for a "
+         "critique, then 'Rating: [[N]]' (1-10), or pairwise '[[A]]' or '[[B]]' (docs/genrm.md).",
+    rich_help_panel=MODEL, show_default=False)]
 ScoreTokensOpt = Annotated[Optional[str], typer.Option(
     help="lm-judge: 'POS NEG', the two answer tokens compared at the answer position; each must be one token "
          "(no leading space). Default: 'Yes No'.", rich_help_panel=MODEL, show_default=False)]
@@ -74,6 +77,37 @@ GgufOpt = Annotated[Optional[str], typer.Option(
     help="A GGUF file inside the --model folder or Hub repo (needs pip install 'rmscore[gguf]'). Its weights are "
          "dequantized to --dtype on load: GGUF is a way to get weights here, not a speed-up. -m FILE.gguf does "
          "the same.", rich_help_panel=MODEL, show_default=False)]
+JudgeUrlOpt = Annotated[Optional[str], typer.Option(
+    help="Ask a served judge: any OpenAI-compatible server (vllm serve, SGLang, TGI, llama.cpp, a hosted API), e.g. "
+         "http://127.0.0.1:8000/v1. Implies --model-type genrm. Without it, genrm generates in-process with -m.",
+    rich_help_panel=JUDGE, show_default=False)]
+JudgeModelOpt = Annotated[Optional[str], typer.Option(
+    help="The served model's name, sent as \"model\" (vllm serve NAME serves NAME). Needed with --judge-url.",
+    rich_help_panel=JUDGE, show_default=False)]
+JudgeKeyEnvOpt = Annotated[Optional[str], typer.Option(
+    help="Name of the environment variable holding the server's API key (sent as a Bearer token). The key itself "
+         "never goes on the command line or into the output.", rich_help_panel=JUDGE, show_default=False)]
+JudgeModeOpt = Annotated[str, typer.Option(
+    help="pointwise: each completion rated alone; score = the number in the verdict. pairwise: rows with two "
+         "completions (or chosen/rejected), each pair asked in both orders; score = share of the two verdicts won "
+         "(0, 0.5, 1).", rich_help_panel=JUDGE)]
+VerdictPatternOpt = Annotated[Optional[str], typer.Option(
+    help="Regex with one group, the verdict; its last match in the reply counts. Default: 'Rating: [[N]]' "
+         "(pointwise) or '[[A]]'/'[[B]]' (pairwise). No match: status unparsed, the reply kept, no score.",
+    rich_help_panel=JUDGE, show_default=False)]
+JudgeTemperatureOpt = Annotated[float, typer.Option(
+    help="Sampling temperature of a served judge. 0: greedy.", rich_help_panel=JUDGE)]
+JudgeSeedOpt = Annotated[Optional[int], typer.Option(
+    help="Sent as \"seed\" to a served judge (vLLM and SGLang sample reproducibly with one).",
+    rich_help_panel=JUDGE, show_default=False)]
+JudgeMaxTokensOpt = Annotated[int, typer.Option(help="Longest reply (critique + verdict) in tokens. A reply cut "
+                                                      "before its verdict is unparsed.", rich_help_panel=JUDGE)]
+JudgeTimeoutOpt = Annotated[float, typer.Option(help="Seconds one request to a served judge may take.",
+                                                rich_help_panel=JUDGE)]
+JudgeRetriesOpt = Annotated[int, typer.Option(
+    help="Tries per request on 408/429/5xx (waiting what Retry-After says), timeouts and dropped connections; "
+         "then the run stops with its finished rows saved (rerun to continue).", rich_help_panel=JUDGE)]
+ConcurrencyOpt = Annotated[int, typer.Option(help="Requests in flight to a served judge.", rich_help_panel=JUDGE)]
 MaxLengthOpt = Annotated[Optional[int], typer.Option(help="Longest input in tokens. Default: the model's limit.",
                                                      rich_help_panel=BATCH)]
 OverflowOpt = Annotated[str, typer.Option(help="A row over --max-length: skip (written with status too_long, no "

@@ -67,6 +67,17 @@ def score(
     judge_template: o.JudgeTemplateOpt = None,
     score_tokens: o.ScoreTokensOpt = None,
     gguf_file: o.GgufOpt = None,
+    judge_url: o.JudgeUrlOpt = None,
+    judge_model: o.JudgeModelOpt = None,
+    judge_api_key_env: o.JudgeKeyEnvOpt = None,
+    judge_mode: o.JudgeModeOpt = "pointwise",
+    verdict_pattern: o.VerdictPatternOpt = None,
+    judge_temperature: o.JudgeTemperatureOpt = 0.0,
+    judge_seed: o.JudgeSeedOpt = None,
+    judge_max_tokens: o.JudgeMaxTokensOpt = 1024,
+    judge_timeout: o.JudgeTimeoutOpt = 120.0,
+    judge_retries: o.JudgeRetriesOpt = 6,
+    concurrency: o.ConcurrencyOpt = 8,
     shard: Annotated[Optional[str], typer.Option(help="INDEX/COUNT: score one slice (all completions of a prompt stay "
                                                       "together). Default: the SLURM array task, else 0/1; srun "
                                                       "tasks and torchrun workers split it further.",
@@ -104,6 +115,10 @@ def score(
       rmscore score data/demo/hh_rlhf_demo.jsonl -m Skywork/Skywork-Reward-V2-Llama-3.1-8B -o skywork-scored/
       rmscore score data/prm800k_phase1_test_trajectories.jsonl.gz -m Qwen/Qwen2.5-Math-PRM-7B --prompt-col problem -o prm-scored/
       rmscore score data/demo/hh_rlhf_demo.jsonl -m HuggingFaceTB/SmolLM2-135M-Instruct --model-type lm-judge -o judged/
+      rmscore score data/demo/hh_rlhf_demo.jsonl -m Qwen/Qwen2.5-1.5B-Instruct --model-type genrm --judge-max-tokens 512 --limit 20 -o genrm-judged/
+
+    A generative judge on a server (vllm serve, SGLang, a hosted API): --judge-url URL --judge-model
+    NAME; it writes a critique, then a verdict (docs/genrm.md).
     """
     params = dict(locals())  # the options as given, before anything else is defined
     from rmscore.score.run import run_score
@@ -141,6 +156,8 @@ def summary_lines(s) -> list[str]:
     if s.tokens_saved:
         lines.append(f"  prompt reuse: {s.tokens_saved:,} prompt tokens not recomputed "
                      f"({s.tokens_saved / max(s.tokens, 1):.1%})")
+    for name, n in sorted(s.counts.items()):
+        lines.append(f"  {name.replace('_', ' ')}: {n:,}")
     if s.oom_retries:
         lines.append(f"  out-of-memory: {s.oom_retries} retries; token budget now {s.token_budget:,}")
     if s.shapes:

@@ -63,6 +63,18 @@ def serve(
     step_separator: o.StepSepOpt = None,
     aggregate: o.AggregateOpt = "min",
     step_tokens: o.StepTokensOpt = None,
+    judge_template: o.JudgeTemplateOpt = None,
+    judge_url: o.JudgeUrlOpt = None,
+    judge_model: o.JudgeModelOpt = None,
+    judge_api_key_env: o.JudgeKeyEnvOpt = None,
+    judge_mode: o.JudgeModeOpt = "pointwise",
+    verdict_pattern: o.VerdictPatternOpt = None,
+    judge_temperature: o.JudgeTemperatureOpt = 0.0,
+    judge_seed: o.JudgeSeedOpt = None,
+    judge_max_tokens: o.JudgeMaxTokensOpt = 1024,
+    judge_timeout: o.JudgeTimeoutOpt = 120.0,
+    judge_retries: o.JudgeRetriesOpt = 6,
+    concurrency: o.ConcurrencyOpt = 8,
 ):
     """Serve a reward model over HTTP, with the numbers `rmscore score` gives.
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rmscore.config import BatchConfig, ModelConfig
 from rmscore.doctor.golden import GOLDEN, Golden  # noqa: F401  (Golden: for families adding entries)
+from rmscore.errors import ConfigError
 from rmscore.score.records import SCORED_STATUSES, Sample, prompt_hash
 
 # (rtol, atol) for batched vs batch size 1: the floor. fp32 should agree to kernel noise; half
@@ -200,8 +201,11 @@ def _fmt(values: list[float]) -> str:
 
 
 def run_doctor(cfg: ModelConfig, log=print) -> Report:
-    from rmscore.models import load_model
+    from rmscore.models import get_adapter, load_model
 
+    if cfg.model_type != "auto" and get_adapter(cfg.model_type).generates:
+        raise ConfigError(f"rmscore doctor compares forward paths, and a {cfg.model_type} judge generates instead",
+                          "try the judge on a few rows: rmscore score INPUT --limit 5 -o OUT")
     model, family = load_model(cfg)
     dtype = str(next(model.backbone.parameters()).dtype).replace("torch.", "")
     report = Report(cfg.path, family, dtype, len(PROBES), tolerance=TOLERANCE.get(dtype, TOLERANCE["float32"]))

@@ -24,6 +24,7 @@ ADAPTERS: dict[str, str] = {
     "step-tag": "rmscore.models.step_tag:StepTagModel",
     "rlhflow-prm": "rmscore.models.rlhflow_prm:RlhflowPrmModel",
     "lm-judge": "rmscore.models.lm_judge:LmJudge",
+    "genrm": "rmscore.models.genrm:GenRM",
     "seq-cls": "rmscore.models.seq_cls:SeqClsModel",
     "remote": "rmscore.models.remote:RemoteModel",
 }
@@ -92,13 +93,17 @@ def load_model(cfg: ModelConfig, check=None):
     given, runs before any weights load, so a mismatched input stops the run before a long load."""
     from rmscore.models.loading import check_attention, read_hf_config
 
-    hf_config = {**read_hf_config(cfg), PATH_KEY: cfg.path}
-    check_attention(cfg, hf_config)
+    if cfg.model_type != "auto" and not get_adapter(cfg.model_type).reads_checkpoint(cfg):
+        hf_config = {PATH_KEY: cfg.path}  # nothing local to read: a judge served over HTTP
+    else:
+        hf_config = {**read_hf_config(cfg), PATH_KEY: cfg.path}
+        check_attention(cfg, hf_config)
     if cfg.model_type == "auto":
         name = detect(hf_config, cfg.path, cfg.trust_remote_code)
     else:
         name = cfg.model_type
-        check_fits(name, hf_config, cfg.path)
+        if len(hf_config) > 1:
+            check_fits(name, hf_config, cfg.path)
     adapter = get_adapter(name)
     if cfg.gguf_file and not adapter.loads_gguf:
         raise ModelError(f"{name} models cannot be loaded from GGUF files",

@@ -9,6 +9,7 @@ The backbone forward itself (padding, packing, prompt reuse) is shared: see rmsc
 
 from __future__ import annotations
 
+from collections import Counter
 from functools import cached_property
 from typing import TYPE_CHECKING, ClassVar
 
@@ -43,6 +44,9 @@ class RewardModel:
     # Families that load a stock *ForCausalLM through transformers, which is what its GGUF reader
     # builds. Others would get a randomly initialised head, or no weights at all: they refuse GGUF.
     loads_gguf: ClassVar[bool] = False
+    # Families that generate text (a judge's critique) instead of reading hidden states: no forward
+    # paths to compare, so `rmscore doctor` has nothing to check.
+    generates: ClassVar[bool] = False
 
     # Set by load():
     backbone: "torch.nn.Module"
@@ -53,6 +57,27 @@ class RewardModel:
 
     def __init__(self, cfg: ModelConfig):
         self.cfg = cfg
+        # Counts of the family's own work (a generative judge's requests, retries, tokens
+        # generated); the engine points this at the run summary's `counts`.
+        self.counts: Counter = Counter()
+
+    @classmethod
+    def reads_checkpoint(cls, cfg: ModelConfig) -> bool:
+        """False when this configuration loads no local checkpoint (a judge served over HTTP):
+        there is no config.json to read or to check the family against."""
+        return True
+
+    def default_budget(self, max_length: int) -> int | None:
+        """Tokens per batch when the user gives none; None: what the device's memory holds for a
+        forward (forward.default_token_budget)."""
+        return None
+
+    def runners(self, path: str = "auto"):
+        """How batches of this model's rows are run: the forward runners, and the choice between
+        them (rmscore/score/forward/). A generative judge runs generation instead."""
+        from rmscore.score.forward import Runners
+
+        return Runners(self, path)
 
     @classmethod
     def matches(cls, hf_config: dict) -> bool:

@@ -72,6 +72,9 @@ def _expand(index: int, data: dict, layout: Layout, reading: Reading) -> list[Sa
         except RowProblem as problem:
             sample.error = str(problem)
         samples.append(sample)
+    siblings = [s.completion for s in samples]
+    for sample in samples:
+        sample.siblings = siblings
     return samples
 
 

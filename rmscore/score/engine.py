@@ -44,17 +44,18 @@ class Engine:
         a token budget gets the device's default (batch_cfg is updated in place, so the caller's
         config records what ran)."""
         from rmscore.models import load_model
-        from rmscore.score.forward import Runners, default_token_budget
+        from rmscore.score.forward import default_token_budget
         from rmscore.score.scorer import Scorer
         from rmscore.score.summary import RunSummary
 
         model, family = load_model(model_cfg, check=check)
         max_length = batch_cfg.max_length or model.max_length
         if batch_cfg.max_tokens_per_batch is None:
-            batch_cfg.max_tokens_per_batch = default_token_budget(model, max_length)
+            batch_cfg.max_tokens_per_batch = model.default_budget(max_length) or default_token_budget(model, max_length)
         summary = summary if summary is not None else RunSummary("<memory>")
         summary.model_type = family
-        scorer = Scorer(model, Runners(model, batch_cfg.forward), max_length, batch_cfg, summary, check_stop)
+        model.counts = summary.counts
+        scorer = Scorer(model, model.runners(batch_cfg.forward), max_length, batch_cfg, summary, check_stop)
         if log is not None:
             log(f"model {model_cfg.path} as {family} on {model.device}; max length {max_length}, "
                 f"{batch_cfg.max_tokens_per_batch} tokens per batch, forward path {batch_cfg.forward}")

@@ -16,6 +16,8 @@ TOO_LONG = "too_long"  # not scored: longer than --max-length (--on-overflow ski
 INVALID_ROW = "invalid_row"  # not scored: the row is malformed (null completion, bad JSON, ...)
 STEP_MISMATCH = "step_mismatch"  # PRM: step tags found != steps given; not scored
 OUT_OF_MEMORY = "out_of_memory"  # not scored: the row alone does not fit in device memory
+UNPARSED = "unparsed"  # generative judge: its reply holds no verdict; the reply is kept, never a number
+JUDGE_ERROR = "judge_error"  # generative judge: the server refused this request (a 4xx other than 408/429)
 SCORED_STATUSES = (OK, TRUNCATED)
 
 @dataclass(slots=True)
@@ -32,6 +34,9 @@ class Sample:
     steps: list[str] | None = None
     extra: dict = field(default_factory=dict)
     error: str | None = None
+    # The completions of the sample's input row, in order (one list shared by the row's samples):
+    # what a pairwise judge puts beside this completion.
+    siblings: list | None = None
 
     @property
     def key(self) -> tuple[int, int]:
@@ -54,6 +59,9 @@ class Encoded:
     status: str = OK
     detail: str | None = None
     group: object = None  # rows with the same group share a prompt (set by the loop: prompt_id)
+    # What a generative judge sends besides `ids` (the swapped order of a pairwise request); None
+    # for families whose head reads hidden states.
+    payload: object = None
 
     def __len__(self) -> int:
         return len(self.ids)

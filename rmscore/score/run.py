@@ -175,15 +175,15 @@ def _loop(scorer, sink, samples: Iterator[Sample], cfg: ScoreConfig, summary: Ru
 
     progress = Progress(total=None, enabled=cfg.progress, quiet=not dist.is_main)
     loop_start = time.perf_counter()
+    scorer.on_rows = progress.update  # rows as their batches finish
     try:
         # Window k+1 is read and tokenized on a background thread while window k is on the device.
         # A signal raises Interrupted between batches (or between input rows, in the reader); the
         # caller then saves the finished windows and the finished batches of this one (_keep_finished).
         for prepared in prefetch(map(scorer.prepare, chunked(samples, cfg.batch.window)), depth=1):
-            rows = scorer.run(prepared)
-            sink.write(rows)
-            progress.update(len(rows), sum(r["num_tokens"] or 0 for r in rows))
+            sink.write(scorer.run(prepared))
         sink.close()
     finally:
+        scorer.on_rows = lambda rows, tokens: None
         progress.close()
         summary.loop_s = time.perf_counter() - loop_start

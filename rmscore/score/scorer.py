@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import hashlib
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -45,7 +46,7 @@ def fit_length(enc: Encoded, max_length: int, policy: str, sample: Sample) -> En
         raise RowError(records.TOO_LONG, f"truncating would cut a position the model reads ({len(enc)} tokens)")
     types = enc.token_type_ids[drop:] if enc.token_type_ids else None
     return Encoded(enc.ids[drop:], [p - drop for p in enc.positions], types, enc.expected_positions,
-                   records.TRUNCATED, f"dropped the first {drop} of {len(enc)} tokens")
+                   records.TRUNCATED, f"dropped the first {drop} of {len(enc)} tokens", payload=enc.payload)
 
 
 def unique_rows(encs: list[Encoded]) -> tuple[list[Encoded], list[int]]:
@@ -83,6 +84,9 @@ class Scorer:
         self.model, self.runners, self.max_length = model, runners, max_length
         self.batch_cfg, self.summary = batch_cfg, summary
         self.check_stop = check_stop  # raises Interrupted between batches once SIGTERM/SIGUSR1 arrived
+        # Called with (rows, tokens) as batches finish: a progress bar moves per batch, not per
+        # window (a generative judge can take minutes over one window).
+        self.on_rows: Callable[[int, int], None] = lambda rows, tokens: None
         # Shrinks for good after an out-of-memory: the rest of the run keeps the smaller budget.
         self.budget = batch_cfg.max_tokens_per_batch
         # The window being scored: (rows done by key, samples per distinct row, slot or problem per
@@ -120,10 +124,12 @@ class Scorer:
         kept = WindowOutputs(self.model)  # head outputs stay on the device until the window ends
         slots: dict[int, tuple[int | None, RowError | None]] = {}  # distinct row -> its slot in kept, or problem
         self._window = (done, users, slots, kept)
+        self.on_rows(len(prepared.problems), sum(len(enc) for _, enc, _ in prepared.problems if enc is not None))
         for indices, inputs in collated:
             self.check_stop()
             for i, result in zip(indices, self._forward(runner, [encs[i] for i in indices], inputs, kept)):
                 slots[i] = result
+            self.on_rows(sum(len(users[i]) for i in indices), sum(len(encs[i]) * len(users[i]) for i in indices))
         self._fill(*self._window)  # the window's one copy to the host
         if runner is not None:
             self.summary.paths[runner.name] += len(prepared.ready)
@@ -205,10 +211,11 @@ class Scorer:
             return RowError(records.INVALID_ROW, f"cannot render: {reason}")
 
     def _row(self, sample: Sample, enc: Encoded | None, out: dict, problem: RowError | None = None) -> dict:
-        status = problem.status if problem else enc.status
-        detail = problem.detail if problem else enc.detail
+        # A family whose output can fail per row (a judge's reply without a verdict) says so in it.
+        status = problem.status if problem else out.get("status", enc.status)
+        detail = problem.detail if problem else out.get("status_detail", enc.detail)
         self.summary.statuses[status] += 1
-        if problem:
+        if problem or "status" in out:
             self.summary.details[f"{status}: {_reason(detail)}"] += 1
         row = {
             "input_index": sample.input_index, "completion_index": sample.completion_index,

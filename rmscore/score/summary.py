@@ -36,6 +36,8 @@ class RunSummary:
     failed_workers: int = 0  # workers that stopped with an error: not in these counts
     quiet: bool = False  # a torchrun worker other than rank 0: its counts went to rank 0
     damage: str | None = None  # where the input broke off (a .gz cut short): the rows before it are saved
+    # What a family counts of its own work: a generative judge's requests, retries, tokens generated.
+    counts: Counter = field(default_factory=Counter)
 
     @property
     def samples(self) -> int:
@@ -58,7 +60,7 @@ class RunSummary:
     def absorb(self, other: "RunSummary") -> None:
         """Add another worker's counts. A worker whose shard was already complete loaded nothing:
         what it did not set (model type, token budget) comes from the workers that did."""
-        for name in ("statuses", "details", "paths", "shapes"):
+        for name in ("statuses", "details", "paths", "shapes", "counts"):
             getattr(self, name).update(getattr(other, name))
         for name in ("rows_read", "tokens", "computed_tokens", "padded_tokens", "batches", "oom_retries", "skipped",
                      "saved", "workers", "complete_shards"):

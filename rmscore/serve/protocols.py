@@ -25,7 +25,8 @@ def split_queries(queries: list[str], prompts: list[str] | None, tokenizer) -> t
     the model renders with its own chat template. Right for policies fed plain-text prompts
     (OpenRLHF without --apply_chat_template), or to let this model's template replace the policy's.
     Returns the rows and, by row, why a row cannot be split (it is answered as an invalid row)."""
-    markers = sorted({*END_MARKERS, *(t for t in tokenizer.all_special_tokens if t)}, key=len, reverse=True)
+    specials = getattr(tokenizer, "all_special_tokens", None) or ()  # a served judge has no tokenizer here
+    markers = sorted({*END_MARKERS, *(t for t in specials if t)}, key=len, reverse=True)
     markers = (re.compile("(?:%s)*" % "|".join(map(re.escape, markers))),
                re.compile("(?:%s)*" % "|".join(re.escape(m[::-1]) for m in markers)))
     rows, invalid = [], {}

@@ -65,7 +65,9 @@ def change(before: dict | None, now: dict | None) -> str | None:
 
 def sample_digest(sample: Sample) -> bytes:
     """Every field of the sample (key, ids, prompt, completion, steps, kept columns)."""
-    fields = [getattr(sample, name) for name in Sample.__slots__]
+    # siblings repeats the row's other samples (each digested itself): left out, so digests stored
+    # before it existed still match.
+    fields = [getattr(sample, name) for name in Sample.__slots__ if name != "siblings"]
     try:
         # marshal format 2 writes no back-references, so equal values give equal bytes; 3x
         # cheaper than JSON, which matters on a resume that skips millions of rows.

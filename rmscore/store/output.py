@@ -143,14 +143,14 @@ def write_stats(out_dir: Path, stem: str, summary) -> Path:
 
 def provenance(model, cfg, max_length: int, family: str) -> dict:
     """Everything that changes the numbers, so a scored file says how it was made."""
-    param = next(model.backbone.parameters())
+    param = next(model.backbone.parameters(), None) if model.backbone is not None else None
     return {
         "rmscore_version": __version__,
         "model": cfg.model.checkpoint,
         "revision": cfg.model.revision,
         "gguf_file": cfg.model.gguf_file,
         "model_type": family,
-        "dtype": str(param.dtype).replace("torch.", ""),
+        "dtype": str(param.dtype).replace("torch.", "") if param is not None else None,  # None: served elsewhere
         "max_length": max_length,
         "on_overflow": cfg.batch.on_overflow,
         "system_prompt": cfg.model.system_prompt,

@@ -33,6 +33,8 @@ from rmscore.store import conform, input_identity, lock
 from rmscore.store.output import EVAL_KEY, EXACT_KEYS, META_DIR
 from rmscore.store.writers import PART_GLOB, existing_parts, output_error, part_seq
 
+GENRM_SETTINGS = ("judge_url", "judge_model", "judge_mode", "verdict_pattern", "judge_temperature", "judge_seed",
+                  "judge_max_tokens")
 KEY_COLUMNS = ["input_index", "completion_index", "prompt_id", "status"]
 INPUT_CONTRACT = 2  # raise when the rules that turn an input row into text change
 # How a differing setting is named in the refusal message, when not simply --key-with-dashes.
@@ -54,6 +56,9 @@ def requested_settings(cfg: ScoreConfig, shard_count: int) -> dict:
         "bos": m.bos, "step_separator": m.step_separator, "aggregate": m.aggregate, "max_length": b.max_length,
         "step_tokens": m.step_tokens, "judge_template": m.judge_template, "score_tokens": m.score_tokens,
         "gguf_file": m.gguf_file,
+        # A generative judge's replies depend on who answers and how it is asked (only genrm runs
+        # record them, so folders written before they existed still resume).
+        **({k: getattr(m, k) for k in GENRM_SETTINGS} if m.model_type == "genrm" else {}),
         "on_overflow": b.on_overflow, "shard_count": shard_count,
         "json_columns": sorted(i.json_columns) or None,
         # How a row's text and shape are read from the input (issue 24: a string is text, each row's
