@@ -297,7 +297,7 @@ class ServeConfig:
 
 
 PAIR_RULES = ("max-min", "max-random", "best-vs-rest", "all-pairs")
-PAIR_FORMATS = ("auto", "conversational", "standard", "simpo")
+PAIR_FORMATS = ("auto", "conversational", "standard", "simpo", "kto")
 
 
 @dataclass
@@ -318,8 +318,12 @@ class PairConfig:
     max_length_ratio: float | None = None  # drop a candidate whose chosen text is over R x the rejected's
     allow_mixed_models: bool = False  # pair scores of inputs whose recorded models differ
     allow_partial: bool = False  # read a scored folder whose shards have not all finished
+    min_agreement: float | None = None  # combined input: share of models that must prefer chosen
 
     def __post_init__(self):
+        if self.min_agreement is not None and not 0 <= self.min_agreement <= 1:
+            raise ConfigError(f"--min-agreement must be in [0, 1], got {self.min_agreement}",
+                              "e.g. 1 keeps pairs every model orders the same way, 0.5 a majority")
         if self.rule not in PAIR_RULES:
             raise ConfigError(f"unknown --rule {self.rule!r}", f"choose one of {', '.join(PAIR_RULES)}")
         if self.format not in PAIR_FORMATS:
@@ -349,6 +353,55 @@ class PairConfig:
         if self.rule == "max-min":
             return 1
         return self.pairs_per_prompt or (1 if self.rule == "max-random" else None)
+
+
+SFT_SELECT = ("per-prompt", "overall")
+SFT_FORMATS = ("conversational", "prompt-completion")
+
+
+@dataclass
+class SftConfig:
+    """`rmscore build-sft`: the best scored completions, as SFT data (rejection sampling)."""
+
+    inputs: list[str]  # scored Parquet files or folders
+    output: str  # the SFT Parquet file; its report goes next to it (.report.json)
+    select: str = "per-prompt"  # per-prompt: the K best of each prompt; overall: the best fraction of all
+    per_prompt: int | None = None  # K; None: 1 (per-prompt only)
+    top_fraction: float | None = None  # overall: F in (0, 1]
+    min_score: float | None = None  # on top of either: drop completions scoring below
+    score_column: str = "score"
+    format: str = "conversational"  # TRL's `messages`, or prompt-completion (prompt + completion lists)
+    baseline_out: str | None = None  # a seeded random selection of the same size, for comparison
+    seed: int = 0  # the baseline's draw: Random(f"{seed}:{prompt_id}"), or draw(seed, key) overall
+    buckets: int | None = None
+    overwrite: bool = False
+    allow_mixed_models: bool = False
+
+    def __post_init__(self):
+        if self.select not in SFT_SELECT:
+            raise ConfigError(f"unknown --select {self.select!r}", f"choose one of {', '.join(SFT_SELECT)}")
+        if self.format not in SFT_FORMATS:
+            raise ConfigError(f"unknown --format {self.format!r}", f"choose one of {', '.join(SFT_FORMATS)}")
+        if not self.inputs:
+            raise ConfigError("no scored input given", "name the folder written by rmscore score -o")
+        if self.per_prompt is not None and self.per_prompt < 1:
+            raise ConfigError(f"--per-prompt must be at least 1, got {self.per_prompt}")
+        if self.select == "overall" and self.per_prompt is not None:
+            raise ConfigError("--per-prompt applies to --select per-prompt", "drop --per-prompt, or --select overall")
+        if self.select == "overall" and self.top_fraction is None:
+            raise ConfigError("--select overall needs --top-fraction", "e.g. --top-fraction 0.1 keeps the best 10%")
+        if self.select == "per-prompt" and self.top_fraction is not None:
+            raise ConfigError("--top-fraction applies to --select overall", "add --select overall, or drop it")
+        if self.top_fraction is not None and not 0 < self.top_fraction <= 1:
+            raise ConfigError(f"--top-fraction must be in (0, 1], got {self.top_fraction}")
+        if self.min_score is not None and not math.isfinite(self.min_score):
+            raise ConfigError(f"--min-score must be a finite number, got {self.min_score}")
+        if self.buckets is not None and self.buckets <= 0:
+            raise ConfigError(f"--buckets must be positive, got {self.buckets}")
+
+    @property
+    def k(self) -> int:
+        return self.per_prompt or 1
 
 
 @dataclass

@@ -54,7 +54,7 @@ def report_path(output: Path) -> Path:
 
 def run_build_pairs(cfg: PairConfig, log=print) -> BuildSummary:
     start = time.perf_counter()
-    out = _check_output(cfg)
+    out = check_output(cfg.output, cfg.overwrite)
     scored = scored_io.open_scored(cfg.inputs, cfg.score_column, cfg.allow_mixed_models, cfg.allow_partial)
     if scored.models:
         log(f"pairing the scores of {len(scored.models)} reward models (--allow-mixed-models): "
@@ -69,8 +69,9 @@ def run_build_pairs(cfg: PairConfig, log=print) -> BuildSummary:
     schema = SCHEMAS[fmt].with_metadata({"rmscore": json.dumps(_metadata(cfg, fmt, scored))})
     with tempfile.TemporaryDirectory(prefix=".tmp-build-pairs-", dir=out.parent) as tmp:
         tables = scored_io.iter_buckets(scored, buckets, Path(tmp) / "spill")
-        _write(_progress((_pairs_table(t, cfg, fmt, report) for t in tables), buckets, report, log),
-               out, schema, Path(tmp), buckets)
+        pairs = (_pairs_table(t, cfg, fmt, report) for t in tables)
+        write_sorted(progress(pairs, buckets, lambda: f"{report.prompts['in']:,} prompts, {report.pairs:,} pairs", log),
+                     out, schema, Path(tmp), buckets)
     content = report.as_dict() | {"output": str(out), "inputs": [str(f) for f in scored.files],
                                   "settings": _settings(cfg, fmt), "scoring": scored.metadata}
     path = report_path(out)
@@ -78,24 +79,23 @@ def run_build_pairs(cfg: PairConfig, log=print) -> BuildSummary:
     return BuildSummary(str(out), str(path), content, fmt, buckets, time.perf_counter() - start)
 
 
-def _progress(tables: Iterator[pa.Table], buckets: int, report: DropReport, log,
-              every_s: float = 30.0) -> Iterator[pa.Table]:
-    """A log line at most every `every_s` seconds while buckets are processed."""
+def progress(tables: Iterator[pa.Table], buckets: int, so_far, log, every_s: float = 30.0) -> Iterator[pa.Table]:
+    """A log line at most every `every_s` seconds while buckets are processed; so_far() says what was done."""
     last = time.perf_counter()
     for i, table in enumerate(tables, 1):
         if buckets > 1 and time.perf_counter() - last >= every_s:
             last = time.perf_counter()
-            log(f"bucket {i}/{buckets}: {report.prompts['in']:,} prompts, {report.pairs:,} pairs so far")
+            log(f"bucket {i}/{buckets}: {so_far()} so far")
         yield table
 
 
-def _check_output(cfg: PairConfig) -> Path:
-    out = Path(os.path.abspath(cfg.output))  # as given: no library may expand a literal "~" (pyarrow does)
+def check_output(output: str, overwrite: bool, option: str = "-o", example: str = "pairs.parquet") -> Path:
+    out = Path(os.path.abspath(output))  # as given: no library may expand a literal "~" (pyarrow does)
     if out.is_dir():
-        raise ConfigError(f"-o {out} is a folder", "-o names the pairs Parquet file, e.g. pairs.parquet")
-    for path in (out, report_path(out)):  # the drop report goes beside the pairs: never over a user's file
-        if path.exists() and not cfg.overwrite:
-            raise ConfigError(f"{path} already exists", "pass --overwrite to replace it, or choose another -o")
+        raise ConfigError(f"{option} {out} is a folder", f"{option} names a Parquet file, e.g. {example}")
+    for path in (out, report_path(out)):  # the drop report goes beside the output: never over a user's file
+        if path.exists() and not overwrite:
+            raise ConfigError(f"{path} already exists", f"pass --overwrite to replace it, or choose another {option}")
     out.parent.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -129,7 +129,7 @@ def _pairs_table(table: pa.Table, cfg: PairConfig, fmt: str, report: DropReport)
     return pa.Table.from_pylist(rows, schema=schema).sort_by([(k, "ascending") for k in ORDER_KEY])
 
 
-def _write(tables: Iterator[pa.Table], out: Path, schema: pa.Schema, tmp: Path, buckets: int) -> None:
+def write_sorted(tables: Iterator[pa.Table], out: Path, schema: pa.Schema, tmp: Path, buckets: int) -> None:
     # The merge reads every part at once, a row group at a time: small groups keep it to about
     # MERGE_ROWS rows in memory, whatever the number of parts (a part written as one group, the
     # default, had every pair of the run in memory during the merge).
