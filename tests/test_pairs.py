@@ -103,7 +103,7 @@ def test_best_vs_rest_largest_margin_first_and_capped():
     scores = [4.0, 3.0, 2.0, 1.0, 4.0]
     sel = select_pairs("p", group(scores), cfg(rule="best-vs-rest"))
     assert picked(sel) == [(0, 3), (0, 2), (0, 1)]  # index 4 ties with the best: no pair
-    assert sel.candidates == {"ties": 1, "below_margin": 0, "length_ratio": 0, "kept": 3, "not_selected": 0,
+    assert sel.candidates == {"ties": 1, "below_margin": 0, "disagreement": 0, "length_ratio": 0, "kept": 3, "not_selected": 0,
                               "considered": 4}
     capped = select_pairs("p", group(scores), cfg(rule="best-vs-rest", pairs_per_prompt=2))
     assert picked(capped) == [(0, 3), (0, 2)] and capped.candidates["not_selected"] == 1
@@ -143,7 +143,7 @@ def test_max_random_is_seeded_per_prompt():
 def test_max_random_draws_only_pairs_that_clear_the_margin():
     sel = select_pairs("p", group([5.0, 5.0, 4.9, 1.0]), cfg(rule="max-random", min_margin=1.0))
     assert picked(sel) == [(0, 3)]
-    assert sel.candidates == {"ties": 1, "below_margin": 1, "length_ratio": 0, "kept": 1, "not_selected": 0,
+    assert sel.candidates == {"ties": 1, "below_margin": 1, "disagreement": 0, "length_ratio": 0, "kept": 1, "not_selected": 0,
                               "considered": 3}
 
 
@@ -156,12 +156,12 @@ def test_drop_report_adds_up():
     report.add_without_prompt(["invalid_row", "ok"])
     out = report.as_dict()
     assert out["prompts"] == {"in": 6, "paired": 1, "dropped": {
-        "too_few_completions": 1, "bad_status": 1, "identical": 1, "ties": 1, "below_margin": 1, "length_ratio": 0}}
+        "too_few_completions": 1, "bad_status": 1, "identical": 1, "ties": 1, "below_margin": 1, "disagreement": 0, "length_ratio": 0}}
     comp = out["completions"]
     assert comp["in"] == 13 == comp["distinct"] + comp["bad_status"] + comp["identical"]
     assert comp["bad_status_by_status"] == {"invalid_row": 1, "no_prompt_id": 1, "too_long": 1}
     cand = out["candidate_pairs"]
-    assert cand["considered"] == sum(cand[k] for k in ("ties", "below_margin", "length_ratio", "not_selected",
+    assert cand["considered"] == sum(cand[k] for k in ("ties", "below_margin", "disagreement", "length_ratio", "not_selected",
                                                        "kept")) == 3
     assert out["pairs"] == 1
 

@@ -38,7 +38,7 @@ def assert_adds_up(report):
     assert prompts["in"] == prompts["paired"] + sum(prompts["dropped"].values())
     assert comp["in"] == comp["distinct"] + comp["bad_status"] + comp["identical"]
     assert comp["bad_status"] == sum(comp["bad_status_by_status"].values())
-    assert cand["considered"] == sum(cand[k] for k in ("ties", "below_margin", "length_ratio", "not_selected", "kept"))
+    assert cand["considered"] == sum(cand[k] for k in ("ties", "below_margin", "disagreement", "length_ratio", "not_selected", "kept"))
     assert cand["kept"] == report["pairs"]
 
 
@@ -66,7 +66,7 @@ def test_prompts_split_across_shards_are_grouped(scored, tmp_path):
     assert pairs[1]["prompt"][0] == {"role": "system", "content": "Be brief."}
     report = report_of(tmp_path / "pairs.parquet")
     assert report["prompts"]["dropped"] | {"paired": report["prompts"]["paired"]} == {
-        "too_few_completions": 0, "bad_status": 1, "identical": 0, "ties": 1, "below_margin": 0, "length_ratio": 0,
+        "too_few_completions": 0, "bad_status": 1, "identical": 0, "ties": 1, "below_margin": 0, "disagreement": 0, "length_ratio": 0,
         "paired": 2}
     assert_adds_up(report)
     assert "Built 2 pairs from 2 of 4 prompts" in result.output and "too_long 1" in result.output
@@ -109,7 +109,7 @@ def test_metadata_names_the_model_and_settings(scored, tmp_path):
     assert meta["kind"] == "pairs" and meta["model"] == "tiny-rm" and meta["scoring"]["model_type"] == "seq-cls"
     assert meta["build_pairs"] | {} == {"rule": "best-vs-rest", "format": "conversational", "score_column": "score",
                                         "min_margin": 0.5, "min_completions": 2, "pairs_per_prompt": 2, "seed": 0,
-                                        "max_length_ratio": None}
+                                        "max_length_ratio": None, "min_agreement": None}
     assert report_of(tmp_path / "p.parquet")["settings"] == meta["build_pairs"]
 
 

@@ -17,6 +17,7 @@ REASONS = {
     "identical": "too few distinct texts after whitespace normalisation",
     "ties": "every candidate pair had equal scores",
     "below_margin": "no candidate pair reached --min-margin",
+    "disagreement": "no candidate pair reached --min-agreement",
     "length_ratio": "every candidate's chosen over --max-length-ratio x its rejected's length",
 }
 
@@ -48,8 +49,14 @@ def build_pairs(
         help="Length control: drop a candidate pair whose chosen is more than R times as long (in characters) as "
              "its rejected. With max-min the prompt then has no pair; best-vs-rest --pairs-per-prompt 1 falls back "
              "to the largest margin within the ratio.", metavar="R", rich_help_panel=SELECT, show_default=False)] = None,
+    min_agreement: Annotated[Optional[float], typer.Option(
+        help="Output of rmscore combine: keep a pair only if at least this share of the models, each by its own "
+             "score, prefers chosen (1: all of them). Every pair gets an `agreement` column.", metavar="X",
+        rich_help_panel=SELECT, show_default=False)] = None,
     format: Annotated[str, typer.Option("--format", help="auto (conversational, or standard when every prompt was "
-                                                         "text), conversational, standard, simpo.")] = "auto",
+                                                         "text), conversational, standard, simpo, kto (TRL's "
+                                                         "unpaired prompt/completion/label rows for KTOTrainer: "
+                                                         "chosen true, rejected false).")] = "auto",
     buckets: Annotated[Optional[int], typer.Option(help="Group prompts in N hash buckets, one in memory at a time. "
                                                         "Default: from the input size (~64 MiB of columns each).",
                                                    show_default=False)] = None,
@@ -72,6 +79,7 @@ def build_pairs(
       rmscore build-pairs demo-out/scored -o demo-out/pairs-rest.parquet --rule best-vs-rest --min-margin 0.5 --overwrite
       rmscore build-pairs demo-out/scored -o demo-out/simpo.parquet --format simpo --overwrite
       rmscore build-pairs demo-out/scored -o demo-out/pairs-1.5x.parquet --max-length-ratio 1.5 --overwrite
+      rmscore build-pairs demo-out/scored -o demo-out/kto.parquet --format kto --overwrite
 
     With a Hub model (downloads it), pairs of GSM8K solutions by their weakest step:
 
@@ -84,11 +92,13 @@ def build_pairs(
 
     cfg = PairConfig(inputs, output, rule, format, score_column, min_margin, min_completions, pairs_per_prompt,
                      seed, buckets, overwrite, max_length_ratio=max_length_ratio,
-                     allow_mixed_models=allow_mixed_models, allow_partial=allow_partial)
+                     allow_mixed_models=allow_mixed_models, allow_partial=allow_partial,
+                     min_agreement=min_agreement)
     summary = run_build_pairs(cfg, log=lambda text: echo(f"[rmscore] {text}"))
     for line in report_lines(summary.report, summary.wall_s):
         echo(line)
-    echo(f"  pairs:  {summary.output}\n  report: {summary.report_path}")
+    rows = f" ({summary.report['rows']:,} KTO rows)" if "rows" in summary.report else ""
+    echo(f"  pairs:  {summary.output}{rows}\n  report: {summary.report_path}")
 
 
 def report_lines(report: dict, wall_s: float) -> list[str]:
@@ -106,6 +116,7 @@ def report_lines(report: dict, wall_s: float) -> list[str]:
                  f"not usable: bad status {comp['bad_status']:,}{f' ({by_status})' if by_status else ''}, "
                  f"identical {comp['identical']:,}")
     lines.append(f"  candidate pairs: {cand['considered']:,} considered, {cand['kept']:,} kept; dropped: "
-                 f"ties {cand['ties']:,}, below margin {cand['below_margin']:,}, length ratio {cand['length_ratio']:,}, "
+                 f"ties {cand['ties']:,}, below margin {cand['below_margin']:,}, "
+                 f"{f'disagreement {n:,}, ' if (n := cand['disagreement']) else ''}length ratio {cand['length_ratio']:,}, "
                  f"not selected {cand['not_selected']:,}")
     return lines

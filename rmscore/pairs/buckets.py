@@ -39,6 +39,7 @@ SPILL_BYTES = 64 * 2**20
 KEY_COLUMNS = ("prompt_id", "input_index", "completion_index", "status", "completion", "prompt", "prompt_is_text")
 SLICE_ROWS = 4096
 READS = {"inspect": "inspect reads the folders written by rmscore score and the pairs files of rmscore build-pairs"}
+MODEL_SCORES = "model_scores"  # rmscore combine's column: each model's own score, in argument order
 
 
 @dataclass
@@ -51,6 +52,11 @@ class ScoredInput:
     rows: int  # rows in the files, from the Parquet footers
     projection: dict = field(default_factory=dict)  # output column -> expression over `columns`
     models: list[str] = field(default_factory=list)  # the reward models recorded, when more than one
+    combined: bool = False  # output of rmscore combine: each row has model_scores, one per model
+
+    @property
+    def score_column(self) -> str:
+        return self.schema.names[len(KEY_COLUMNS)]
 
 
 def open_scored(inputs: list[str], score_column: str, allow_mixed_models: bool = False, allow_partial: bool = False,
@@ -70,9 +76,15 @@ def open_scored(inputs: list[str], score_column: str, allow_mixed_models: bool =
     first = pq.read_schema(files[0])
     schema = pa.schema([first.field(c) for c in KEY_COLUMNS] + [pa.field(score_column, kind)])
     projection = {c: pc.field(c) for c in KEY_COLUMNS} | {score_column: expression}
+    combined = all(MODEL_SCORES in pq.read_schema(path).names for path in files)
+    if combined:  # after the score column: readers find it last but one
+        columns.append(MODEL_SCORES)
+        schema = schema.append(first.field(MODEL_SCORES))
+        projection[MODEL_SCORES] = pc.field(MODEL_SCORES)
     nbytes = sum(_column_bytes(path, columns) for path in files)
     rows = sum(pq.ParquetFile(path).metadata.num_rows for path in files)
-    return ScoredInput(files, columns, schema, next(iter(metas.values()), {}), nbytes, rows, projection, models)
+    return ScoredInput(files, columns, schema, next(iter(metas.values()), {}), nbytes, rows, projection, models,
+                       combined)
 
 
 def recorded_model(metadata: dict, by_digest: bool) -> tuple:
@@ -202,11 +214,12 @@ def iter_groups(table: pa.Table, score_column: str) -> Iterator[tuple[str | None
     for start in range(0, table.num_rows, SLICE_ROWS):
         piece = table.slice(start, SLICE_ROWS)
         columns = [piece.column(name).to_pylist() for name in names]
-        for row, (prompt_id, index, position, text, score, status) in enumerate(zip(*columns), start):
+        models = piece.column(MODEL_SCORES).to_pylist() if MODEL_SCORES in piece.column_names else [None] * len(piece)
+        for row, (prompt_id, index, position, text, score, status, each) in enumerate(zip(*columns, models), start):
             if group and prompt_id != current:
                 yield current, group
                 group = []
             current = prompt_id
-            group.append(Completion((index, position), text, score, status, row))
+            group.append(Completion((index, position), text, score, status, row, each))
     if group:
         yield current, group

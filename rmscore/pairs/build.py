@@ -28,7 +28,7 @@ from rmscore import __version__
 from rmscore.config import PairConfig
 from rmscore.errors import ConfigError
 from rmscore.pairs import buckets as scored_io
-from rmscore.pairs.formats import SCHEMAS, pair_row
+from rmscore.pairs.formats import kto_rows, pair_row, pairs_schema
 from rmscore.pairs.select import DropReport, select_pairs
 from rmscore.score.batching import chunked
 
@@ -61,19 +61,33 @@ def run_build_pairs(cfg: PairConfig, log=print) -> BuildSummary:
             f"{'; '.join(scored.models)}")
     if out.resolve() in scored.files:
         raise ConfigError(f"-o {out} is one of the inputs", "write the pairs to another file")
+    if cfg.min_agreement is not None and not scored.combined:
+        raise ConfigError("--min-agreement needs the output of rmscore combine (its rows have model_scores)",
+                          "combine the scored folders of several reward models first: rmscore combine A B -o ENSEMBLE")
     fmt = cfg.format if cfg.format != "auto" else _detect_format(scored)
     buckets = scored_io.bucket_count(scored, cfg.buckets)
     log(f"reading {len(scored.files)} scored file(s), {scored.nbytes / 2**20:,.1f} MiB of needed columns, "
         f"in {buckets} bucket(s); rule {cfg.rule}, format {fmt}, score column {cfg.score_column}")
     report = DropReport()
-    schema = SCHEMAS[fmt].with_metadata({"rmscore": json.dumps(_metadata(cfg, fmt, scored))})
+    schema = pairs_schema(fmt, scored.combined)
+    rows = 0
+
+    def table(bucket: pa.Table) -> pa.Table:
+        nonlocal rows
+        found = _pairs_table(bucket, cfg, fmt, schema, report)
+        rows += found.num_rows
+        return found
+
+    schema = schema.with_metadata({"rmscore": json.dumps(_metadata(cfg, fmt, scored))})
     with tempfile.TemporaryDirectory(prefix=".tmp-build-pairs-", dir=out.parent) as tmp:
         tables = scored_io.iter_buckets(scored, buckets, Path(tmp) / "spill")
-        pairs = (_pairs_table(t, cfg, fmt, report) for t in tables)
+        pairs = (table(t) for t in tables)
         write_sorted(progress(pairs, buckets, lambda: f"{report.prompts['in']:,} prompts, {report.pairs:,} pairs", log),
                      out, schema, Path(tmp), buckets)
     content = report.as_dict() | {"output": str(out), "inputs": [str(f) for f in scored.files],
                                   "settings": _settings(cfg, fmt), "scoring": scored.metadata}
+    if fmt == "kto":
+        content["rows"] = rows  # 2 per pair, less a completion in several pairs with the same label
     path = report_path(out)
     path.write_text(json.dumps(content, indent=2, default=str))
     return BuildSummary(str(out), str(path), content, fmt, buckets, time.perf_counter() - start)
@@ -106,7 +120,7 @@ def _detect_format(scored: scored_io.ScoredInput) -> str:
     return "conversational" if scored_io.dataset(scored).count_rows(filter=messages) else "standard"
 
 
-def _pairs_table(table: pa.Table, cfg: PairConfig, fmt: str, report: DropReport) -> pa.Table:
+def _pairs_table(table: pa.Table, cfg: PairConfig, fmt: str, schema: pa.Schema, report: DropReport) -> pa.Table:
     table = scored_io.sort_by_prompt(table)
     found = []  # (prompt_id, the prompt's first key, rank, pair, all scored completions if needed)
     for prompt_id, completions in scored_io.iter_groups(table, cfg.score_column):
@@ -120,13 +134,27 @@ def _pairs_table(table: pa.Table, cfg: PairConfig, fmt: str, report: DropReport)
         found += [(prompt_id, first, rank, pair, scored) for rank, pair in enumerate(sel.pairs)]
     # The prompts of all pairs in one Arrow take, rather than one conversion per pair.
     prompts = table.column("prompt").take(pa.array([f[3].chosen.row for f in found], pa.int64())).to_pylist()
-    rows = [
-        pair_row(fmt, prompt_id, prompt, pair, scored)
-        | {"_first_input": first[0], "_first_completion": first[1], "_rank": rank}
-        for (prompt_id, first, rank, pair, scored), prompt in zip(found, prompts)
-    ]
-    schema = pa.schema(list(SCHEMAS[fmt]) + [pa.field(n, t) for n, t in ORDER])
+    if fmt == "kto":
+        rows = _kto(found, prompts)
+    else:
+        rows = [pair_row(fmt, prompt_id, prompt, pair, scored)
+                | {"_first_input": first[0], "_first_completion": first[1], "_rank": rank}
+                for (prompt_id, first, rank, pair, scored), prompt in zip(found, prompts)]
+    schema = pa.schema(list(schema) + [pa.field(n, t) for n, t in ORDER])
     return pa.Table.from_pylist(rows, schema=schema).sort_by([(k, "ascending") for k in ORDER_KEY])
+
+
+def _kto(found: list[tuple], prompts: list) -> list[dict]:
+    """Two unpaired rows per pair; a completion already given with the same label (the best of
+    best-vs-rest) is not repeated."""
+    rows, seen = [], set()
+    for (prompt_id, first, rank, pair, _), prompt in zip(found, prompts):
+        for i, row in enumerate(kto_rows(prompt_id, prompt, pair)):
+            completion = pair.rejected if i else pair.chosen
+            if (prompt_id, completion.order, row["label"]) not in seen:
+                seen.add((prompt_id, completion.order, row["label"]))
+                rows.append(row | {"_first_input": first[0], "_first_completion": first[1], "_rank": 2 * rank + i})
+    return rows
 
 
 def write_sorted(tables: Iterator[pa.Table], out: Path, schema: pa.Schema, tmp: Path, buckets: int) -> None:

@@ -98,7 +98,7 @@ def _write_baseline(scored, buckets: int, base: Path, cfg: SftConfig, top, total
 
 def _write(scored, buckets: int, out: Path, fmt: str, metadata: dict, pick, without_prompt, log) -> None:
     schema = SFT_SCHEMAS[fmt].with_metadata({"rmscore": json.dumps(metadata)})
-    score_column, rows = scored.schema.names[-1], 0  # open_scored puts the score column last
+    score_column, rows = scored.score_column, 0
 
     def table(bucket: pa.Table) -> pa.Table:
         nonlocal rows
@@ -126,7 +126,7 @@ def _write(scored, buckets: int, out: Path, fmt: str, metadata: dict, pick, with
 def _overall_cutoff(scored, fraction: float | None, draw: tuple[int, int] | None) -> cutoff.Cutoff | None:
     """The cutoff of the best `fraction` of usable rows by score, or (draw = (seed, n)) of n rows
     drawn at random; None when no row is usable."""
-    column = scored.schema.names[-1]
+    column = scored.score_column
     usable = (pc.field("status").isin(list(SCORED_STATUSES)) & pc.field("prompt_id").is_valid()
               & pc.field("completion").is_valid() & pc.is_finite(scored.projection[column]))
     projection = {"s": scored.projection[column], "i": pc.field("input_index"), "c": pc.field("completion_index")}

@@ -15,10 +15,12 @@ prompt is dropped for that reason (the first that applies):
   identical            the same text, after whitespace normalisation, as a completion with a
                        smaller key (that first one is kept)
 The rule then proposes candidate pairs. Each is a tie (margin 0: never a pair), below --min-margin,
-over --max-length-ratio (chosen more than R times as long as rejected, in characters), kept, or not
+below --min-agreement (a combined folder: too few models' own scores prefer chosen), over
+--max-length-ratio (chosen more than R times as long as rejected, in characters), kept, or not
 selected (past the --pairs-per-prompt cap, or not drawn by max-random). A prompt whose candidates
 all fail is dropped for the last filter any of them reached: `length_ratio` if one cleared the
-margin, else `below_margin` if one was not a tie, else `ties`.
+agreement, else `disagreement` if one cleared the margin, else `below_margin` if one was not a
+tie, else `ties`.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from itertools import combinations
 from rmscore.config import PairConfig
 from rmscore.score.records import SCORED_STATUSES
 
-PROMPT_REASONS = ("too_few_completions", "bad_status", "identical", "ties", "below_margin", "length_ratio")
-CANDIDATE_OUTCOMES = ("ties", "below_margin", "length_ratio", "not_selected", "kept")
+PROMPT_REASONS = ("too_few_completions", "bad_status", "identical", "ties", "below_margin", "disagreement",
+                  "length_ratio")
+CANDIDATE_OUTCOMES = ("ties", "below_margin", "disagreement", "length_ratio", "not_selected", "kept")
 
 
 @dataclass(slots=True)
@@ -43,6 +46,7 @@ class Completion:
     score: float | None
     status: str | None
     row: int = -1  # the caller's handle (its row in a table); selection never reads it
+    models: list[float] | None = None  # a combined folder's model_scores: each model's own score
 
     @property
     def order(self) -> tuple:
@@ -67,6 +71,14 @@ class Pair:
     @property
     def margin(self) -> float:
         return self.chosen.score - self.rejected.score
+
+    @property
+    def agreement(self) -> float | None:
+        """The share of models whose own scores prefer chosen (a tie prefers neither); None unless combined."""
+        a, b = self.chosen.models, self.rejected.models
+        if a is None or b is None:
+            return None
+        return sum(x > y for x, y in zip(a, b)) / len(a)
 
 
 @dataclass(slots=True)
@@ -116,7 +128,8 @@ def select_pairs(prompt_id: str, completions: list[Completion], cfg: PairConfig)
     sel.candidates["kept"], sel.candidates["not_selected"] = len(sel.pairs), len(eligible) - len(sel.pairs)
     sel.candidates["considered"] = sum(sel.candidates[k] for k in CANDIDATE_OUTCOMES)
     if not sel.pairs:
-        sel.dropped = next((r for r in ("length_ratio", "below_margin") if sel.candidates[r]), "ties")
+        sel.dropped = next((r for r in ("length_ratio", "disagreement", "below_margin") if sel.candidates[r]),
+                           "ties")
     return sel
 
 
@@ -126,6 +139,9 @@ def _clears(pair: Pair, cfg: PairConfig, counts: dict) -> bool:
         return False
     if pair.margin < cfg.min_margin:
         counts["below_margin"] += 1
+        return False
+    if cfg.min_agreement is not None and pair.agreement < cfg.min_agreement:
+        counts["disagreement"] += 1
         return False
     if cfg.max_length_ratio is not None and len(pair.chosen.text) > cfg.max_length_ratio * len(pair.rejected.text):
         counts["length_ratio"] += 1
