@@ -355,6 +355,30 @@ class PairConfig:
         return self.pairs_per_prompt or (1 if self.rule == "max-random" else None)
 
 
+COMBINE_METHODS = ("mean-z", "mean", "min", "vote")
+
+
+@dataclass
+class CombineConfig:
+    """`rmscore combine`: one scored folder from the scores of several reward models over the same input."""
+
+    inputs: list[str]  # scored folders of rmscore score, one per model, over the same input
+    output: str  # a folder, written as a scored folder with model_scores
+    method: str = "mean-z"  # mean-z: z-scores per model over its usable rows, averaged; mean; min; vote
+    score_column: str = "score"  # read from every input (an ArmoRM objective, score_min, ...)
+    buckets: int | None = None
+    overwrite: bool = False
+
+    def __post_init__(self):
+        if self.method not in COMBINE_METHODS:
+            raise ConfigError(f"unknown --method {self.method!r}", f"choose one of {', '.join(COMBINE_METHODS)}")
+        if len(self.inputs) < 2:
+            raise ConfigError("combine needs the scored folders of at least two reward models",
+                              "e.g. rmscore combine scored-a scored-b -o ensemble")
+        if self.buckets is not None and self.buckets <= 0:
+            raise ConfigError(f"--buckets must be positive, got {self.buckets}")
+
+
 SFT_SELECT = ("per-prompt", "overall")
 SFT_FORMATS = ("conversational", "prompt-completion")
 

@@ -26,7 +26,8 @@ from rmscore.score.records import SCORED_STATUSES
 from rmscore.store.scored import objective_source
 
 BATCH_ROWS = 8192
-VECTORS = ("rewards", "gating_output")  # ArmoRM: one value per objective (metadata "objectives" names them)
+# ArmoRM: one value per objective (metadata "objectives" names them); combine: one score per model
+VECTORS = ("rewards", "gating_output", "model_scores")
 AGGREGATES = ("score_min", "score_prod", "score_mean", "score_last")
 EXTREMES = 3
 CUT_CHARS = 600  # of an example's text kept in memory: the report shows less

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from itertools import combinations
 
 import numpy as np
 
@@ -45,7 +46,24 @@ def scored_report(cols: ScoredColumns, inputs: list[str], texts: bool = True) ->
         report["objectives"] = objectives(cols)
     if cols.steps is not None:
         report["steps"] = steps(cols)
+    if "model_scores" in cols.wide:
+        report["agreement"] = agreement(cols)
     return report
+
+
+def agreement(cols: ScoredColumns) -> dict:
+    """A combined folder (rmscore combine): how often its models order the same completions of a
+    prompt alike, over the sampled scored rows, overall and for each pair of models."""
+    from rmscore.ensemble.methods import pair_agreement
+
+    scores, groups = cols.wide["model_scores"], cols.groups[cols.sample]  # (k, models), (k,)
+    scores, groups = scores[groups >= 0], groups[groups >= 0]
+    names = list(cols.metadata.get("models") or [])
+    names += [f"model {m}" for m in range(len(names), scores.shape[1])]
+    pairs = [{"models": [a, b], "spearman_within_prompts": stats.within_groups(scores[:, a], scores[:, b], groups),
+              "same_order": pair_agreement(scores[:, [a, b]], groups)["pairs_all_agree"]}
+             for a, b in combinations(range(scores.shape[1]), 2)]
+    return {"models": names, "all": pair_agreement(scores, groups), "by_pair": pairs}
 
 
 def _lengths(cols: ScoredColumns) -> dict[str, np.ndarray]:

@@ -31,6 +31,8 @@ def scored_lines(r: dict) -> list[str]:
         out += _objective_lines(r["objectives"], r["sample"])
     if "steps" in r:
         out += _step_lines(r["steps"], r["sample"])
+    if "agreement" in r:
+        out += _agreement_lines(r["agreement"], r["sample"])
     if r.get("figures_note"):
         out.append(f"  {r['figures_note']}")
     for side in ("highest", "lowest"):
@@ -93,6 +95,24 @@ def _objective_lines(objectives: list[dict], sample: dict) -> list[str]:
         out.append(f"    {o['name'][:32]:<32} {numbers} {_signed(o['spearman_length']):>7} "
                    f"{_num(o['gating_mean'])}")
     return out
+
+
+def _agreement_lines(a: dict, sample: dict) -> list[str]:
+    every = a["all"]
+    out = [f"  models agree{_sampled(sample)}: same order on {_share(every['pairs_all_agree'])} of {every['pairs']:,} "
+           f"completion pairs within prompts; same best completion in {_share(every['top_all_agree'])} of "
+           f"{every['prompts']:,} prompts"]
+    for m, name in enumerate(a["models"]):
+        out.append(f"    model {m}: {short_model(name)}")
+    for p in a["by_pair"]:
+        rho = p["spearman_within_prompts"]
+        out.append(f"    model {p['models'][0]} vs {p['models'][1]}: Spearman within prompts {_signed(rho['mean'])} "
+                   f"({rho['groups']:,} prompts), same order on {_share(p['same_order'])} of pairs")
+    return out
+
+
+def _share(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
 
 
 def _step_lines(s: dict, sample: dict) -> list[str]:

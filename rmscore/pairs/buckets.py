@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from rmscore.errors import ConfigError, InputError
 from rmscore.pairs.select import Completion
-from rmscore.score.records import stable_bucket
+from rmscore.score.records import SCORED_STATUSES, stable_bucket
 from rmscore.store.scored import INDEXED, objective, objective_names, scored_files
 
 BUCKET_BYTES = 64 * 2**20  # uncompressed bytes of the needed columns per bucket (~6x that in RAM)
@@ -60,8 +60,9 @@ class ScoredInput:
 
 
 def open_scored(inputs: list[str], score_column: str, allow_mixed_models: bool = False, allow_partial: bool = False,
-                command: str = "build-pairs") -> ScoredInput:
-    """`command` (build-pairs, inspect) is named in what a refusal says."""
+                command: str = "build-pairs", extra: tuple[str, ...] = ()) -> ScoredInput:
+    """`command` (build-pairs, inspect) is named in what a refusal says; `extra`: more columns to hand
+    out, after the score column (those the first file has)."""
     files = list(dict.fromkeys(f.resolve() for path in inputs for f in scored_files(path, allow_partial)))
     checked = [_check_file(path, score_column, command) for path in files]
     metas = {path: metadata for path, (metadata, _, _) in zip(files, checked) if metadata}
@@ -81,6 +82,10 @@ def open_scored(inputs: list[str], score_column: str, allow_mixed_models: bool =
         columns.append(MODEL_SCORES)
         schema = schema.append(first.field(MODEL_SCORES))
         projection[MODEL_SCORES] = pc.field(MODEL_SCORES)
+    for name in (c for c in extra if c in first.names and c not in projection):
+        columns.append(name)
+        schema = schema.append(first.field(name))
+        projection[name] = pc.field(name)
     nbytes = sum(_column_bytes(path, columns) for path in files)
     rows = sum(pq.ParquetFile(path).metadata.num_rows for path in files)
     return ScoredInput(files, columns, schema, next(iter(metas.values()), {}), nbytes, rows, projection, models,
@@ -166,8 +171,15 @@ def dataset(scored: ScoredInput) -> ds.Dataset:
                       format="parquet")
 
 
-def iter_buckets(scored: ScoredInput, buckets: int, spill_dir: Path) -> Iterator[pa.Table]:
-    """Tables that each hold every row of the prompts they contain."""
+def usable_rows(scored: ScoredInput) -> pc.Expression:
+    """The rows build-pairs and build-sft can use: a scored status, a finite score, a prompt id and a text."""
+    return (pc.field("status").isin(list(SCORED_STATUSES)) & pc.field("prompt_id").is_valid()
+            & pc.field("completion").is_valid() & pc.is_finite(scored.projection[scored.score_column]))
+
+
+def iter_buckets(scored: ScoredInput, buckets: int, spill_dir: Path, keep_empty: bool = False) -> Iterator[pa.Table]:
+    """Tables that each hold every row of the prompts they contain; keep_empty: one per bucket,
+    empty or not (so several inputs' buckets line up)."""
     data = dataset(scored)
     if buckets == 1:
         yield data.to_table(columns=scored.projection)
@@ -181,6 +193,8 @@ def iter_buckets(scored: ScoredInput, buckets: int, spill_dir: Path) -> Iterator
         folder = spill_dir / str(b)
         if folder.is_dir():
             yield ds.dataset(folder, format="parquet", schema=scored.schema).to_table()
+        elif keep_empty:
+            yield scored.schema.empty_table()
 
 
 def spill_group_rows(scored: ScoredInput, buckets: int) -> int:

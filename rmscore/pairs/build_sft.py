@@ -27,7 +27,6 @@ from rmscore.pairs import cutoff
 from rmscore.pairs.build import ORDER, ORDER_KEY, check_output, progress, report_path, write_sorted
 from rmscore.pairs.formats import SFT_SCHEMAS, sft_row
 from rmscore.pairs.sft import SftReport, baseline, select_sft
-from rmscore.score.records import SCORED_STATUSES
 
 
 @dataclass
@@ -127,8 +126,7 @@ def _overall_cutoff(scored, fraction: float | None, draw: tuple[int, int] | None
     """The cutoff of the best `fraction` of usable rows by score, or (draw = (seed, n)) of n rows
     drawn at random; None when no row is usable."""
     column = scored.score_column
-    usable = (pc.field("status").isin(list(SCORED_STATUSES)) & pc.field("prompt_id").is_valid()
-              & pc.field("completion").is_valid() & pc.is_finite(scored.projection[column]))
+    usable = scored_io.usable_rows(scored)
     projection = {"s": scored.projection[column], "i": pc.field("input_index"), "c": pc.field("completion_index")}
     data = scored_io.dataset(scored)
 
