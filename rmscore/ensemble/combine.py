@@ -120,11 +120,19 @@ def same_input(folders: list[Path]) -> dict:
     first = input_identity(folders[0])
     for folder in folders[1:]:
         other = input_identity(folder)
-        diffs = [f"{k} {first[k]!r} vs {other[k]!r}" for k in first if first[k] != other[k]]
+        diffs = [_difference(k, first[k], other[k]) for k in first if first[k] != other[k]]
         if diffs:
             raise InputError(f"{folders[0]} and {folder} scored different inputs: {'; '.join(diffs)[:300]}",
                              "combine folders that rmscore score wrote from the same input file and column options")
     return first
+
+
+def _difference(key: str, a, b) -> str:
+    if key != "files" or not a or not b or len(a) != len(b):
+        return f"{key} {a!r} vs {b!r}"
+    return ", ".join(f"{x[0]} {x[1]:,} bytes vs {y[1]:,}" if x[1] != y[1] else
+                     f"{x[0]} vs {y[0]}" if x[0] != y[0] else f"{x[0]}'s first 64 KiB differ"
+                     for x, y in zip(a, b) if x != y)
 
 
 def _standard(scored: scored_io.ScoredInput) -> Standard:
