@@ -12,7 +12,7 @@ import pytest
 import scored_data as sd
 from cli_runner import invoke, run
 from test_cli import one_line_error
-from test_pairs_cli import causal_lm  # noqa: F401 (a fixture)
+from test_pairs_cli import causal_lm, gsm8k_scored  # noqa: F401 (fixtures)
 
 
 def build(*args):
@@ -178,6 +178,18 @@ def test_demo_scores_match_pandas(made_demo, tmp_path, args, expect):
         got = [(r["prompt_id"], r["messages"][-1]["content"], r["score"]) for r in rows_of(out)]
         assert got == reference(scored, **expect)
     assert len(got) > 10
+
+
+@pytest.mark.parametrize("args, expect", [
+    (("--per-prompt", 2), dict(per_prompt=2)),
+    (("--select", "overall", "--top-fraction", 0.25), dict(fraction=0.25)),
+])
+def test_gsm8k_scores_match_pandas(gsm8k_scored, tmp_path, args, expect):  # noqa: F811
+    """60 GSM8K questions x 4 real solutions, scored by a tiny reward model."""
+    out = tmp_path / "sft.parquet"
+    build(gsm8k_scored, "-o", out, *args)
+    got = [(r["prompt_id"], r["messages"][-1]["content"], r["score"]) for r in rows_of(out)]
+    assert got == reference(gsm8k_scored, **expect) and len(got) > 10
 
 
 def test_trl_sft_trainer_takes_both_formats(made_demo, causal_lm, tmp_path):  # noqa: F811
