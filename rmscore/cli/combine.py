@@ -42,11 +42,13 @@ def combine(
       rmscore combine demo-out/scored demo-out/scored-96 -o demo-out/ensemble --overwrite
       rmscore build-pairs demo-out/ensemble -o demo-out/pairs-agreed.parquet --min-agreement 1 --overwrite
 
-    With a Hub model (downloads it), the demo model and Skywork-Reward-V2 as one ensemble:
+    With a Hub model (downloads them), two real reward models as one ensemble, the pairs they agree on:
 
     \b
       rmscore score data/demo/hh_rlhf_demo.jsonl -m Skywork/Skywork-Reward-V2-Qwen3-0.6B -o demo-out/scored-skywork
-      rmscore combine demo-out/scored demo-out/scored-skywork -o demo-out/ensemble-skywork --method vote --overwrite
+      rmscore score data/demo/hh_rlhf_demo.jsonl -m OpenAssistant/reward-model-deberta-v3-large-v2 -o demo-out/scored-oa
+      rmscore combine demo-out/scored-skywork demo-out/scored-oa -o demo-out/ensemble-hub --overwrite
+      rmscore build-pairs demo-out/ensemble-hub -o demo-out/pairs-hub.parquet --min-agreement 1 --overwrite
     """
     from rmscore.ensemble.combine import run_combine
 
