@@ -8,7 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import scored_data as sd
-from cli_runner import run
+from cli_runner import invoke, run
+from test_cli import one_line_error
 from test_pairs_cli import causal_lm  # noqa: F401 (a fixture)
 
 
@@ -39,6 +40,7 @@ def test_max_min_gives_a_true_and_a_false_row(scored, tmp_path):
     assert report["prompts"]["dropped"]["ties"] == 1 and report["prompts"]["dropped"]["bad_status"] == 1
     meta = json.loads(pq.read_schema(out).metadata[b"rmscore"])
     assert meta["kind"] == "pairs" and meta["build_pairs"]["format"] == "kto"
+    one_line_error(invoke("inspect", out, "-o", tmp_path / "look"), "inspect does not read")
 
 
 def test_best_vs_rest_gives_the_best_once(scored, tmp_path):

@@ -61,6 +61,9 @@ def test_best_per_prompt_ties_go_to_input_order(scored, tmp_path):
     assert report["prompts"] == {"in": 5, "kept": 4, "dropped": {"no_usable": 1, "not_in_top": 0, "below_min_score": 0}}
     assert report["completions"] == {"in": 12, "usable": 10, "bad_status": 2, "not_selected": 6, "below_min_score": 0,
                                      "kept": 4, "bad_status_by_status": {"error": 1, "too_long": 1}}
+    meta = json.loads(pq.read_schema(out).metadata[b"rmscore"])
+    assert meta["kind"] == "sft" and meta["build_sft"]["per_prompt"] == 1 and meta["model"] == "tiny-rm"
+    one_line_error(invoke("inspect", out, "-o", tmp_path / "look"), "inspect does not read")
 
 
 def test_k_per_prompt_and_min_score(scored, tmp_path):

@@ -262,4 +262,8 @@ def is_pairs_file(path: str | Path) -> bool:
     except Exception as exc:  # pyarrow raises several types for a corrupt file
         raise InputError(f"cannot read Parquet file {path}: {exc}") from exc
     meta = json.loads((schema.metadata or {}).get(b"rmscore", b"{}"))
+    if meta.get("kind") == "sft" or (meta.get("build_pairs") or {}).get("format") == "kto":
+        what = "build-sft" if meta["kind"] == "sft" else "build-pairs --format kto"
+        raise InputError(f"{path} was written by {what}, which inspect does not read",
+                         "inspect the scored folder it was built from, or pairs built from it in another --format")
     return meta.get("kind") == "pairs" or {"chosen", "rejected", "score_chosen"} <= set(schema.names)
