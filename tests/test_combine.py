@@ -18,11 +18,11 @@ from test_cli import one_line_error
 STAMP = [["/data/in.jsonl", 1234, 1, "0123456789abcdef"]]
 
 
-def folder_of(path: Path, rows: list[dict], model: str, stamp=STAMP) -> Path:
+def folder_of(path: Path, rows: list[dict], model: str, stamp=STAMP, keep=()) -> Path:
     """A scored folder with the manifest rmscore score writes (the parts of it combine reads)."""
-    sd.write(path / "part-00000-of-00001-00000.parquet", rows, model=model)
+    sd.write(path / "part-00000-of-00001-00000.parquet", rows, model=model, extra_fields=keep)
     settings = {"input": "/data/in.jsonl", "split": "train", "config": None, "columns": {"prompt": None},
-                "keep_columns": []}
+                "keep_columns": [f.name for f in keep]}
     (path / ".rmscore").mkdir()
     (path / ".rmscore" / "manifest-00000-of-00001.json").write_text(
         json.dumps({"settings": settings, "parts": [], "input_stamp": {"files": stamp}}))
@@ -112,6 +112,23 @@ def test_sft_and_inspect_read_it(tmp_path):
     assert report["all"] == {"pairs": 4, "pairs_all_agree": 0.25, "prompts": 2, "top_all_agree": 0.0}
     assert report["by_pair"][0]["same_order"] == 0.25
     assert "same order on 25.0% of 4 completion pairs" in result.output
+
+
+def test_kept_columns_come_along_for_best_of_n(tmp_path):
+    import pyarrow as pa
+
+    keep = [pa.field("is_correct", pa.bool_())]
+    right = [True, False, False, True]
+    a = folder_of(tmp_path / "a", sd.rows("p", [3.0, 1.0], is_correct=right[:2])
+                  + sd.rows("q", [1.0, 2.0], input_index=1, is_correct=right[2:]), "rm-a", keep=keep)
+    b = folder_of(tmp_path / "b", sd.rows("p", [0.0, 1.0], is_correct=right[:2])
+                  + sd.rows("q", [0.0, 5.0], input_index=1, is_correct=right[2:]), "rm-b", keep=keep)
+    run("combine", a, b, "-o", tmp_path / "ens", "--method", "mean")
+    assert [r["is_correct"] for r in combined(tmp_path / "ens")] == right
+    run("best-of-n", tmp_path / "ens", "--label-column", "is_correct", "--n", 2, "-o", tmp_path / "bon")
+    result = json.loads((tmp_path / "bon" / "bestofn.json").read_text())
+    # p: mean 1.5 over 1.0 picks the correct one; q: 3.5 over 0.5 picks the correct one
+    assert result["model"] == "mean of 2 reward models: rm-a + rm-b" and result["accuracy"]["reward_model"] == [1.0]
 
 
 def test_refusals(tmp_path):

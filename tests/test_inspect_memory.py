@@ -1,4 +1,5 @@
-"""`rmscore inspect` on a generated 1M-row scored folder: peak memory stays bounded (slow).
+"""`rmscore inspect`, build-pairs and build-sft on a generated 1M-row scored folder: peak memory stays
+bounded (slow).
 
 Run: .venv/bin/python -m pytest -q -m slow tests/test_inspect_memory.py -s
 It prints the command's peak RSS; the folder is ~20 part files of 50,000 rows, as `rmscore score`
@@ -50,4 +51,21 @@ def test_build_pairs_memory_does_not_grow_with_the_bucket_count(tmp_path):
         peaks[buckets] = peak_rss_mib(command, tmp_path)
     print(f"\npeak RSS of `rmscore build-pairs` on {ROWS:,} rows by bucket count: {peaks}")
     assert pq.read_table(tmp_path / "pairs-14.parquet").equals(pq.read_table(tmp_path / "pairs-56.parquet"))
+    assert peaks[56] < peaks[14] + 150
+
+
+@pytest.mark.slow
+def test_build_sft_memory_does_not_grow_with_the_bucket_count(tmp_path):
+    # --select overall also streams the score column a few times to find its cut (pairs/cutoff.py).
+    make_scored(tmp_path / "scored")
+    peaks = {}
+    for buckets in (14, 56):
+        out = tmp_path / f"sft-{buckets}.parquet"
+        command = [sys.executable, "-m", "rmscore", "build-sft", str(tmp_path / "scored"), "-o", str(out),
+                   "--select", "overall", "--top-fraction", "0.1", "--baseline-out", str(out) + ".random.parquet",
+                   "--buckets", str(buckets)]
+        peaks[buckets] = peak_rss_mib(command, tmp_path)
+    print(f"\npeak RSS of `rmscore build-sft --select overall` on {ROWS:,} rows by bucket count: {peaks}")
+    assert pq.read_table(tmp_path / "sft-14.parquet").equals(pq.read_table(tmp_path / "sft-56.parquet"))
+    assert 0.09 * ROWS < pq.read_metadata(tmp_path / "sft-14.parquet").num_rows <= 0.1 * ROWS  # 1% too_long
     assert peaks[56] < peaks[14] + 150
