@@ -400,6 +400,7 @@ class SftConfig:
     buckets: int | None = None
     overwrite: bool = False
     allow_mixed_models: bool = False
+    allow_partial: bool = False  # read a scored folder whose shards have not all finished
 
     def __post_init__(self):
         if self.select not in SFT_SELECT:

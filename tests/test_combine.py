@@ -26,6 +26,7 @@ def folder_of(path: Path, rows: list[dict], model: str, stamp=STAMP, keep=()) ->
     (path / ".rmscore").mkdir()
     (path / ".rmscore" / "manifest-00000-of-00001.json").write_text(
         json.dumps({"settings": settings, "parts": [], "input_stamp": {"files": stamp}}))
+    (path / ".rmscore" / "done-00000-of-00001.json").write_text(json.dumps({"rows": len(rows)}))
     return path
 
 
@@ -140,6 +141,9 @@ def test_refusals(tmp_path):
     sd.write(tmp_path / "bare" / "part-00000-of-00001-00000.parquet", sd.rows("p", [1.0]))
     one_line_error(invoke("combine", a, tmp_path / "bare", "-o", tmp_path / "e"), "no rmscore manifest")
     one_line_error(invoke("combine", a, "-o", tmp_path / "e"), "at least two")
+    unfinished = folder_of(tmp_path / "unfinished", sd.rows("p", [1.0, 2.0, 3.0]), "rm-d")
+    (unfinished / ".rmscore" / "done-00000-of-00001.json").unlink()
+    one_line_error(invoke("combine", a, unfinished, "-o", tmp_path / "e"), "have not finished")
     one_line_error(invoke("combine", a, b, "-o", tmp_path / "e", "--method", "median"), "--method")
     run("combine", a, b, "-o", tmp_path / "e")
     one_line_error(invoke("combine", a, b, "-o", tmp_path / "e"), "--overwrite")

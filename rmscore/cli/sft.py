@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from rmscore.cli import options as o
 from rmscore.cli.app import command, echo
 from rmscore.config import SftConfig
 
@@ -50,6 +51,7 @@ def build_sft(
     overwrite: Annotated[bool, typer.Option(help="Replace existing output files (and the report).")] = False,
     allow_mixed_models: Annotated[bool, typer.Option(
         help="Rank scores from inputs whose recorded reward models differ.", rich_help_panel=SELECT)] = False,
+    allow_partial: o.AllowPartialOpt = False,
 ):
     """Keep the best-scored completions as supervised fine-tuning data (rejection sampling, best-of-N SFT).
 
@@ -68,7 +70,7 @@ def build_sft(
     from rmscore.pairs.build_sft import run_build_sft
 
     cfg = SftConfig(inputs, output, select, per_prompt, top_fraction, min_score, score_column, format, baseline_out,
-                    seed, buckets, overwrite, allow_mixed_models)
+                    seed, buckets, overwrite, allow_mixed_models, allow_partial)
     summary = run_build_sft(cfg, log=lambda text: echo(f"[rmscore] {text}"))
     for line in report_lines(summary.report, summary.wall_s):
         echo(line)

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from rmscore import __version__
 from rmscore.config import CombineConfig
+from rmscore.distributed import completion
 from rmscore.distributed.completion import META_DIR
 from rmscore.ensemble.methods import Standard, combine
 from rmscore.errors import ConfigError, InputError
@@ -42,6 +43,7 @@ from rmscore.store.resume import read_manifests
 
 CARRIED = ("side", "num_tokens", "status_detail")  # beside build-pairs' columns, what a scored folder has
 PROVENANCE = "combine.json"
+STEM = "00000-of-00001"  # the output is one shard: part-00000-of-00001-{bucket:05d}.parquet
 
 
 @dataclass
@@ -80,9 +82,11 @@ def run_combine(cfg: CombineConfig, log=print) -> CombineSummary:
             counts["rows"] += table.num_rows
             counts["usable"] += int(pc.sum(pc.is_valid(table["score"])).as_py() or 0)
             if table.num_rows:
-                pq.write_table(table, staging / f"part-00000-of-00001-{b:05d}.parquet")
+                pq.write_table(table, staging / f"part-{STEM}-{b:05d}.parquet")
         provenance = meta | counts
         (staging / META_DIR / PROVENANCE).write_text(json.dumps(provenance, indent=2, default=str))
+        # One shard, finished: readers that check a folder's shards (store/scored.py) take it whole.
+        completion.mark_done(staging, STEM, {"rows": counts["rows"], "combined": True})
         if out.exists():
             shutil.rmtree(out)  # _check_output allowed it: an earlier combine's folder, with --overwrite
         os.replace(staging, out)

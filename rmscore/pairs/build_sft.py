@@ -45,7 +45,8 @@ def run_build_sft(cfg: SftConfig, log=print) -> SftSummary:
         if cfg.baseline_out else None
     if base is not None and base.resolve() == out.resolve():
         raise ConfigError("--baseline-out is the same file as -o", "name the baseline file differently")
-    scored = scored_io.open_scored(cfg.inputs, cfg.score_column, cfg.allow_mixed_models)
+    scored = scored_io.open_scored(cfg.inputs, cfg.score_column, cfg.allow_mixed_models, cfg.allow_partial,
+                                   command="build-sft")
     if {p.resolve() for p in (out, base) if p} & set(scored.files):
         raise ConfigError("an output file is one of the inputs", "write the SFT data to another file")
     buckets = scored_io.bucket_count(scored, cfg.buckets)
@@ -145,7 +146,7 @@ def _overall_cutoff(scored, fraction: float | None, draw: tuple[int, int] | None
 
 def _settings(cfg: SftConfig) -> dict:
     settings = asdict(cfg) | {"per_prompt": cfg.k if cfg.select == "per-prompt" else None}
-    for name in ("inputs", "output", "overwrite", "buckets", "allow_mixed_models", "baseline_out"):
+    for name in ("inputs", "output", "overwrite", "buckets", "allow_mixed_models", "allow_partial", "baseline_out"):
         settings.pop(name)
     return settings
 
