@@ -94,14 +94,15 @@ def run_combine(cfg: CombineConfig, log=print) -> CombineSummary:
 
 
 def _check_output(out: Path, folders: list[Path], overwrite: bool) -> Path:
+    """A new or empty folder; an earlier combine's only with --overwrite; never anything else."""
     if any(out.resolve() == f.resolve() for f in folders):
         raise ConfigError(f"-o {out} is one of the inputs", "write the ensemble to a new folder")
-    if out.exists():
-        ours = (out / META_DIR / PROVENANCE).is_file()
-        if not overwrite or not (ours or (out.is_dir() and not any(out.iterdir()))):
-            what = "holds an earlier combine" if ours else "exists and is not a folder written by rmscore combine"
-            fix = "pass --overwrite to replace it" if ours else "choose a new -o folder"
-            raise ConfigError(f"{out} {what}", f"{fix}, or choose another -o")
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return out
+    if not (out / META_DIR / PROVENANCE).is_file():
+        raise ConfigError(f"{out} exists and is not a folder written by rmscore combine", "choose a new -o folder")
+    if not overwrite:
+        raise ConfigError(f"{out} holds an earlier combine", "pass --overwrite to replace it, or choose another -o")
     return out
 
 
