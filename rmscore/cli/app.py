@@ -18,7 +18,8 @@ from rmscore.errors import Interrupted, RmscoreError
 
 app = typer.Typer(
     name="rmscore",
-    help="Score LLM completions with reward models and turn the scores into preference pairs.",
+    help="Score LLM completions with reward models and turn the scores into training data: preference pairs, "
+         "KTO rows, rejection-sampling SFT.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
