@@ -117,6 +117,7 @@ def report_lines(report: dict, wall_s: float) -> list[str]:
                  f"identical {comp['identical']:,}")
     lines.append(f"  candidate pairs: {cand['considered']:,} considered, {cand['kept']:,} kept; dropped: "
                  f"ties {cand['ties']:,}, below margin {cand['below_margin']:,}, "
-                 f"{f'disagreement {n:,}, ' if (n := cand['disagreement']) else ''}length ratio {cand['length_ratio']:,}, "
+                 f"{f'disagreement {n:,}, ' if (n := cand['disagreement']) else ''}"
+                 f"length ratio {cand['length_ratio']:,}, "
                  f"not selected {cand['not_selected']:,}")
     return lines

@@ -58,9 +58,9 @@ def run_combine(cfg: CombineConfig, log=print) -> CombineSummary:
     folders = [Path(p) for p in cfg.inputs]
     out = _check_output(Path(cfg.output), folders, cfg.overwrite)
     identity = same_input(folders)
-    keep = [c for c in read_manifests(folders[0]).popitem()[1]["settings"].get("keep_columns", [])]
-    scored = [scored_io.open_scored([str(f)], cfg.score_column, command="combine", extra=CARRIED + (tuple(keep) if m == 0 else ()))
-              for m, f in enumerate(folders)]
+    keep = tuple(next(iter(read_manifests(folders[0]).values()))["settings"].get("keep_columns", []))
+    scored = [scored_io.open_scored([str(f)], cfg.score_column, command="combine",
+                                    extra=CARRIED + (keep if m == 0 else ())) for m, f in enumerate(folders)]
     for f, s in zip(folders, scored):
         if s.combined:
             raise InputError(f"{f} is already the output of rmscore combine",
