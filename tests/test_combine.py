@@ -14,6 +14,7 @@ import scored_data as sd
 from cli_runner import invoke, run
 from rmscore.ensemble.methods import pair_agreement
 from test_cli import one_line_error
+from test_sft import roughened
 
 STAMP = [["/data/in.jsonl", 1234, 1, "0123456789abcdef"]]
 
@@ -167,12 +168,14 @@ def test_pair_agreement_by_hand():
 @pytest.fixture(scope="module")
 def demo_pair(made_demo, tmp_path_factory):
     """The demo data scored twice by the demo model: as make demo does, and reading at most 96 tokens
-    (truncate-left: 60% of rows truncated, so the scores differ)."""
+    (truncate-left: 60% of rows truncated, so the scores differ); both roughened as in test_sft
+    (ties, failed rows, other ones in each, prompts with one completion)."""
     root, _ = made_demo
-    second = tmp_path_factory.mktemp("second") / "scored-96"
-    run("score", root / "data" / "demo" / "hh_rlhf_demo.jsonl", "-o", second, "--max-length", 96,
+    work = tmp_path_factory.mktemp("second")
+    run("score", root / "data" / "demo" / "hh_rlhf_demo.jsonl", "-o", work / "scored-96", "--max-length", 96,
         "--on-overflow", "truncate-left")
-    return root / "demo-out" / "scored", second
+    return (roughened(root / "demo-out" / "scored", work / "a", 7, 3),
+            roughened(work / "scored-96", work / "b", 5, 2))
 
 
 def reference(first: Path, second: Path, method: str) -> pd.Series:
@@ -202,7 +205,8 @@ def test_demo_scorings_match_pandas(demo_pair, tmp_path, method):
     run("combine", first, second, "-o", tmp_path / "ens", "--method", method, "--buckets", 3)
     got = pd.read_parquet(tmp_path / "ens").set_index(["input_index", "completion_index"]).sort_index()
     want = reference(first, second, method)
-    assert len(got) == 400 and got.score.notna().sum() == 400
+    assert len(got) == 360 and got.score.notna().sum() == want.notna().sum() == 240  # a failed row: no score
     np.testing.assert_allclose(got.score.to_numpy(), want.to_numpy(), rtol=1e-12, atol=1e-12)
+    assert (got.status == "error").sum() == 360 - 240
     base = pd.read_parquet(first).set_index(["input_index", "completion_index"]).sort_index()
     assert (got.completion == base.completion).all() and (got.prompt_id == base.prompt_id).all()

@@ -3,9 +3,11 @@ ties and failed rows put in), the random baseline, and TRL's SFTTrainer on the o
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -135,19 +137,22 @@ def test_refusals_are_one_line(scored, tmp_path):
 
 # --- a pandas reference on real scores ------------------------------------------------------------
 
-def roughened(scored: Path, folder: Path) -> Path:
-    """The demo's real scores rounded to one decimal (many ties), every 7th row failed, and the
-    second completion of every 5th prompt removed (prompts with one completion)."""
-    table = pq.read_table(sorted(scored.glob("part-*.parquet"))[0])
+def roughened(scored: Path, folder: Path, fail_every: int = 7, fail_at: int = 3) -> Path:
+    """The demo's real scores rounded to one decimal (many ties), one row in `fail_every` failed, and
+    the second completion of every 5th prompt removed (prompts with one completion); the folder's
+    .rmscore records come along."""
+    part = sorted(scored.glob("part-*.parquet"))[0]
+    table = pq.read_table(part)
     rows = table.to_pylist()
     for i, row in enumerate(rows):
         row["score"] = round(row["score"], 1)
-        if i % 7 == 3:
+        if i % fail_every == fail_at:
             row["status"], row["score"] = "error", None
     rows = [r for r in rows if not (r["input_index"] % 5 == 0 and r["completion_index"] == 1)]
     folder.mkdir()
-    pq.write_table(pq.read_table(sorted(scored.glob("part-*.parquet"))[0]).schema.empty_table().from_pylist(
-        rows, schema=table.schema), folder / "part-00000-of-00001-00000.parquet")
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), folder / part.name)
+    if (scored / ".rmscore").is_dir():
+        shutil.copytree(scored / ".rmscore", folder / ".rmscore")
     return folder
 
 
