@@ -109,7 +109,7 @@ def _check_output(out: Path, folders: list[Path], overwrite: bool) -> Path:
 def input_identity(folder: Path) -> dict:
     """What a scored folder's manifest says about its input: the files' names, sizes and first-64-KiB
     digests (where it was read from and when does not matter), or a Hub dataset's name; and which
-    split, config and columns made the rows."""
+    split, config, columns and reading rules made the rows."""
     manifests = read_manifests(folder) if folder.is_dir() else {}
     if not manifests:
         raise InputError(f"{folder} has no rmscore manifest (.rmscore/manifest-*.json): which input it scored "
@@ -117,8 +117,8 @@ def input_identity(folder: Path) -> dict:
     manifest = next(iter(manifests.values()))
     settings, stamp = manifest["settings"], manifest.get("input_stamp")
     files = [[Path(f[0]).name, f[1], f[3]] for f in stamp["files"]] if stamp else None
-    return {"input": None if files else settings["input"], "files": files, "split": settings.get("split"),
-            "config": settings.get("config"), "columns": settings.get("columns")}
+    return {"input": None if files else settings["input"], "files": files} | {
+        k: settings.get(k) for k in ("split", "config", "columns", "json_columns", "input_contract")}
 
 
 def same_input(folders: list[Path]) -> dict:
