@@ -229,7 +229,8 @@ class Server:
 
 
 def run_curl(example: Example, attempt: int, server: Server | None) -> None:
-    """What curl would send (a -d body goes as application/x-www-form-urlencoded, as curl sends it),
+    """What curl would send (a -d body goes as application/x-www-form-urlencoded, as curl sends it,
+    unless a -H names another Content-Type, before or after it),
     to the server the serve example started, after checking the URL names that server."""
     if server is None:
         fail(example, attempt, "no `rmscore serve` example before it started a server")
@@ -238,10 +239,11 @@ def run_curl(example: Example, attempt: int, server: Server | None) -> None:
         if word in ("-s", "--silent"):
             continue
         if word in ("-d", "--data"):
-            body, headers["Content-Type"] = next(words).encode(), "application/x-www-form-urlencoded"
+            body = next(words).encode()
+            headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
         elif word in ("-H", "--header"):
             key, _, value = next(words).partition(":")
-            headers[key.strip()] = value.strip()
+            headers[key.strip().title()] = value.strip()  # one spelling, so -H overrides -d's default
         elif word.startswith("-"):
             fail(example, attempt, f"this test does not know curl's {word}: teach run_curl")
         else:
