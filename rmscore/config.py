@@ -190,6 +190,10 @@ class BatchConfig:
     # auto: prompt reuse where completions share enough prompt tokens, packed rows on attention
     # backends where packing is cheap (flash-attention, flex), sorted padded batches otherwise.
     forward: str = "auto"
+    # Every row padded to a length that depends on the row alone, batches of one such length, the
+    # head run per row: bit-identical scores whatever the batch, budget, order, shards or resume
+    # point (rmscore/score/forward/bucketed.py). Forces the padded layout; costs some padding.
+    batch_invariant: bool = False
 
     def __post_init__(self):
         check_types(self)
@@ -206,6 +210,10 @@ class BatchConfig:
             raise ConfigError("--max-batch-size and --window must be positive")
         if self.forward not in FORWARD_PATHS:
             raise ConfigError(f"unknown --forward {self.forward!r}", f"choose one of {', '.join(FORWARD_PATHS)}")
+        if self.batch_invariant and self.forward not in ("auto", "padded"):
+            raise ConfigError(f"--batch-invariant cannot run --forward {self.forward}: its scores depend on the other "
+                              "rows of the batch", "drop --forward (batch-invariant mode runs padded rows), or drop "
+                              "--batch-invariant")
 
 
 @dataclass

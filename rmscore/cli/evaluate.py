@@ -89,6 +89,7 @@ def evaluate(
     max_tokens_per_batch: o.TokenBudgetOpt = None,
     max_batch_size: o.BatchSizeOpt = 512,
     window: o.WindowOpt = 8192,
+    batch_invariant: o.BatchInvariantOpt = False,
     progress: o.ProgressOpt = None,
 ):
     """How often the reward model prefers the right answer.
@@ -124,7 +125,8 @@ def evaluate(
                           json_columns=o.split_list(json_columns)),
         output=OutputConfig(cache_dir or f"{output}/scores"),
         model=o.model_config(params),
-        batch=BatchConfig(max_length, on_overflow, max_tokens_per_batch, max_batch_size, window),
+        batch=BatchConfig(max_length, on_overflow, max_tokens_per_batch, max_batch_size, window,
+                          batch_invariant=batch_invariant),
         progress=progress,
     )
     cfg = EvalConfig(score_cfg, output, task, subset_column,

@@ -122,6 +122,11 @@ BatchSizeOpt = Annotated[int, typer.Option(help="Most rows per forward, whatever
                                            rich_help_panel=BATCH)]
 WindowOpt = Annotated[int, typer.Option(help="Rows read ahead and sorted by length together. Bounds memory.",
                                         rich_help_panel=BATCH)]
+BatchInvariantOpt = Annotated[bool, typer.Option(
+    help="Bit-identical scores whatever the batch size, budget, input order, shards, resume point or other "
+         "requests: each row padded to a length set by its own length (at most +12.5%), batches of one such "
+         "length, padded layout only. Same hardware, library versions and dtype; no GPU claim yet.",
+    rich_help_panel=BATCH)]
 SplitOpt = Annotated[str, typer.Option(help="Split of a Hub dataset or DatasetDict folder.", rich_help_panel=INPUT)]
 JsonColumnsOpt = Annotated[Optional[str], typer.Option(
     help="Comma-separated columns whose text cells hold JSON (a file that stores message lists as strings): "

@@ -52,6 +52,7 @@ def score(
         help="auto: prompt reuse where completions share a prompt (>= 15% tokens saved), packed rows on "
              "flash-attention/flex backends, sorted padded batches otherwise. Or force padded, packed, "
              "prompt-reuse. All give the batch-size-1 numbers.", rich_help_panel=o.BATCH)] = "auto",
+    batch_invariant: o.BatchInvariantOpt = False,
     dtype: o.DtypeOpt = "auto",
     device: o.DeviceOpt = "auto",
     device_map: o.DeviceMapOpt = None,
@@ -132,7 +133,8 @@ def score(
         ),
         output=OutputConfig(output, overwrite, rows_per_part, part_minutes),
         model=o.model_config({**params, "step_separator": o.unescape(step_separator)}),
-        batch=BatchConfig(max_length, on_overflow, max_tokens_per_batch, max_batch_size, window, forward),
+        batch=BatchConfig(max_length, on_overflow, max_tokens_per_batch, max_batch_size, window, forward,
+                          batch_invariant),
         shard=ShardConfig.parse(shard),
         progress=progress,
     )

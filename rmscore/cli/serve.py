@@ -51,6 +51,7 @@ def serve(
     max_batch_size: o.BatchSizeOpt = 512,
     forward: Annotated[str, typer.Option(help="auto, padded, packed or prompt-reuse, as in score.",
                                          rich_help_panel=o.BATCH)] = "auto",
+    batch_invariant: o.BatchInvariantOpt = False,
     dtype: o.DtypeOpt = "auto",
     device: o.DeviceOpt = "auto",
     device_map: o.DeviceMapOpt = None,
@@ -104,7 +105,8 @@ def serve(
 
     require()
     model_cfg = o.model_config({**params, "step_separator": o.unescape(step_separator)})
-    batch_cfg = BatchConfig(max_length, on_overflow, max_tokens_per_batch, max_batch_size, forward=forward)
+    batch_cfg = BatchConfig(max_length, on_overflow, max_tokens_per_batch, max_batch_size, forward=forward,
+                            batch_invariant=batch_invariant)
     serve_cfg = ServeConfig(host, port, max_wait_ms, max_queue, max_rows_per_request, max_body_mb, api_key,
                             query_format, unscored_reward, drain_timeout, read_timeout)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:

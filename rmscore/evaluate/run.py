@@ -21,6 +21,7 @@ from rmscore.read.contract import first_shapes, reading_of
 from rmscore.read.sources import open_source
 from rmscore.store import fingerprint
 from rmscore.store.output import META_DIR, read_metadata
+from rmscore.store.resume import invariant_scheme
 from rmscore.store.scored import read_columns, read_groups
 
 
@@ -155,6 +156,8 @@ def cache_key(cfg: EvalConfig, task: str) -> dict:
         "config": s.input.config_name, "columns": asdict(s.input.columns) if task == "pairs" else asdict(cfg.mc),
         **({"json_columns": sorted(s.input.json_columns)} if s.input.json_columns else {}),
         "limit": s.input.limit, "model": model, "max_length": s.batch.max_length, "on_overflow": s.batch.on_overflow,
+        # only when on: caches made before the option existed keep their key
+        **({"batch_invariant": invariant_scheme(s.batch)} if s.batch.batch_invariant else {}),
     }
 
 

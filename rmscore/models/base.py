@@ -72,12 +72,12 @@ class RewardModel:
         forward (forward.default_token_budget)."""
         return None
 
-    def runners(self, path: str = "auto"):
+    def runners(self, path: str = "auto", batch_invariant: bool = False):
         """How batches of this model's rows are run: the forward runners, and the choice between
         them (rmscore/score/forward/). A generative judge runs generation instead."""
         from rmscore.score.forward import Runners
 
-        return Runners(self, path)
+        return Runners(self, path, batch_invariant)
 
     @classmethod
     def matches(cls, hf_config: dict) -> bool:

@@ -97,9 +97,12 @@ class GenRM(RewardModel):
         # (characters) at once, for --concurrency to keep in flight. In-process: the forward's estimate.
         return SERVED_MAX_LENGTH if self.tokenizer is None else None
 
-    def runners(self, path: str = "auto"):
+    def runners(self, path: str = "auto", batch_invariant: bool = False):
         if path != "auto":
             raise ConfigError(f"--forward {path} has no meaning for genrm: it generates", "drop --forward")
+        if batch_invariant:  # batched generation pads and samples per batch: no bit-for-bit claim here
+            raise ConfigError("--batch-invariant is not available for genrm: its verdicts are generated, and "
+                              "generation is not made batch-invariant", "drop --batch-invariant")
         return GenerateRunners(GenerateRunner(self))
 
     # -- the question -------------------------------------------------------------------------

@@ -144,3 +144,40 @@ def plan_suffixes(prefix: Sequence[int], suffix: Sequence[int], max_tokens: int,
         batches.append(current)
     _check_partition(batches, len(suffix))
     return batches
+
+
+# --batch-invariant (issue 31). A row's score depends, in its last bits, on the length it is padded
+# to, never on its companions (measured on CPU: bit-identical at batch sizes 1 to 40 once the
+# padded length is fixed). So every row is padded to a width that depends on its own length only,
+# and a batch holds rows of one width. The name goes into the output's metadata and the resume
+# settings: another rule would give other bits, and must not be mixed with this one.
+INVARIANT_SCHEME = "bucketed-v1"  # canonical_length below, padded rows, one head call per row
+
+
+def canonical_length(n: int, cap: int | None = None) -> int:
+    """The padded length of a row of n tokens: n rounded up to 8 steps per doubling (a multiple of
+    16 below 128 tokens), so padding adds at most 15 tokens or 12.5%. Never above `cap` (the
+    model's position limit) unless n itself is."""
+    n = max(n, 1)
+    step = max(16, 1 << max(n.bit_length() - 4, 0))
+    width = -(-n // step) * step
+    return max(n, min(width, cap)) if cap else width
+
+
+def plan_buckets(lengths: Sequence[int], max_tokens: int, max_batch_size: int, width=canonical_length) -> list[list[int]]:
+    """Batches whose rows share one canonical width, widest first, each of at most
+    max(1, max_tokens // width) rows and max_batch_size rows. `width` maps a length to its padded
+    length. Which batch a row lands in never changes what it is computed at."""
+    if max_tokens <= 0 or max_batch_size <= 0:
+        raise ValueError("max_tokens and max_batch_size must be positive")
+    widths = [width(n) for n in lengths]
+    order = sorted(range(len(lengths)), key=lambda i: (-widths[i], -lengths[i], i))
+    batches: list[list[int]] = []
+    for index in order:
+        room = min(max_batch_size, max(1, max_tokens // widths[index]))
+        if batches and widths[batches[-1][0]] == widths[index] and len(batches[-1]) < room:
+            batches[-1].append(index)
+        else:
+            batches.append([index])
+    _check_partition(batches, len(lengths))
+    return batches

@@ -55,10 +55,13 @@ class Engine:
         summary = summary if summary is not None else RunSummary("<memory>")
         summary.model_type = family
         model.counts = summary.counts
-        scorer = Scorer(model, model.runners(batch_cfg.forward), max_length, batch_cfg, summary, check_stop)
+        runners = model.runners(batch_cfg.forward, batch_cfg.batch_invariant)
+        scorer = Scorer(model, runners, max_length, batch_cfg, summary, check_stop)
         if log is not None:
+            path = "bucketed (--batch-invariant: padded rows at canonical lengths)" if batch_cfg.batch_invariant \
+                else batch_cfg.forward
             log(f"model {model_cfg.path} as {family} on {model.device}; max length {max_length}, "
-                f"{batch_cfg.max_tokens_per_batch} tokens per batch, forward path {batch_cfg.forward}")
+                f"{batch_cfg.max_tokens_per_batch} tokens per batch, forward path {path}")
         return cls(model, family, max_length, scorer, summary)
 
     def score_samples(self, samples: list[Sample]) -> list[dict]:

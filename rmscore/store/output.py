@@ -24,6 +24,7 @@ from rmscore import __version__
 from rmscore.distributed.completion import META_DIR
 from rmscore.errors import ConfigError
 from rmscore.read import promote
+from rmscore.score.batching import INVARIANT_SCHEME
 from rmscore.store import fingerprint
 from rmscore.store.writers import PartWriter, existing_parts
 
@@ -153,6 +154,8 @@ def provenance(model, cfg, max_length: int, family: str) -> dict:
         "dtype": str(param.dtype).replace("torch.", "") if param is not None else None,  # None: served elsewhere
         "max_length": max_length,
         "on_overflow": cfg.batch.on_overflow,
+        # --batch-invariant's rule, or None: then a row's last bits may differ with its batch
+        "batch_invariant": INVARIANT_SCHEME if cfg.batch.batch_invariant else None,
         "system_prompt": cfg.model.system_prompt,
         "input": cfg.input.path,
         **fingerprint.model_identity(cfg.model.path, cfg.model.revision),  # what build-pairs and resume compare

@@ -28,6 +28,7 @@ from rmscore.config import ScoreConfig
 from rmscore.distributed import completion, layout
 from rmscore.errors import ConfigError, ResumeConflict
 from rmscore.read import promote
+from rmscore.score.batching import INVARIANT_SCHEME
 from rmscore.score.records import Sample
 from rmscore.store import conform, input_identity, lock
 from rmscore.store.output import EVAL_KEY, EXACT_KEYS, META_DIR
@@ -43,6 +44,7 @@ NAMES = {
     "(--shard, SLURM array size or torchrun workers)", "model_type": "model type", "template_hash": "chat template",
     "dtype": "dtype", "model_digest": "model files (config, tokenizer or weights)",
     "input_contract": "input reading rules (None: an rmscore that read JSON inside strings)",
+    "batch_invariant": "--batch-invariant (None: off)",
 }
 
 
@@ -65,7 +67,14 @@ def requested_settings(cfg: ScoreConfig, shard_count: int) -> dict:
         # shape its own). Folders scored under the earlier rules, which read JSON inside strings and
         # took every row's shape from the first, have none: resuming them would mix two readings.
         "input_contract": INPUT_CONTRACT,
+        "batch_invariant": invariant_scheme(b),
     }
+
+
+def invariant_scheme(batch_cfg) -> str | None:
+    """What --batch-invariant records: its padding rule's name (another rule gives other bits), or
+    None without it, so folders written before the option existed resume as they are."""
+    return INVARIANT_SCHEME if batch_cfg.batch_invariant else None
 
 
 def resolved_settings(provenance: dict) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from rmscore.score.forward.base import Cost, Runner
+from rmscore.score.forward.bucketed import BucketedForward
 from rmscore.score.forward.packed import PackedForward, attn_implementation, is_varlen
 from rmscore.score.forward.padded import PaddedForward
 from rmscore.score.forward.prefix import PrefixForward, group_rows, shared_prefix
@@ -15,19 +16,23 @@ from rmscore.score.records import Encoded
 # this fraction of tokens saved, sorted padding is as fast and simpler.
 MIN_REUSE_SAVING = 0.15
 
-__all__ = ["Cost", "Runner", "PaddedForward", "PackedForward", "PrefixForward", "Runners", "default_token_budget"]
+__all__ = ["Cost", "Runner", "PaddedForward", "PackedForward", "PrefixForward", "BucketedForward", "Runners",
+           "default_token_budget"]
 
 
 class Runners:
     """The runners of one model, and the choice between them for each window of rows."""
 
-    def __init__(self, model, path: str = "auto"):
-        self.model, self.path = model, path
+    def __init__(self, model, path: str = "auto", batch_invariant: bool = False):
+        self.model, self.path, self.batch_invariant = model, path, batch_invariant
         self.padded = PaddedForward(model)
         self.packed = PackedForward(model)
         self.prefix = PrefixForward(model)
+        self.bucketed = BucketedForward(model)
 
     def choose(self, encs: list[Encoded]) -> Runner:
+        if self.batch_invariant:  # the one path whose bits never depend on the batch (bucketed.py)
+            return self.bucketed
         if not self.model.is_causal:
             return self.padded  # encoders attend both ways: no packing, no shared prompt
         if self.path != "auto":

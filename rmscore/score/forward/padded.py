@@ -26,11 +26,15 @@ class PaddedForward(Runner):
 
     def cost(self, batch: list[Encoded]) -> Cost:
         real = sum(len(e) for e in batch)
-        return Cost(real, real, len(batch) * max(len(e) for e in batch))
+        return Cost(real, real, len(batch) * self.width(batch))
+
+    def width(self, batch: list[Encoded]) -> int:
+        """The padded length of the batch: its longest row."""
+        return max(len(e) for e in batch)
 
     def collate(self, batch: list[Encoded], max_tokens: int | None = None) -> dict:
         model, lengths = self.model, [len(e) for e in batch]
-        width = max(lengths)
+        width = self.width(batch)
         inputs = {"input_ids": self.tensor(padded_flat([e.ids for e in batch], width, model.pad_id), len(batch), width)}
         if not model.is_causal:
             positions = torch.arange(width).expand(len(batch), width)  # (B, T)
