@@ -6,6 +6,7 @@
     python bench/run.py --preset gpu-8b-quick --out $OUT  # the same model on half the rows (device check)
     python bench/run.py --preset gpu-1b
     python bench/run.py --preset cpu-long --scorers rmscore-padded,rmscore-prompt-reuse --budgets 512,1024,2048
+    python bench/run.py --preset cpu-long --scorers rmscore-padded,rmscore-invariant,rmscore-invariant-64 --repeat 3
 
 Prints a markdown table and writes bench-<preset>.json (and .md) to --out. Columns: rmscore's
 tokens per batch, useful tokens/s (tokens of the scored rows per second: what a user feels),
@@ -119,7 +120,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--out", default=str(HERE / "out"))
-    parser.add_argument("--scorers", default=",".join(SCORERS))
+    parser.add_argument("--scorers", default=",".join(s for s in SCORERS if "invariant" not in s),
+                        help="comma-separated; the default leaves out rmscore-invariant and rmscore-invariant-64")
     parser.add_argument("--repeat", type=int, default=1, help="rounds over all scorers; each scorer's median is reported")
     parser.add_argument("--budgets", default="", help="run the rmscore scorers at each of these tokens per batch "
                         "(e.g. 512,1024,2048); default: the preset's budget, or rmscore's own default")

@@ -5,6 +5,9 @@
   pipeline      transformers pipeline("text-classification", batch_size=16)
   rmscore-padded / rmscore-packed / rmscore-prompt-reuse: rmscore's own loop, one path forced each
   rmscore-auto  rmscore's own loop as a user runs it: --forward auto, default budget and backend
+  rmscore-invariant  rmscore's loop with --batch-invariant (rows at canonical padded lengths);
+                rmscore-invariant-64 the same with lengths rounded up to multiples of 64 instead, the
+                other rule issue 31 proposed (kept to show why the default rule was chosen)
 
 Run as a child process by run.py (one scorer per process, so peak memory is the scorer's own).
 """
@@ -26,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from workload import PRESETS, build_model, build_tokenizer, corpus_words, make_rows  # noqa: E402
 
 SCORERS = ("per-example", "fixed-16", "pipeline", "rmscore-padded", "rmscore-packed", "rmscore-prompt-reuse",
-           "rmscore-auto")
+           "rmscore-auto", "rmscore-invariant", "rmscore-invariant-64")
 
 
 def conversation(row: dict) -> list[dict]:
@@ -69,7 +72,7 @@ def pipeline_scorer(model, tokenizer, rows, preset) -> tuple[list[float], int]:
     return [o["score"] for o in outputs], padded
 
 
-def rmscore_scorer(path: str):
+def rmscore_scorer(path: str, invariant: str | None = None):
     def run(model, tokenizer, rows, preset):
         from rmscore.score.batching import chunked
         from rmscore.config import BatchConfig, ModelConfig
@@ -87,7 +90,10 @@ def rmscore_scorer(path: str):
         adapter = SeqClsModel.from_parts(ModelConfig("bench"), model, tokenizer, {}, model.device)
         summary = RunSummary("bench")
         budget = preset.budget or default_token_budget(adapter, preset.arch.get("max_position_embeddings", 8192))
-        scorer = Scorer(adapter, Runners(adapter, path), 1 << 20, BatchConfig(max_tokens_per_batch=budget), summary)
+        runners = Runners(adapter, path, batch_invariant=invariant is not None)
+        if invariant == "64":
+            runners.bucketed.canonical = lambda n: -(-n // 64) * 64
+        scorer = Scorer(adapter, runners, 1 << 20, BatchConfig(max_tokens_per_batch=budget), summary)
         samples = (Sample(i, 0, r["prompt_id"], [{"role": "user", "content": r["prompt"]}], True, r["completion"])
                    for i, r in enumerate(rows))
         scores = []
@@ -99,7 +105,9 @@ def rmscore_scorer(path: str):
 
 
 FUNCTIONS = {"per-example": per_example, "fixed-16": fixed_batches, "pipeline": pipeline_scorer,
-             **{f"rmscore-{p}": rmscore_scorer(p) for p in ("padded", "packed", "prompt-reuse", "auto")}}
+             **{f"rmscore-{p}": rmscore_scorer(p) for p in ("padded", "packed", "prompt-reuse", "auto")},
+             "rmscore-invariant": rmscore_scorer("padded", "default"),
+             "rmscore-invariant-64": rmscore_scorer("padded", "64")}
 
 
 def main() -> None:

@@ -88,24 +88,29 @@ class Report:
     golden: str = ""
     golden_ok: bool | None = None  # None: not run
     paths: tuple[str, ...] = ()  # the forward paths compared with one row per forward
+    invariance: object = None  # doctor --batch-invariant: rmscore/doctor/invariance.py's report
 
     @property
     def ok(self) -> bool:
-        return self.batching_ok and self.golden_ok is not False
+        invariant = self.invariance is None or self.invariance.ok
+        return self.batching_ok and self.golden_ok is not False and invariant
 
 
 def probe_samples() -> list[Sample]:
     return [Sample(i, 0, prompt_hash(prompt), prompt, False, completion) for i, (prompt, completion) in enumerate(PROBES)]
 
 
-def score_samples(model, samples: list[Sample], max_batch_size: int, budget: int, path: str = "padded") -> list[dict]:
+def score_samples(model, samples: list[Sample], max_batch_size: int, budget: int, path: str = "padded",
+                  batch_invariant: bool = False) -> list[dict]:
     """Rows for `samples` through the normal Scorer and the forward path named, in input order."""
     from rmscore.score.forward import Runners
     from rmscore.score.scorer import Scorer
     from rmscore.score.summary import RunSummary
 
-    batch = BatchConfig(max_tokens_per_batch=budget, max_batch_size=max_batch_size, forward=path)
-    return Scorer(model, Runners(model, path), model.max_length, batch, RunSummary("<doctor>")).score_window(samples)
+    batch = BatchConfig(max_tokens_per_batch=budget, max_batch_size=max_batch_size, forward=path,
+                        batch_invariant=batch_invariant)
+    runners = Runners(model, path, batch_invariant)
+    return Scorer(model, runners, model.max_length, batch, RunSummary("<doctor>")).score_window(samples)
 
 
 def forward_paths(model) -> tuple[str, ...]:
@@ -200,7 +205,8 @@ def _fmt(values: list[float]) -> str:
     return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
 
 
-def run_doctor(cfg: ModelConfig, log=print) -> Report:
+def run_doctor(cfg: ModelConfig, log=print, batch_invariant: bool = False) -> Report:
+    """batch_invariant: also check that --batch-invariant gives the same bits under every batching."""
     from rmscore.models import get_adapter, load_model
 
     if cfg.model_type != "auto" and get_adapter(cfg.model_type).generates:
@@ -229,4 +235,8 @@ def run_doctor(cfg: ModelConfig, log=print) -> Report:
         report.problems.append("no probe could be scored")
         report.batching_ok = False
     check_golden(model, family, cfg.path, report)
+    if batch_invariant:
+        from rmscore.doctor.invariance import check_batch_invariance
+
+        report.invariance = check_batch_invariance(model, single)
     return report
