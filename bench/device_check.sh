@@ -9,6 +9,9 @@
 #   pytest     the suite's GPU tests: pytest -m gpu (no host sync per batch, real out-of-memory,
 #              pinned inputs, CUDA budget, --device-map, flex attention compiled for the GPU)
 #   doctor-1b  rmscore doctor on random Llama-3.2-1B-sized weights in bf16: every forward path
+#   invariant-1b  rmscore doctor --batch-invariant on the same weights: are --batch-invariant's scores
+#              bit-identical across batch sizes, budgets and orders on this GPU? (issue 31: no GPU
+#              claim is made until this step has passed on one; not yet timed on a GPU)
 #   bench      bench/run.py --preset gpu-8b-quick (Llama-3-8B size, 128 rows): the per-example
 #              baseline and rmscore's three paths, tokens/s and MFU; its table is rewritten after
 #              every scorer, so a cut-short step still reports the scorers that finished
@@ -45,18 +48,22 @@ fi
 
 . bench/steps.sh  # step NAME SECONDS COMMAND...
 
-doctor() {  # doctor SIZE: random weights of that size saved like a checkpoint, then rmscore doctor on them
+# doctor SIZE T1 T2 [T3]: random weights of that size saved like a checkpoint, then rmscore doctor on
+# them; with T3, rmscore doctor --batch-invariant on them too.
+doctor() {
   step "checkpoint-$1" "$2" "$PY" bench/device_tools.py checkpoint --size "$1" --out "$WORK/llama-$1" \
     --device "$DEVICE" --dtype "$DTYPE"
   step "doctor-$1" "$3" "$PY" -m rmscore doctor -m "$WORK/llama-$1" --model-type seq-cls --dtype "$DTYPE" \
     --device "$DEVICE"
+  [ -n "${4:-}" ] && step "invariant-$1" "$4" "$PY" -m rmscore doctor -m "$WORK/llama-$1" --model-type seq-cls \
+    --dtype "$DTYPE" --device "$DEVICE" --batch-invariant
   rm -rf "$WORK/llama-$1"
 }
 
 # Most telling first: a step the window has no time left for is reported as skipped.
 step env 30 "$PY" bench/device_tools.py env --out "$OUT/env.json"
 step pytest 120 "$PY" -m pytest -v -m gpu -p no:cacheprovider --timeout=40 tests
-doctor "$SMALL" 45 45
+doctor "$SMALL" 45 45 40
 # shellcheck disable=SC2086  # BENCH_EXTRA is a list of arguments
 step bench 150 "$PY" bench/run.py --preset "$PRESET" --out "$OUT/bench" $BENCH_EXTRA
 if [ -f bench/serve.py ]; then

@@ -108,7 +108,7 @@ def write_report(out: Path, name: str, title: str, total: int, dry: bool) -> int
              "| step | status | seconds |", "|---|---|---|"]
     lines += [f"| {s['step']} | {s['status']} | {s['seconds']} |" for s in steps]
     for s in steps:
-        if s["status"] != "ok" or s["step"].startswith("doctor"):
+        if s["status"] != "ok" or s["step"].startswith(("doctor", "invariant")):
             lines += ["", f"## {s['step']}: {s['status']}", "", "```", *s["log_tail"], "```"]
     for table in tables:
         lines += ["", f"## {table.stem}", "", table.read_text()]

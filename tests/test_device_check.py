@@ -18,10 +18,13 @@ def test_dry_run_runs_every_step_and_writes_the_report(tmp_path):
     report = json.loads((tmp_path / "device-check.json").read_text())
     status = {s["step"]: s["status"] for s in report["steps"]}
     assert status.pop("serve") in ("ok", "skipped")  # only where bench/serve.py exists
-    assert status == {"env": "ok", "pytest": "ok", "checkpoint-tiny": "ok", "doctor-tiny": "ok", "bench": "ok"}
+    assert status == {"env": "ok", "pytest": "ok", "checkpoint-tiny": "ok", "doctor-tiny": "ok", "invariant-tiny": "ok",
+                      "bench": "ok"}
     assert report["dry_run"] and report["environment"]["packages"]["torch"]
     doctor = next(s for s in report["steps"] if s["step"] == "doctor-tiny")
     assert any(line.startswith("batching: PASS") for line in doctor["log_tail"])
+    invariant = next(s for s in report["steps"] if s["step"] == "invariant-tiny")
+    assert any(line.startswith("batch invariance: PASS") for line in invariant["log_tail"])
     rows = {r["scorer"]: r for r in report["bench"][0]["rows"]}
     assert set(rows) == {"per-example", "rmscore-auto"} and rows["rmscore-auto"]["max_abs_diff"] < 1e-4
     markdown = (tmp_path / "device-check.md").read_text()
