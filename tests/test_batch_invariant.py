@@ -192,3 +192,22 @@ def test_canonical_lengths_and_buckets():
     for batch in batches:
         widths = {canonical_length(lengths[i]) for i in batch}
         assert len(widths) == 1 and len(batch) <= max(1, 64 // widths.pop()) and len(batch) <= 3
+
+
+def test_the_commands_take_the_flag(tiny_models, write_jsonl, tmp_path):
+    """score and eval take --batch-invariant (the run says which path ran; eval scores again when
+    it changes); --forward packed with it is a usage error, never a silent other path."""
+    from cli_runner import invoke, run
+
+    path = write_jsonl(completions_rows(3, 2, seed=1))
+    model = tiny_models["llama"]
+    result = run("score", path, "-m", model, "-o", tmp_path / "out", "--batch-invariant", "--no-progress")
+    assert "forward path bucketed (--batch-invariant" in result.output and "forward: bucketed (6 rows)" in result.output
+    refused = invoke("score", path, "-m", model, "-o", tmp_path / "other", "--batch-invariant", "--forward", "packed")
+    assert refused.exit_code != 0 and "--batch-invariant cannot run --forward packed" in refused.output
+    pairs = write_jsonl([{"prompt": "2+2?", "chosen": "4", "rejected": "5"}] * 3, "pairs.jsonl")
+    run("eval", pairs, "-m", model, "-o", tmp_path / "eval", "--no-progress")
+    again = run("eval", pairs, "-m", model, "-o", tmp_path / "eval", "--batch-invariant", "--no-progress")
+    assert "scoring again" in again.output
+    cache = tmp_path / "eval" / "scores"
+    assert json.loads(ds.dataset(str(cache)).schema.metadata[b"rmscore"])["batch_invariant"] == INVARIANT_SCHEME

@@ -26,8 +26,10 @@ class Scorer:
             underscores: model_type, revision, dtype, device, device_map, attn_implementation,
             trust_remote_code, allow_pickle, chat_template, system_prompt, bos, step_separator,
             aggregate, step_tokens, max_length, on_overflow, max_tokens_per_batch, max_batch_size,
-            window, forward; a generative judge's judge_url, judge_model, judge_mode, concurrency, ...
-            (docs/genrm.md). An unknown keyword raises ConfigError listing the valid ones.
+            window, forward, batch_invariant (True: each row's numbers bit-identical however it
+            is batched, as `rmscore score --batch-invariant`); a generative judge's judge_url,
+            judge_model, judge_mode, concurrency, ... (docs/genrm.md). An unknown keyword raises
+            ConfigError listing the valid ones.
             Under accelerate or torchrun, device "auto" is the process's own GPU (LOCAL_RANK).
 
     Example:
