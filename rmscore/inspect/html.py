@@ -180,8 +180,24 @@ def _rows_section(report: dict, page: dict | None) -> str:
     return "\n".join([
         f'<section id="rows"><h2>{"Pairs" if what == "pairs" else "Completions"}</h2>',
         f'<p id="sample-note" data-shown="{page["shown"]}" data-of="{page["of"]}">{escape(note)}</p>',
-        '<div id="controls"></div><p id="count"></p>',
+        _disagree_note(report, page), '<div id="controls"></div><p id="count"></p>',
         '<table id="table"><thead></thead><tbody></tbody></table><p id="more"></p></section>'])
+
+
+def _disagree_note(report: dict, page: dict) -> str:
+    """What the "models disagree" filter keeps: stated on the page (a combined folder, or pairs built from one)."""
+    if "disagree" not in page:
+        return ""
+    if report["kind"] == "pairs":
+        what = (f"Models disagree: a pair whose agreement (the share of models whose own scores prefer the chosen "
+                f"answer) is under 1; {page['disagree']:,} of the {page['of']:,} pairs in the file.")
+    else:
+        what = (f"One column per model ({', '.join(page['models'])}) holds its own score. Models disagree: a "
+                "completion whose rank within its prompt (by each model's own score; ties share the average rank; "
+                "among the prompt's scored completions) is not the same for every model; "
+                f"{page['disagree']:,} of the {page['of']:,} rows in the folder, in {page['disagree_prompts']:,} "
+                "prompt(s).")
+    return f'<p id="disagree-note" data-rows="{page["disagree"]}">{escape(what)}</p>'
 
 
 def _num(value, digits: int = 3) -> str:

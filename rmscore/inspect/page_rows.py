@@ -11,11 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rmscore.inspect import sample, stats
 from rmscore.inspect.read_pairs import PairColumns
-from rmscore.inspect.read_scored import BATCH_ROWS, ScoredColumns
+from rmscore.inspect.read_scored import BATCH_ROWS, ScoredColumns, to_floats, to_ints
+from rmscore.pairs.buckets import MODEL_SCORES
 
 TEXT_CHARS = 2000
 
@@ -29,6 +31,9 @@ def scored_page(cols: ScoredColumns, budget: int, texts: bool) -> dict:
     sizes = np.bincount(cols.groups[cols.groups >= 0], minlength=prompts_n)  # (prompts,) completions
     ranked = np.bincount(cols.groups[grouped], minlength=prompts_n)  # (prompts,) of them with a finite score
     wanted = ["prompt_id", "completion_index", "status", "status_detail"] + (["completion", "prompt"] if texts else [])
+    models = model_scores(cols)  # (rows, models) or None: a combined folder's own scores per model
+    if models is not None:
+        model_ranks, disagree = disagreement(models, cols.groups, cols.usable)
     rows, prompts = [], {}
     for index, row in _read_rows(cols.files, chosen, wanted):
         g = int(cols.groups[index])
@@ -38,11 +43,53 @@ def scored_page(cols: ScoredColumns, budget: int, texts: bool) -> dict:
                 "of": int(sizes[g]) if g >= 0 else 1, "ranked": int(ranked[g]) if g >= 0 else 0}
         if cols.tokens is not None:
             item["tokens"] = _count(cols.tokens[index])
+        if models is not None:
+            item["model_scores"] = [_num(x) for x in models[index]]
+            item["model_ranks"] = [_num(x) for x in model_ranks[index]]
+            item["disagree"] = bool(disagree[index])
         if texts:
             item["text"] = cut(row.get("completion"))
             _add_prompt(prompts, row)
         rows.append(item)
-    return {"rows": rows, "prompts": prompts, "shown": len(rows), "of": cols.rows, "parts": parts}
+    page = {"rows": rows, "prompts": prompts, "shown": len(rows), "of": cols.rows, "parts": parts}
+    if models is not None:
+        names = list(cols.metadata.get("models") or [])
+        page |= {"models": names + [f"model {m}" for m in range(len(names), models.shape[1])],
+                 "disagree": int(disagree.sum()), "disagree_prompts": len(np.unique(cols.groups[disagree]))}
+    return page
+
+
+def model_scores(cols: ScoredColumns) -> np.ndarray | None:
+    """(rows, models) each model's own score (NaN where none) when every file has `model_scores`
+    (rmscore combine's output), else None. One more pass reading that column only."""
+    if not cols.files or not all(MODEL_SCORES in pq.read_schema(f).names for f in cols.files):
+        return None
+    width = len(cols.metadata.get("models") or [])
+    parts = []
+    for path in cols.files:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, columns=[MODEL_SCORES]):
+            lists = batch.column(0)
+            lengths = to_ints(pc.list_value_length(lists))
+            width = width or int(lengths.max(initial=0))
+            out = np.full((batch.num_rows, width), np.nan)
+            full = np.flatnonzero(lengths == width)  # a row of another length (none in combine's output): NaN
+            if width and len(full):
+                out[full] = to_floats(pc.list_flatten(lists.take(pa.array(full)))).reshape(len(full), width)
+            parts.append(out)
+    return np.concatenate(parts) if parts else np.zeros((0, width))
+
+
+def disagreement(models: np.ndarray, groups: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's rank within its prompt by each model's own score (1: the best; ties share the
+    average rank), among the prompt's rows that are scored and have every model's score; and
+    (rows,) bool: "models disagree", that row's rank is not the same for every model."""
+    ranks = np.full(models.shape, np.nan)  # (rows, models)
+    rows = usable & (groups >= 0) & np.isfinite(models).all(axis=1)
+    for m in range(models.shape[1]):
+        ranks[rows, m] = stats.group_ranks(-models[rows, m], groups[rows])
+    disagree = np.zeros(len(models), bool)
+    disagree[rows] = (ranks[rows] != ranks[rows, :1]).any(axis=1)
+    return ranks, disagree
 
 
 def pairs_page(cols: PairColumns, budget: int, texts: bool) -> dict:
@@ -54,15 +101,20 @@ def pairs_page(cols: PairColumns, budget: int, texts: bool) -> dict:
         item = {"row": int(index), "prompt_id": row.get("prompt_id"), "score_chosen": _num(cols.score_chosen[index]),
                 "score_rejected": _num(cols.score_rejected[index]), "margin": _num(margin[index]),
                 "chars_chosen": _count(cols.chars_chosen[index]), "chars_rejected": _count(cols.chars_rejected[index])}
+        if cols.agreement is not None:
+            item["agreement"] = _num(cols.agreement[index])
         if texts:
             item["chosen"] = cut(answer(row.get("chosen")))
             item["rejected"] = cut(answer(row.get("rejected")))
             _add_prompt(prompts, row)
         rows.append(item)
     longer = sample.only_longer(margin, cols.chars_chosen, cols.chars_rejected)
-    return {"rows": rows, "prompts": prompts, "shown": len(rows), "of": len(margin), "parts": parts,
+    page = {"rows": rows, "prompts": prompts, "shown": len(rows), "of": len(margin), "parts": parts,
             "small_margin": sample.small_margin(margin), "only_longer": int(longer.sum()),
             "only_longer_shown": int(longer[chosen].sum())}
+    if cols.agreement is not None:  # "models disagree": not every model's own scores prefer the chosen answer
+        page["disagree"] = int((cols.agreement < 1).sum())
+    return page
 
 
 def _read_rows(files: list[Path], chosen: np.ndarray, columns: list[str]):

@@ -33,6 +33,7 @@ class PairColumns:
     score_rejected: np.ndarray
     chars_chosen: np.ndarray  # (pairs,) int64, -1 when there is no answer text
     chars_rejected: np.ndarray
+    agreement: np.ndarray | None = None  # (pairs,) built from a combined folder: share of models preferring chosen
 
     @property
     def margin(self) -> np.ndarray:
@@ -46,18 +47,21 @@ def read_pairs(path: str | Path) -> PairColumns:
     if missing:
         raise InputError(f"{path} has no column {', '.join(missing)}: it is not a pairs file from rmscore build-pairs",
                          "give the file written by rmscore build-pairs -o, or a scored folder")
-    parts: dict[str, list] = {c: [] for c in COLUMNS}
-    for batch in reader.iter_batches(batch_size=BATCH_ROWS, columns=list(COLUMNS)):
+    extra = ["agreement"] if "agreement" in reader.schema_arrow.names else []
+    parts: dict[str, list] = {c: [] for c in COLUMNS + tuple(extra)}
+    for batch in reader.iter_batches(batch_size=BATCH_ROWS, columns=list(COLUMNS) + extra):
         parts["prompt_id"].append(batch.column("prompt_id").cast(pa.string()))
         for side in ("chosen", "rejected"):
             parts[side].append(answer_chars(batch.column(side)))
             parts[f"score_{side}"].append(to_floats(batch.column(f"score_{side}")))
+        if extra:
+            parts["agreement"].append(to_floats(batch.column("agreement")))
     ids = pa.chunked_array(parts.pop("prompt_id"), pa.string()).combine_chunks()
     groups = to_ints(ids.dictionary_encode().indices)
     joined = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
     meta = json.loads((reader.schema_arrow.metadata or {}).get(b"rmscore", b"{}"))
     return PairColumns(path, meta, groups, joined["score_chosen"], joined["score_rejected"], joined["chosen"],
-                       joined["rejected"])
+                       joined["rejected"], joined.get("agreement"))
 
 
 def answer_chars(column: pa.Array) -> np.ndarray:

@@ -9,23 +9,29 @@
   const prompts = new Map(Object.entries(data.prompts || {})); // a Map: an id like "constructor" is no key
   const hasText = prompts.size > 0 || data.rows.some((r) => "text" in r || "chosen" in r);
   const STEP = 250; // rows put in the table at a time: laying out 2,000 rows of text takes seconds
+  const models = pairs ? [] : data.models || []; // a combined folder: one score column per model
+  const agreement = pairs && data.rows.some((r) => "agreement" in r); // pairs built from a combined folder
+  const canDisagree = models.length > 0 || agreement;
   const state = { q: "", status: "", sort: pairs ? "margin-desc" : "score-desc", group: !pairs, longer: false,
-                  limit: STEP };
+                  disagree: false, limit: STEP };
 
   const known = (x) => x !== null && x !== undefined;
   const ratio = (r) => (known(r.chars_chosen) && known(r.chars_rejected) && r.chars_rejected > 0
     ? r.chars_chosen / r.chars_rejected : null);
   const keys = pairs
-    ? { margin: (r) => r.margin, ratio: ratio, row: (r) => r.row }
+    ? { margin: (r) => r.margin, ratio: ratio, agreement: (r) => r.agreement, row: (r) => r.row }
     : { score: (r) => r.score, chars: (r) => r.chars, rank: (r) => r.rank, row: (r) => r.row };
+  models.forEach((_, i) => { keys["m" + i] = (r) => r.model_scores[i]; });
   const sorts = pairs
     ? [["margin-desc", "margin, largest first"], ["margin-asc", "margin, smallest first"],
        ["ratio-desc", "length ratio, largest first"], ["ratio-asc", "length ratio, smallest first"],
-       ["row-asc", "file order"]]
+       ["row-asc", "file order"]].concat(agreement
+      ? [["agreement-asc", "agreement, lowest first"], ["agreement-desc", "agreement, highest first"]] : [])
     : [["score-desc", "score, highest first"], ["score-asc", "score, lowest first"],
        ["chars-desc", "length, longest first"], ["chars-asc", "length, shortest first"],
        ["rank-asc", "rank within prompt, best first"], ["rank-desc", "rank within prompt, worst first"],
-       ["row-asc", "file order"]];
+       ["row-asc", "file order"]].concat(models.flatMap((name, i) =>
+         [["m" + i + "-desc", name + ", highest first"], ["m" + i + "-asc", name + ", lowest first"]]));
 
   function el(tag, text, cls) {
     const node = document.createElement(tag);
@@ -100,6 +106,19 @@
       label.appendChild(document.createTextNode(" group by prompt"));
       box.appendChild(label);
     }
+    if (canDisagree) {
+      const button = el("button", "models disagree");
+      button.id = "disagree";
+      button.type = "button";
+      button.title = pairs ? "pairs whose agreement is under 1: not every model's own scores prefer the chosen answer"
+        : "completions whose rank within their prompt is not the same for every model";
+      button.addEventListener("click", () => {
+        state.disagree = !state.disagree;
+        button.classList.toggle("on", state.disagree);
+        update();
+      });
+      box.appendChild(button);
+    }
   }
   function select(id, options, value, set) {
     const node = el("select");
@@ -118,8 +137,12 @@
     return known(r.chars_chosen) && known(r.chars_rejected) && r.chars_chosen > r.chars_rejected &&
       known(r.margin) && known(data.small_margin) && r.margin <= data.small_margin;
   }
+  function disagrees(r) {
+    return pairs ? known(r.agreement) && r.agreement < 1 : r.disagree === true;
+  }
   function matches(r) {
     if (state.longer && !isLonger(r)) return false;
+    if (state.disagree && !disagrees(r)) return false;
     if (state.status === "!ok" && r.score !== null) return false;
     if (state.status && state.status !== "!ok" && r.status !== state.status) return false;
     if (!state.q) return true;
@@ -158,8 +181,9 @@
   function head() {
     const texts = hasText ? (pairs ? ["chosen", "rejected"] : ["text"]) : [];
     const names = pairs
-      ? ["prompt", "margin", "score chosen", "score rejected", "length ratio"].concat(texts)
-      : ["prompt", "completion", "rank", data.score_column || "score", "chars"]
+      ? ["prompt", "margin", "score chosen", "score rejected", "length ratio"]
+          .concat(agreement ? ["agreement"] : [], texts)
+      : ["prompt", "completion", "rank", data.score_column || "score"].concat(models, ["chars"])
           .concat(data.rows.some((r) => "tokens" in r) ? ["tokens"] : [])
           .concat(["status", "reason"], texts);
     const tr = el("tr");
@@ -176,6 +200,7 @@
     numCell(tr, r.score_chosen, 3, "score_chosen");
     numCell(tr, r.score_rejected, 3, "score_rejected");
     numCell(tr, ratio(r), 2, "ratio");
+    if (agreement) numCell(tr, r.agreement, 2, "agreement");
     textCell(tr, r.chosen, "chosen");
     textCell(tr, r.rejected, "rejected");
     return tr;
@@ -189,6 +214,12 @@
     tr.appendChild(el("td", r.completion_index, "num"));
     tr.appendChild(el("td", r.rank === null ? "n/a" : r.rank + " of " + r.ranked, "num"));
     numCell(tr, r.score, 3, "score");
+    models.forEach((name, i) => {
+      numCell(tr, r.model_scores[i], 3, "model-" + i);
+      const rank = r.model_ranks[i];
+      tr.lastChild.title = name + (known(rank) ? ": rank " + rank + " within the prompt" : "");
+    });
+    if (r.disagree) tr.classList.add("disagree");
     numCell(tr, r.chars, 0, "chars");
     if (data.rows.some((x) => "tokens" in x)) numCell(tr, r.tokens, 0, "tokens");
     for (const name of ["status", "reason"]) {
@@ -233,6 +264,8 @@
       n(data.rows.length) + " rows on this page match" +
       (state.longer ? " (chosen is only longer: " + n(data.only_longer_shown) + " of the " + n(data.only_longer) +
         " such pairs in the file are on this page)" : "") +
+      (state.disagree ? " (models disagree: the folder holds " + n(data.disagree) + " such " +
+        (pairs ? "pairs" : "rows") + ")" : "") +
       (shown < rows.length ? "; the table shows the first " + n(shown) + " (more below)" : "");
     more(rows.length - shown);
   }
