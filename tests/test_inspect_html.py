@@ -214,3 +214,40 @@ def test_pairs_sample_takes_no_nan_or_infinite_margin_as_an_extreme():
     extremes = np.r_[np.arange(96, 100), np.arange(4)]
     assert set(extremes) <= set(rows) and len(rows) == 40
     assert sample.small_margin(margin) == np.quantile(np.arange(100.0), 0.25)
+
+
+def test_combined_folder_page_has_each_models_scores_and_the_disagreement_set(tmp_path):
+    import pandas as pd
+
+    from test_combine import two_models
+
+    a, b = two_models(tmp_path)
+    run("combine", a, b, "-o", tmp_path / "ens", "--method", "mean")
+    text, page, _ = inspect_html(tmp_path / "ens", "-o", tmp_path / "out")
+    data = page.data()
+    assert data["models"] == ["rm-a", "rm-b"] and len(data["rows"]) == 8
+    frame = pd.read_parquet(tmp_path / "ens")
+    want = {(r.prompt_id, r.completion_index): [None if pd.isna(x) else x for x in r.model_scores]
+            for r in frame.itertuples()}
+    assert {(r["prompt_id"], r["completion_index"]): r["model_scores"] for r in data["rows"]} == want
+    # By hand/pandas: rank within the prompt by each model's own score, over rows scored by both.
+    ok = frame[frame.status.isin(["ok", "truncated"]) & frame.score.notna()].copy()
+    for m in (0, 1):
+        ok[f"m{m}"] = ok.model_scores.map(lambda s, m=m: s[m])
+        ok[f"r{m}"] = ok.groupby("prompt_id")[f"m{m}"].rank(ascending=False)
+    disagree = set(zip(*ok[ok.r0 != ok.r1][["prompt_id", "completion_index"]].T.values))
+    # p: A orders 3 > 2 > 1, B 1 > 3 > 2; q: A ties, B does not; r, s: one scored row each
+    assert disagree == {("p", 0), ("p", 1), ("p", 2), ("q", 0), ("q", 1)}
+    assert {(r["prompt_id"], r["completion_index"]) for r in data["rows"] if r["disagree"]} == disagree
+    assert data["disagree"] == 5 and data["disagree_prompts"] == 2
+    assert "Models disagree: a completion whose rank within its prompt" in text and 'id="disagree-note"' in text
+    run("build-pairs", tmp_path / "ens", "-o", tmp_path / "pairs.parquet")
+    text, page, _ = inspect_html(tmp_path / "pairs.parquet", "-o", tmp_path / "pout")
+    agreement = pq.read_table(tmp_path / "pairs.parquet").column("agreement").to_pylist()
+    assert [r["agreement"] for r in page.data()["rows"]] == agreement == [0.5, 0.5]
+    assert page.data()["disagree"] == 2 and "Models disagree: a pair whose agreement" in text
+
+
+def test_an_ordinary_folder_has_no_model_columns(tmp_path):
+    text, page, _ = inspect_html(hostile_folder(tmp_path / "s"), "-o", tmp_path / "out")
+    assert "models" not in page.data() and "disagree" not in page.data()["rows"][0] and "disagree-note" not in text
