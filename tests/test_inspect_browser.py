@@ -129,3 +129,37 @@ def test_the_table_grows_by_steps_to_every_row_on_the_page(page, tmp_path):
     assert page.eval("document.getElementById('sample-note').dataset.shown") == "600"
     assert page.eval("document.getElementById('more').children.length") == 0
     assert change(page, "sort", "margin-asc") == 250  # a new order starts from the top again
+
+
+def test_combined_folder_model_columns_and_the_disagree_filter(page, tmp_path):
+    from test_combine import two_models
+
+    a, b = two_models(tmp_path)
+    run("combine", a, b, "-o", tmp_path / "ens", "--method", "mean")
+    run("inspect", tmp_path / "ens", "-o", tmp_path / "out")
+    opened(page, tmp_path / "out" / "report.html")
+    data = json.loads(page.eval("document.getElementById('rows-data').textContent"))
+    heads = page.eval("[...document.querySelectorAll('#table thead th')].map(th => th.textContent)")
+    assert heads[heads.index("score") + 1:heads.index("score") + 3] == ["rm-a", "rm-b"]
+    page.eval("(() => { const g = document.getElementById('group'); g.checked = false; "
+              "g.dispatchEvent(new Event('change')); })()")
+    assert change(page, "sort", "row-asc") == 8
+    parquet = pq.read_table(tmp_path / "ens").sort_by([("input_index", "ascending"), ("completion_index",
+                                                                                      "ascending")])
+    for m in (0, 1):
+        want = [s[m] for s in parquet.column("model_scores").to_pylist()]
+        assert cells(page, f"model-{m}") == ["n/a" if x is None else x for x in want]
+    shown = page.eval(f"(() => {{ document.getElementById('disagree').click(); "
+                      f"return document.querySelectorAll('{ROWS}').length; }})()")
+    assert shown == sum(r["disagree"] for r in data["rows"]) == 5
+    ids = page.eval(f"[...document.querySelectorAll('{ROWS} td:first-child')].map(td => td.textContent)")
+    assert sorted(i[0] for i in ids) == ["p", "p", "p", "q", "q"]  # the prompt box: id, then "prompt"
+    assert change(page, "sort", "m1-desc") == 5 and cells(page, "model-1") == [30.0, 20.0, 10.0, 2.0, 1.0]
+    assert page.eval(f"(() => {{ document.getElementById('disagree').click(); "
+                     f"return document.querySelectorAll('{ROWS}').length; }})()") == 8
+    run("build-pairs", tmp_path / "ens", "-o", tmp_path / "pairs.parquet")
+    run("inspect", tmp_path / "pairs.parquet", "-o", tmp_path / "pout")
+    opened(page, tmp_path / "pout" / "report.html")
+    assert cells(page, "agreement") == [0.5, 0.5] and change(page, "sort", "agreement-asc") == 2
+    assert page.eval(f"(() => {{ document.getElementById('disagree').click(); "
+                     f"return document.querySelectorAll('{ROWS}').length; }})()") == 2
