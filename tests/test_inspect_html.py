@@ -241,6 +241,7 @@ def test_combined_folder_page_has_each_models_scores_and_the_disagreement_set(tm
     assert {(r["prompt_id"], r["completion_index"]) for r in data["rows"] if r["disagree"]} == disagree
     assert data["disagree"] == 5 and data["disagree_prompts"] == 2
     assert "Models disagree: a completion whose rank within its prompt" in text and 'id="disagree-note"' in text
+    assert "<h2>Models agree</h2>" in text and "<dd>25.0% of 4</dd>" in text  # inspect.json's agreement
     run("build-pairs", tmp_path / "ens", "-o", tmp_path / "pairs.parquet")
     text, page, _ = inspect_html(tmp_path / "pairs.parquet", "-o", tmp_path / "pout")
     agreement = pq.read_table(tmp_path / "pairs.parquet").column("agreement").to_pylist()

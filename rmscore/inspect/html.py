@@ -72,6 +72,8 @@ def _scored(r: dict) -> str:
         parts.append(_objectives(r["objectives"], r["sample"]))
     if "steps" in r:
         parts.append(_steps(r["steps"], r["sample"]))
+    if "agreement" in r:
+        parts.append(_agreement(r["agreement"], r["sample"]))
     return "\n".join(parts)
 
 
@@ -158,6 +160,21 @@ def _steps(s: dict, sample: dict) -> str:
         facts["weakest step is the last"] = _pct(s["min_is_last"], 1)
     return ("<section><h2>Process reward: steps</h2>" + _summaries(named, ("steps per completion",))
             + _facts(facts) + "</section>")
+
+
+def _agreement(a: dict, sample: dict) -> str:
+    """A combined folder: how often its models order a prompt's completions alike (inspect.json's agreement)."""
+    every, names = a["all"], [short_model(n) for n in a["models"]]
+    facts = {"same order, completion pairs within prompts": f"{_pct(every['pairs_all_agree'] or 0, 1)} of "
+             f"{every['pairs']:,}" if every["pairs_all_agree"] is not None else "n/a",
+             "same best completion": f"{_pct(every['top_all_agree'] or 0, 1)} of {every['prompts']:,} prompts"
+             if every["top_all_agree"] is not None else "n/a"}
+    rows = [[f"{names[p['models'][0]]} vs {names[p['models'][1]]}", _signed(p["spearman_within_prompts"]["mean"]),
+             f"{p['spearman_within_prompts']['groups']:,}",
+             _pct(p["same_order"], 1) if p["same_order"] is not None else "n/a"] for p in a["by_pair"]]
+    return (f"<section><h2>Models agree{_sampled(sample)}</h2>" + _facts(facts)
+            + _table(["models", "Spearman within prompts", "prompts", "same order"], rows, "summary numbers")
+            + "</section>")
 
 
 def _figures(figures: dict[str, Path], note: str | None) -> str:

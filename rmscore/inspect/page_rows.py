@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from rmscore.inspect import sample, stats
 from rmscore.inspect.read_pairs import PairColumns
 from rmscore.inspect.read_scored import BATCH_ROWS, ScoredColumns, to_floats, to_ints
+from rmscore.inspect.text import short_model
 from rmscore.pairs.buckets import MODEL_SCORES
 
 TEXT_CHARS = 2000
@@ -53,7 +54,7 @@ def scored_page(cols: ScoredColumns, budget: int, texts: bool) -> dict:
         rows.append(item)
     page = {"rows": rows, "prompts": prompts, "shown": len(rows), "of": cols.rows, "parts": parts}
     if models is not None:
-        names = list(cols.metadata.get("models") or [])
+        names = [short_model(n) for n in cols.metadata.get("models") or []]
         page |= {"models": names + [f"model {m}" for m in range(len(names), models.shape[1])],
                  "disagree": int(disagree.sum()), "disagree_prompts": len(np.unique(cols.groups[disagree]))}
     return page
