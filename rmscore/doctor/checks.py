@@ -13,10 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rmscore.config import BatchConfig, ModelConfig
+from rmscore.config import ModelConfig
 from rmscore.doctor.golden import GOLDEN, Golden  # noqa: F401  (Golden: for families adding entries)
+from rmscore.doctor.invariance import InvarianceReport, check_batch_invariance
+from rmscore.doctor.probes import PROBES, numbers, probe_samples, score_samples  # noqa: F401  (imported from here too)
 from rmscore.errors import ConfigError
-from rmscore.score.records import SCORED_STATUSES, Sample, prompt_hash
+from rmscore.score.records import SCORED_STATUSES, Sample
 
 # (rtol, atol) for batched vs batch size 1: the floor. fp32 should agree to kernel noise; half
 # precision differs with batch shape through different kernels (vLLM tests use rtol 1.5e-2 in fp16).
@@ -42,34 +44,6 @@ def golden_for(path: str) -> tuple[str, Golden] | None:
     return None
 
 
-# Varied lengths and shapes: single words, multi-turn with a system prompt, code, unicode,
-# "\n\n"-separated reasoning (process reward models split it into steps), a long answer.
-_STEPS = "\n\n".join(f"Step {i}: {3 * i} + {i} = {4 * i}, so the running total is {4 * i * (i + 1) // 2}."
-                     for i in range(1, 7))
-PROBES: tuple[tuple[list[dict], str], ...] = (
-    ([{"role": "user", "content": "Hi"}], "Hello!"),
-    ([{"role": "user", "content": "What is 2 + 3?"}], "2 + 3 = 5. The answer is 5."),
-    ([{"role": "user", "content": "Name three primary colours."}], "Red, yellow and blue."),
-    ([{"role": "system", "content": "You are a terse assistant."},
-      {"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris."},
-      {"role": "user", "content": "And of Italy?"}], "Rome."),
-    ([{"role": "user", "content": "Write a Python function that adds two numbers."}],
-     "def add(a, b):\n    return a + b\n\nprint(add(2, 3))  # 5"),
-    ([{"role": "user", "content": "Translate 'good morning' into Japanese and French."}],
-     "Japanese: おはようございます. French: bonjour. 🌅"),
-    ([{"role": "user", "content": "Add 4, 8, 12, 16, 20 and 24 step by step."}], _STEPS),
-    ([{"role": "user", "content": "Explain why the sky is blue, in detail."}],
-     " ".join(["Sunlight is scattered by the molecules of the air, and shorter wavelengths scatter much more "
-               "strongly than longer ones (Rayleigh scattering goes as the inverse fourth power of wavelength)."] * 6)),
-    ([{"role": "user", "content": "Is it safe to mix bleach and ammonia?"}],
-     "No. Mixing them releases toxic chloramine vapours; never combine cleaning products."),
-    ([{"role": "user", "content": "Summarise the plot of Hamlet in one sentence."}],
-     "A Danish prince feigns madness to avenge his father's murder by his uncle, and nearly everyone dies."),
-    # More completions of earlier prompts: the prompt-reuse path shares their prompt tokens.
-    ([{"role": "user", "content": "What is 2 + 3?"}], "It is 5."),
-    ([{"role": "user", "content": "What is 2 + 3?"}], "2 + 3 is 6."),
-    ([{"role": "user", "content": "Explain why the sky is blue, in detail."}], "Because of Rayleigh scattering."),
-)
 
 
 @dataclass
@@ -88,7 +62,7 @@ class Report:
     golden: str = ""
     golden_ok: bool | None = None  # None: not run
     paths: tuple[str, ...] = ()  # the forward paths compared with one row per forward
-    invariance: object = None  # doctor --batch-invariant: rmscore/doctor/invariance.py's report
+    invariance: InvarianceReport | None = None  # doctor --batch-invariant
 
     @property
     def ok(self) -> bool:
@@ -96,39 +70,9 @@ class Report:
         return self.batching_ok and self.golden_ok is not False and invariant
 
 
-def probe_samples() -> list[Sample]:
-    return [Sample(i, 0, prompt_hash(prompt), prompt, False, completion) for i, (prompt, completion) in enumerate(PROBES)]
-
-
-def score_samples(model, samples: list[Sample], max_batch_size: int, budget: int, path: str = "padded",
-                  batch_invariant: bool = False) -> list[dict]:
-    """Rows for `samples` through the normal Scorer and the forward path named, in input order."""
-    from rmscore.score.forward import Runners
-    from rmscore.score.scorer import Scorer
-    from rmscore.score.summary import RunSummary
-
-    batch = BatchConfig(max_tokens_per_batch=budget, max_batch_size=max_batch_size, forward=path,
-                        batch_invariant=batch_invariant)
-    runners = Runners(model, path, batch_invariant)
-    return Scorer(model, runners, model.max_length, batch, RunSummary("<doctor>")).score_window(samples)
-
-
 def forward_paths(model) -> tuple[str, ...]:
     """Every forward layout a real run may pick for this model: each must match batch size 1."""
     return ("padded", "packed", "prompt-reuse") if model.is_causal else ("padded",)
-
-
-def numbers(row: dict) -> dict[str, list[float]]:
-    """Every numeric output column of a row (score, vectors, step scores), as flat lists."""
-    out = {}
-    for key, value in row.items():
-        if key in ("input_index", "completion_index", "num_tokens"):
-            continue
-        if isinstance(value, float):
-            out[key] = [value]
-        elif isinstance(value, list) and value and all(isinstance(v, float) for v in value):
-            out[key] = value
-    return out
 
 
 def kernel_noise(model, samples: list[Sample], single: list[dict]) -> float:
@@ -236,7 +180,5 @@ def run_doctor(cfg: ModelConfig, log=print, batch_invariant: bool = False) -> Re
         report.batching_ok = False
     check_golden(model, family, cfg.path, report)
     if batch_invariant:
-        from rmscore.doctor.invariance import check_batch_invariance
-
         report.invariance = check_batch_invariance(model, single)
     return report

@@ -12,7 +12,7 @@ import random
 import struct
 from dataclasses import dataclass, field
 
-from rmscore.doctor.checks import numbers, probe_samples, score_samples
+from rmscore.doctor.probes import numbers, probe_samples, score_samples
 
 # (most rows per forward, token budget, shuffle seed or None): the batchings compared with one row
 # per forward. Budgets from below one probe's padded length (every row alone) to all rows at once.
