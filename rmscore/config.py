@@ -254,6 +254,27 @@ class ShardConfig:
 
 
 @dataclass
+class RayConfig:
+    """`score --ray`: the windows are scored by a pool of Ray actors, each holding the model
+    (rmscore/ray/pool.py); this process still reads the input and writes every part."""
+
+    address: str = "local"  # local: start Ray on this machine; auto: the running cluster; or ray://host:10001
+    actors: int | None = None  # None: one per gpus_per_actor GPUs of the cluster; 1 on a cluster without GPUs
+    gpus_per_actor: float | None = None  # None: 1 when the cluster has GPUs, else 0
+    in_flight: int = 2  # windows sent to each actor ahead of the one it scores: memory stays flat
+
+    def __post_init__(self):
+        if not isinstance(self.address, str) or not self.address.strip():
+            raise ConfigError("--ray needs an address", "local, auto, or the cluster's, e.g. ray://head:10001")
+        if self.actors is not None and self.actors <= 0:
+            raise ConfigError(f"--ray-actors must be positive, got {self.actors}")
+        if self.gpus_per_actor is not None and not 0 <= self.gpus_per_actor < math.inf:
+            raise ConfigError(f"--ray-gpus-per-actor must be >= 0, got {self.gpus_per_actor}")
+        if self.in_flight <= 0:
+            raise ConfigError(f"in_flight must be positive, got {self.in_flight}")
+
+
+@dataclass
 class ScoreConfig:
     input: InputConfig
     output: OutputConfig
@@ -261,6 +282,7 @@ class ScoreConfig:
     batch: BatchConfig = field(default_factory=BatchConfig)
     shard: ShardConfig = field(default_factory=ShardConfig)
     progress: bool | None = None  # None: a bar on a terminal, log lines otherwise
+    ray: RayConfig | None = None  # None: score in this process (and its torchrun/SLURM siblings)
 
 
 QUERY_FORMATS = ("text", "split")

@@ -14,6 +14,7 @@ MODEL = "Model"
 INPUT = "Input columns"
 BATCH = "Batching and length"
 OUT = "Output"
+RAY = "Ray (docs/ray.md)"
 JUDGE = "Generative judge (--model-type genrm, docs/genrm.md)"
 
 ModelOpt = Annotated[

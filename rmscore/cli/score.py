@@ -8,8 +8,9 @@ import typer
 
 from rmscore.cli import options as o
 from rmscore.cli.app import command, echo
+from rmscore.errors import ConfigError
 from rmscore.config import (
-    BatchConfig, ColumnMap, InputConfig, OutputConfig, ScoreConfig, ShardConfig, default_model,
+    BatchConfig, ColumnMap, InputConfig, OutputConfig, RayConfig, ScoreConfig, ShardConfig, default_model,
 )
 
 Col = Annotated[Optional[str], typer.Option(rich_help_panel=o.INPUT, show_default=False)]
@@ -93,6 +94,16 @@ def score(
                                                      "a node failure loses at most that much work.",
                                                 rich_help_panel=o.OUT)] = 10.0,
     progress: o.ProgressOpt = None,
+    ray: Annotated[Optional[str], typer.Option(
+        "--ray", metavar="ADDRESS", help="Score on a Ray cluster: local (start Ray on this machine), auto (the "
+        "cluster `ray start` or RAY_ADDRESS names) or ray://HEAD:10001. This process still reads the input and "
+        "writes every part; a rerun resumes, with or without --ray.", rich_help_panel=o.RAY)] = None,
+    ray_actors: Annotated[Optional[int], typer.Option(
+        help="Ray actors, each loading the model once. Default: one per GPU of the cluster; 1 without GPUs.",
+        rich_help_panel=o.RAY, show_default=False)] = None,
+    ray_gpus_per_actor: Annotated[Optional[float], typer.Option(
+        help="GPUs per actor (2 with --device-map auto for a model on two GPUs). Default: 1 on a cluster with "
+             "GPUs, else 0.", rich_help_panel=o.RAY, show_default=False)] = None,
 ):
     """Score every completion of INPUT with a reward model and write Parquet.
 
@@ -102,13 +113,15 @@ def score(
 
     Interrupted (SIGTERM/SIGUSR1 save and exit 75; even SIGKILL)? Rerun the same command: it
     skips the rows already saved. Several GPUs: torchrun --nproc-per-node N -m rmscore score ...;
-    SLURM arrays shard by themselves. See recipes/.
+    SLURM arrays shard by themselves. See recipes/. On a Ray cluster (Kubernetes, cloud):
+    --ray auto (docs/ray.md).
 
     Examples (from the repository root, on the shipped data, with the shipped demo model):
 
     \b
       rmscore score data/demo/hh_rlhf_demo.jsonl -o scored/
       rmscore score data/demo/hh_rlhf_heldout.jsonl.gz -o demo-out/heldout-scored --limit 100 --keep-columns id
+      rmscore score data/demo/hh_rlhf_demo.jsonl -o demo-out/ray-scored --limit 40 --ray local --ray-actors 2
 
     With a Hub model (downloads it):
 
@@ -137,7 +150,10 @@ def score(
                           batch_invariant),
         shard=ShardConfig.parse(shard),
         progress=progress,
+        ray=None if ray is None else RayConfig(ray, ray_actors, ray_gpus_per_actor),
     )
+    if ray is None and (ray_actors is not None or ray_gpus_per_actor is not None):
+        raise ConfigError("--ray-actors and --ray-gpus-per-actor apply to --ray", "add --ray local (or auto), or drop them")
     summary = run_score(cfg, log=lambda text: echo(f"[rmscore] {text}"))
     for line in [] if summary.quiet else summary_lines(summary):
         echo(line)

@@ -64,6 +64,24 @@ class Engine:
                 f"{batch_cfg.max_tokens_per_batch} tokens per batch, forward path {path}")
         return cls(model, family, max_length, scorer, summary)
 
+    def facts(self):
+        """What the output folder says about this model (rmscore/score/compute.py's ModelFacts)."""
+        from rmscore.score.compute import ModelFacts
+
+        model = self.model
+        param = next(model.backbone.parameters(), None) if model.backbone is not None else None
+        dtype = str(param.dtype).replace("torch.", "") if param is not None else None  # None: served elsewhere
+        return ModelFacts(self.family, self.max_length, dtype, model.metadata(), list(model.output_fields()),
+                          model.reads_steps)
+
+    def take_summary(self) -> RunSummary:
+        """The counts of the work done since the last call, and a fresh summary for what comes next
+        (a Ray actor sends each window's counts back with its rows)."""
+        done, fresh = self.summary, RunSummary(self.summary.output, model_type=self.family)
+        self.summary = self.scorer.summary = fresh
+        self.model.counts = fresh.counts
+        return done
+
     def score_samples(self, samples: list[Sample]) -> list[dict]:
         """One output row per sample, in order: the columns `rmscore score` writes."""
         return self.scorer.score_window(samples)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from rmscore.config import ScoreConfig
@@ -60,7 +61,7 @@ def owns(sample: Sample, dist: DistInfo) -> bool:
     return records.stable_bucket(key, dist.shard_count) == dist.shard_index
 
 
-def check_steps_input(source: Source, cfg: ScoreConfig, adapter, family: str) -> None:
+def check_steps_input(columns: list[str], cfg: ScoreConfig, adapter, family: str) -> None:
     """Step columns and step options need a process reward model; never ignore them silently."""
     if adapter.reads_steps:
         return
@@ -68,7 +69,7 @@ def check_steps_input(source: Source, cfg: ScoreConfig, adapter, family: str) ->
 
     prms = ", ".join(step_families())
     steps = Reading(cfg.input.columns).name("steps")
-    if steps in source.columns:
+    if steps in columns:
         raise InputError(
             f"the input has a step column {steps!r}, but {family} is an outcome reward model: it scores "
             "whole completions",
@@ -128,62 +129,74 @@ def _write_stats(state, summary: RunSummary, log) -> None:
 
 def _score_shard(cfg: ScoreConfig, source, reading: Reading, dist: DistInfo, state, stop: GracefulStop,
                  summary: RunSummary, log) -> None:
-    from rmscore.score.engine import Engine
-
     log(f"reading {source.description}, each row's shape from its own fields; shard {summary.shard}")
-    device = group.local_device(dist, cfg.model.device, cfg.model.device_map)
-    engine = Engine.load(replace(cfg.model, device=device), cfg.batch, summary,
-                         check=lambda adapter, name: check_steps_input(source, cfg, adapter, name),
-                         check_stop=stop.check, log=log)
-    sink = output.ScoreSink(state.out_dir, engine.model, cfg, engine.max_length, engine.family, state)
-    state.check_resolved(sink.metadata)
-    scorer = engine.scorer
-    reading = replace(reading, reads_steps=engine.model.reads_steps)
-    samples = state.pending(stop.watch(iter_samples(source, reading, dist, cfg.input.limit, summary)))
+    compute = _compute(cfg, source, dist, stop, summary, log)
     try:
-        _loop(scorer, sink, samples, cfg, summary, dist)
-    except BaseException as failure:
-        _keep_finished(sink, scorer, log)
-        saved = f"after saving {state.rows:,} scored rows of shard {summary.shard}"
-        if isinstance(failure, Interrupted):
-            failure.message += f" {saved}"
-        else:
-            log(f"stopped by {type(failure).__name__} {saved}; rerun the same command to continue")
-        raise
+        sink = output.ScoreSink(state.out_dir, compute.facts, cfg, state)
+        state.check_resolved(sink.metadata)
+        state.note_run(compute.record)
+        reading = replace(reading, reads_steps=compute.facts.reads_steps)
+        samples = state.pending(stop.watch(iter_samples(source, reading, dist, cfg.input.limit, summary)))
+        try:
+            _loop(compute, sink, samples, cfg, summary, dist)
+        except BaseException as failure:
+            _keep_finished(sink, compute, log)
+            saved = f"after saving {state.rows:,} scored rows of shard {summary.shard}"
+            if isinstance(failure, Interrupted):
+                failure.message += f" {saved}"
+            else:
+                log(f"stopped by {type(failure).__name__} {saved}; rerun the same command to continue")
+            raise
+        finally:
+            summary.forward_path = describe_paths(summary.paths)
+            summary.token_budget = compute.budget
     finally:
-        summary.forward_path = describe_paths(summary.paths)
-        summary.token_budget = scorer.budget
+        compute.close()
     summary.damage = source.damage
     if summary.damage:
         log(f"the input breaks off: {summary.damage}")
     state.finish(cfg.input.limit, summary.damage)
 
 
-def _keep_finished(sink, scorer, log) -> None:
+def _compute(cfg: ScoreConfig, source, dist: DistInfo, stop: GracefulStop, summary: RunSummary, log):
+    """What scores the windows (rmscore/score/compute.py): this process's Engine, or with --ray a pool
+    of Ray actors holding the same Engine. Either way this process alone reads and writes."""
+    check = partial(check_steps_input, source.columns, cfg)  # picklable: a Ray actor runs it too
+    if cfg.ray is not None:
+        if dist.shard_count > 1:
+            raise ConfigError(f"--ray scores the whole input from one process; this run is shard {summary.shard}",
+                              "drop --shard (and run outside a SLURM array or torchrun), or drop --ray")
+        from rmscore.ray.pool import RayPool
+
+        return RayPool.start(cfg, summary, check, stop.check, log)
+    from rmscore.score.compute import LocalCompute
+    from rmscore.score.engine import Engine
+
+    device = group.local_device(dist, cfg.model.device, cfg.model.device_map)
+    return LocalCompute(Engine.load(replace(cfg.model, device=device), cfg.batch, summary, check=check,
+                                    check_stop=stop.check, log=log))
+
+
+def _keep_finished(sink, compute, log) -> None:
     """Whatever stopped the run (a signal, an exception, Ctrl-C): close the part being written with
     the finished windows, and save the rows of the window in flight whose batches finished, so a
     stop loses at most the batch that was running. A sink whose writer failed (a full disk)
     writes nothing more: its part is discarded and the finished parts stand."""
     try:
-        sink.salvage(scorer.finished())
+        sink.salvage(compute.finished())
     except Exception as exc:  # never hide the failure that got us here
         log(f"could not save the rows in flight: {exc}")
 
 
-def _loop(scorer, sink, samples: Iterator[Sample], cfg: ScoreConfig, summary: RunSummary, dist) -> None:
-    from rmscore.score.pipeline import prefetch
-
+def _loop(compute, sink, samples: Iterator[Sample], cfg: ScoreConfig, summary: RunSummary, dist) -> None:
     progress = Progress(total=None, enabled=cfg.progress, quiet=not dist.is_main)
     loop_start = time.perf_counter()
-    scorer.on_rows = progress.update  # rows as their batches finish
     try:
-        # Window k+1 is read and tokenized on a background thread while window k is on the device.
         # A signal raises Interrupted between batches (or between input rows, in the reader); the
-        # caller then saves the finished windows and the finished batches of this one (_keep_finished).
-        for prepared in prefetch(map(scorer.prepare, chunked(samples, cfg.batch.window)), depth=1):
-            sink.write(scorer.run(prepared))
+        # caller then saves the finished windows and whatever came back of the others (_keep_finished).
+        for rows in compute.windows(chunked(samples, cfg.batch.window), progress.update):
+            sink.write(rows)
         sink.close()
     finally:
-        scorer.on_rows = lambda rows, tokens: None
         progress.close()
         summary.loop_s = time.perf_counter() - loop_start

@@ -57,6 +57,14 @@ class RunSummary:
         self.computed_tokens += cost.computed
         self.padded_tokens += cost.padded
 
+    def add_work(self, other: "RunSummary") -> None:
+        """Add the counts of scoring work done elsewhere (a Ray actor's window): statuses, tokens,
+        batches, paths; not the run's own (rows read, shards, wall time)."""
+        for name in ("statuses", "details", "paths", "counts"):
+            getattr(self, name).update(getattr(other, name))
+        for name in ("tokens", "computed_tokens", "padded_tokens", "batches", "oom_retries"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
     def absorb(self, other: "RunSummary") -> None:
         """Add another worker's counts. A worker whose shard was already complete loaded nothing:
         what it did not set (model type, token budget) comes from the workers that did."""

@@ -54,10 +54,11 @@ class ScoreSink:
     """Turns scored row dicts into Parquet parts with a fixed schema; tells the shard's resume
     state (rmscore/store/resume.py) about every finished part."""
 
-    def __init__(self, out_dir: Path, model, cfg, max_length: int, family: str, state):
+    def __init__(self, out_dir: Path, facts, cfg, state):
+        """facts: the model's ModelFacts (rmscore/score/compute.py), wherever it was loaded."""
         self.out_dir, self.cfg, self.state = out_dir, cfg, state
-        self.model_fields = model.output_fields()
-        self.metadata = provenance(model, cfg, max_length, family)
+        self.model_fields = facts.output_fields
+        self.metadata = provenance(facts, cfg)
         self.stem = state.stem
         self.schema: pa.Schema | None = None  # kept columns' types widen as windows come
         self.writer: PartWriter | None = None
@@ -142,17 +143,17 @@ def write_stats(out_dir: Path, stem: str, summary) -> Path:
     return path
 
 
-def provenance(model, cfg, max_length: int, family: str) -> dict:
-    """Everything that changes the numbers, so a scored file says how it was made."""
-    param = next(model.backbone.parameters(), None) if model.backbone is not None else None
+def provenance(facts, cfg) -> dict:
+    """Everything that changes the numbers, so a scored file says how it was made. facts: the
+    model's ModelFacts (rmscore/score/compute.py)."""
     return {
         "rmscore_version": __version__,
         "model": cfg.model.checkpoint,
         "revision": cfg.model.revision,
         "gguf_file": cfg.model.gguf_file,
-        "model_type": family,
-        "dtype": str(param.dtype).replace("torch.", "") if param is not None else None,  # None: served elsewhere
-        "max_length": max_length,
+        "model_type": facts.family,
+        "dtype": facts.dtype,  # None: served elsewhere
+        "max_length": facts.max_length,
         "on_overflow": cfg.batch.on_overflow,
         # --batch-invariant's rule, or None: then a row's last bits may differ with its batch
         "batch_invariant": INVARIANT_SCHEME if cfg.batch.batch_invariant else None,
@@ -160,7 +161,7 @@ def provenance(model, cfg, max_length: int, family: str) -> dict:
         "input": cfg.input.path,
         **fingerprint.model_identity(cfg.model.path, cfg.model.revision),  # what build-pairs and resume compare
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        **model.metadata(),
+        **facts.metadata,
     }
 
 

@@ -348,6 +348,15 @@ class ShardState:
         self.manifest["resolved"] = resolved
         self.save()
 
+    def note_run(self, record: dict) -> None:
+        """Keep how this run computed (e.g. {"ray": {job id, actors, ...}}): appended under each
+        key, one entry per run, so the manifest lists every Ray job that wrote parts of the shard.
+        Not a setting: runs that compute differently resume each other."""
+        for key, value in record.items():
+            self.manifest.setdefault(key, []).append(value)
+        if record:
+            self.save()
+
     def record(self, path: Path) -> None:
         """A part was just renamed into place: its rows are done."""
         rec = part_record(path)
