@@ -120,7 +120,8 @@ def test_score_ray_writes_what_score_writes(cluster, work):
     # The readers take the folder as any other.
     run("build-pairs", root / "ray", "-o", root / "pairs-ray.parquet")
     run("build-pairs", root / "plain", "-o", root / "pairs-plain.parquet")
-    assert pq.read_table(root / "pairs-ray.parquet").num_rows == pq.read_table(root / "pairs-plain.parquet").num_rows > 0
+    pairs = [pq.read_table(root / f"pairs-{name}.parquet").num_rows for name in ("ray", "plain")]
+    assert pairs[0] == pairs[1] > 0
     run("inspect", root / "ray", "--no-text", "-o", root / "inspect-ray")
     run("merge", root / "ray", "-o", root / "merged.parquet")
     assert pq.read_table(root / "merged.parquet").num_rows == len(plain)
@@ -195,6 +196,7 @@ def test_ray_refuses_shards_and_stray_options(work):
     root, data, model, _ = work
     result = invoke("score", data, "-o", root / "x", "-m", model, "--ray", "local", "--shard", "0/2")
     assert result.exit_code == 2 and "--ray scores the whole input from one process" in result.output
+    assert not (root / "x").exists()  # refused before the folder was claimed for 2 shards
     result = invoke("score", data, "-o", root / "x", "-m", model, "--ray-actors", "2")
     assert result.exit_code == 2 and "apply to --ray" in result.output
 

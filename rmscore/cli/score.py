@@ -153,7 +153,8 @@ def score(
         ray=None if ray is None else RayConfig(ray, ray_actors, ray_gpus_per_actor),
     )
     if ray is None and (ray_actors is not None or ray_gpus_per_actor is not None):
-        raise ConfigError("--ray-actors and --ray-gpus-per-actor apply to --ray", "add --ray local (or auto), or drop them")
+        raise ConfigError("--ray-actors and --ray-gpus-per-actor apply to --ray",
+                          "add --ray local (or auto), or drop them")
     summary = run_score(cfg, log=lambda text: echo(f"[rmscore] {text}"))
     for line in [] if summary.quiet else summary_lines(summary):
         echo(line)

@@ -40,7 +40,11 @@ def connect(address: str, log=None) -> bool:
 
 
 def cluster_gpus() -> float:
-    return float(require_ray().cluster_resources().get("GPU", 0))
+    """GPUs of the cluster this process is connected to (connecting as Ray Data would, if not yet)."""
+    ray = require_ray()
+    if not ray.is_initialized():
+        ray.init()
+    return float(ray.cluster_resources().get("GPU", 0))
 
 
 def defaults(actors: int | None, gpus_per_actor: float | None) -> tuple[int, float]:

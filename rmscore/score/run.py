@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from functools import partial
-from pathlib import Path
 
 from rmscore.config import ScoreConfig
 from rmscore.distributed import group
@@ -87,6 +86,10 @@ def run_score(cfg: ScoreConfig, log=print) -> RunSummary:
     start = time.perf_counter()
     source, reading = open_input(cfg)
     dist = dist_info(cfg.shard.index, cfg.shard.count)
+    if cfg.ray is not None and dist.shard_count > 1:  # before the folder is claimed for that shard count
+        raise ConfigError(f"--ray scores the whole input from one process; this run is shard {dist.shard_index}/"
+                          f"{dist.shard_count} ({dist.source})",
+                          "drop --shard (and run outside a SLURM array or torchrun), or drop --ray")
     log = log if dist.is_main else _silent
     # A one-task array resubmission learns its shard from the folder, before it takes that shard's lock.
     dist = resume.shard_for(cfg, dist, log)
@@ -163,9 +166,6 @@ def _compute(cfg: ScoreConfig, source, dist: DistInfo, stop: GracefulStop, summa
     of Ray actors holding the same Engine. Either way this process alone reads and writes."""
     check = partial(check_steps_input, source.columns, cfg)  # picklable: a Ray actor runs it too
     if cfg.ray is not None:
-        if dist.shard_count > 1:
-            raise ConfigError(f"--ray scores the whole input from one process; this run is shard {summary.shard}",
-                              "drop --shard (and run outside a SLURM array or torchrun), or drop --ray")
         from rmscore.ray.pool import RayPool
 
         return RayPool.start(cfg, summary, check, stop.check, log)
