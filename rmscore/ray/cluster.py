@@ -30,8 +30,8 @@ def connect(address: str, log=None) -> bool:
     else:
         try:
             ray.init(address=address, log_to_driver=False)
-        except ConnectionError as exc:
-            raise ConfigError(f"cannot reach the Ray cluster at {address!r}: {str(exc).splitlines()[0]}",
+        except (ConnectionError, ValueError) as exc:  # ValueError: a ray:// address without ray[client]
+            raise ConfigError(f"cannot join the Ray cluster at {address!r}: {str(exc).splitlines()[0]}",
                               "start one with `ray start --head`, set RAY_ADDRESS, or use --ray local") from None
     if log is not None:
         log(f"Ray {ray.__version__}: {'started on this machine' if address == LOCAL else 'joined ' + address}, "
