@@ -86,6 +86,9 @@ class RayPool:
         started = cluster.connect(cfg.ray.address, log)
         try:
             count, gpus = cluster.defaults(cfg.ray.actors, cfg.ray.gpus_per_actor)
+            if count * gpus > cluster.cluster_gpus():
+                log(f"the cluster has {cluster.cluster_gpus():g} GPU(s) now, {count} actor(s) x {gpus:g} asked: "
+                    "they wait for an autoscaler to add GPUs (Ctrl-C to stop)")
             remote = ray.remote(num_gpus=gpus, max_restarts=-1, max_task_retries=TASK_RETRIES)(EngineActor)
             test_exit = os.environ.get(TEST_EXIT)
             actors = [remote.remote(cfg.model, cfg.batch, check, test_exit) for _ in range(count)]
