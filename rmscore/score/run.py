@@ -3,7 +3,9 @@
 It never asks which model family it drives: everything family-specific sits behind the adapter
 interface (rmscore/models/base.py), how rows are laid out for the device behind the forward runners
 (rmscore/score/forward/), and one window's encode/batch/forward in rmscore/score/scorer.py. Rows that cannot
-be scored are written with a status and counted.
+be scored are written with a status and counted. Where the windows are scored is a compute
+(rmscore/score/compute.py): this process's Engine, or with --ray a pool of Ray actors; this process
+alone reads the input and writes the parts either way.
 """
 
 from __future__ import annotations
