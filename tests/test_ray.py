@@ -1,5 +1,6 @@
 """Ray support (rmscore/ray/): `score --ray` and the Ray Data API against a local Ray cluster
-started here (2 CPUs, 127.0.0.1 only, no dashboard), with 2 actors and a tiny model.
+started here (2 CPUs, no dashboard; Ray itself turns 127.0.0.1 into the node's address, see
+rmscore/ray/cluster.py), with 2 actors and a tiny model.
 
 `score --ray` must write what `rmscore score` writes: the same rows, each once, the same statuses
 and reasons, scores to 1e-5, in a folder every reader takes as it is; a killed actor or a stopped

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rmscore.errors import ConfigError
 
-LOCAL = "local"  # start Ray on this machine, bound to 127.0.0.1, no dashboard
+LOCAL = "local"  # start Ray on this machine, no dashboard, this process's job only
 
 
 def require_ray():
@@ -26,7 +26,11 @@ def connect(address: str, log=None) -> bool:
     if ray.is_initialized():
         return False
     if address == LOCAL:
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+        # No dashboard (an HTTP server). Ray picks the node's own address for its processes whatever
+        # it is given: ray.init resolves 127.0.0.1 to the node IP (ray/_private/services.py,
+        # resolve_ip_for_localhost), and Ray 2.60's GCS and raylet listen on every interface, with
+        # token authentication on by default. docs/ray.md says so.
+        ray.init(include_dashboard=False, log_to_driver=False)
     else:
         try:
             ray.init(address=address, log_to_driver=False)
@@ -49,7 +53,8 @@ def cluster_gpus() -> float:
 
 def defaults(actors: int | None, gpus_per_actor: float | None) -> tuple[int, float]:
     """(actors, GPUs per actor): one actor per GPU (per gpus_per_actor GPUs) of the cluster; one
-    actor without a GPU on a cluster that has none (it uses the cores Ray gives it)."""
+    actor without a GPU on a cluster that has none (torch on one thread there: Ray sets
+    OMP_NUM_THREADS=1 in an actor that reserves no CPU)."""
     gpus = cluster_gpus()
     per = gpus_per_actor if gpus_per_actor is not None else (1.0 if gpus else 0.0)
     if actors is None:
