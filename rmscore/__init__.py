@@ -10,6 +10,9 @@ The Python API, beside the `rmscore` command:
     reward = rmscore.RewardFunction("Skywork/Skywork-Reward-V2-Llama-3.1-8B")   # for TRL's GRPOTrainer
     reward = rmscore.RewardFunction(url="http://127.0.0.1:8000")                 # a running rmscore serve
 
+On a Ray cluster, rmscore.ray.score_dataset(ds, model=...) scores a ray.data.Dataset (extra
+`rmscore[ray]`; docs/ray.md).
+
 Errors are exceptions: RmscoreError and its subclasses below (each with a `hint` saying how to fix it).
 
 Importing this package must stay cheap (no torch, no transformers) so `rmscore --help` is fast:
