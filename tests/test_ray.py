@@ -139,6 +139,19 @@ def test_a_killed_actor_loses_and_repeats_no_row(cluster, work, monkeypatch):
     same(rows_of(root / "ray-killed"), plain)
 
 
+@pytest.mark.slow
+def test_a_window_that_kills_every_actor_stops_the_run_and_a_rerun_finishes(cluster, work, monkeypatch):
+    root, data, model, plain = work
+    monkeypatch.setenv("RMSCORE_TEST_RAY_EXIT", "3:")  # window 3 kills its actor every time
+    result = ray_score(work, "ray-poison", code=2)
+    assert "a Ray actor died 4 times scoring input rows" in result.output, result.output
+    saved = rows_of(root / "ray-poison")
+    assert 0 < len(saved) < len(plain) and len(set(keys_of(saved))) == len(saved)
+    monkeypatch.delenv("RMSCORE_TEST_RAY_EXIT")
+    ray_score(work, "ray-poison")
+    same(rows_of(root / "ray-poison"), plain)
+
+
 def test_a_stopped_ray_run_resumes_with_or_without_ray(cluster, work, monkeypatch):
     from rmscore.errors import Interrupted
     from rmscore.ray.pool import RayPool

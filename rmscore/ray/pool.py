@@ -29,7 +29,7 @@ from rmscore.score.records import Sample
 # (a poison row, a crash in a kernel) then stops the run instead of restarting actors forever.
 TASK_RETRIES = 3
 WAIT_S = 0.5  # how often the driver looks at SIGTERM/SIGUSR1 while it waits for a window
-TEST_EXIT = "RMSCORE_TEST_RAY_EXIT"  # tests only: "K:MARKER" (tests/test_ray.py)
+TEST_EXIT = "RMSCORE_TEST_RAY_EXIT"  # tests only: "K:MARKER" or "K:" (tests/test_ray.py)
 
 
 class EngineActor:
@@ -61,12 +61,13 @@ class EngineActor:
 
     def _test_exit(self, seq: int) -> None:
         """Tests only: die (as a killed process dies) the first time window K is scored; the marker
-        file makes it once, so the restarted actor scores the window."""
+        file makes it once, so the restarted actor scores the window. Without a marker: every time."""
         if not self.test_exit:
             return
         k, _, marker = self.test_exit.partition(":")
-        if seq == int(k) and not os.path.exists(marker):
-            open(marker, "w").close()
+        if seq == int(k) and not (marker and os.path.exists(marker)):
+            if marker:
+                open(marker, "w").close()
             os._exit(1)
 
 
@@ -129,12 +130,19 @@ class RayPool:
                 if window is None:
                     break
                 which = min(range(len(self.actors)), key=load.__getitem__)
-                self._pending.append((self.actors[which].score.remote(seq, window), which))
+                rows = (window[0].input_index, window[-1].input_index)
+                self._pending.append((self.actors[which].score.remote(seq, window), which, rows))
                 load[which], seq = load[which] + 1, seq + 1
             if not self._pending:
                 return
-            ref, which = self._pending[0]
-            rows = self._take(_wait(self.ray, [ref], self.check_stop)[0])
+            ref, which, (first, last) = self._pending[0]
+            try:
+                rows = self._take(_wait(self.ray, [ref], self.check_stop)[0])
+            except self.ray.exceptions.RayActorError as exc:  # died on this window TASK_RETRIES + 1 times
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ModelError(f"a Ray actor died {TASK_RETRIES + 1} times scoring input rows {first}-{last}: "
+                                 f"{reason}", "rerun the same command to continue after the saved parts; if it "
+                                 "dies there again, look at those rows and at the actors' memory") from None
             self._pending.popleft()
             load[which] -= 1
             on_rows(len(rows), sum(r["num_tokens"] or 0 for r in rows))
@@ -149,7 +157,7 @@ class RayPool:
     def finished(self) -> list[dict]:
         """After a stop or a failure: the rows of the windows that came back but were not handed
         on yet (a later window can finish before an earlier one), in input order."""
-        refs = [ref for ref, _ in self._pending]
+        refs = [ref for ref, _, _ in self._pending]
         self._pending.clear()
         ready = set(self.ray.wait(refs, num_returns=len(refs), timeout=0)[0]) if refs else set()
         rows = []
@@ -172,11 +180,17 @@ class RayPool:
 
 
 def _wait(ray, refs: list, check_stop: Callable[[], None]) -> list:
-    """ray.get(refs), looking at SIGTERM/SIGUSR1 every WAIT_S while it waits."""
+    """ray.get(refs), looking at SIGTERM/SIGUSR1 every WAIT_S while it waits. An error raised in
+    an actor (an InputError of --on-overflow error, say) is raised here as itself."""
     while True:
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=WAIT_S)
         if len(ready) == len(refs):
-            return ray.get(refs)
+            try:
+                return ray.get(refs)
+            except ray.exceptions.RayTaskError as exc:
+                if isinstance(exc.cause, Exception):
+                    raise exc.cause from None
+                raise
         check_stop()
 
 
