@@ -5,9 +5,10 @@ A prompt's rows can be anywhere: a prompt may repeat across input rows, part fil
 rows are grouped by hashing: with K buckets, a row goes to bucket stable_bucket(prompt_id, K), all
 rows of a prompt land in the same bucket, and a bucket holds about 1/K of the data.
   K = 1 (the needed columns fit in BUCKET_BYTES): one read of the needed columns.
-  K > 1: one pass spills the needed columns into K bucket folders (pyarrow's write_dataset, in a
-         temporary folder beside the output), then each bucket is read back alone. I/O is one read,
-         one write and one read of the needed columns whatever K is; peak memory is one bucket.
+  K > 1: one pass spills the needed columns into K bucket files (a temporary folder beside the
+         output; rows wait in memory until they make a row group, SPILL_BYTES in all), then each
+         bucket is read back alone. I/O is one read, one write and one read of the needed columns
+         whatever K is; peak memory is one bucket (BUCKET_BYTES of columns) whatever the input size.
 Within a bucket, rows are sorted by (prompt_id, input_index, completion_index) and turned into
 Python objects one slice at a time; prompts stay in Arrow until a pair needs one.
 """
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -30,12 +32,17 @@ from rmscore.pairs.select import Completion
 from rmscore.score.records import SCORED_STATUSES, stable_bucket
 from rmscore.store.scored import INDEXED, objective, objective_names, scored_files
 
-BUCKET_BYTES = 64 * 2**20  # uncompressed bytes of the needed columns per bucket (~6x that in RAM)
+# Uncompressed bytes of the needed columns per bucket (~6x that in RAM while a bucket is paired).
+# Small enough that 100k rows of ordinary completions already fill buckets to this size: the peak
+# then no longer grows with the input (with 64 MiB, 100k rows made 2 part-filled buckets, 1M rows 14
+# full ones, and the peak grew 525 -> 800 MiB; issue 28).
+BUCKET_BYTES = 16 * 2**20
 # Uncompressed bytes the spill pass's K open Parquet writers hold together. A writer keeps its row
 # group in memory until the group is full, and pyarrow's default group is 1Mi rows: with the
 # default, every bucket's whole spill stayed in memory until the end of the pass (1M ArmoRM-shaped
 # rows peaked at 1.0 GiB, 4M at 2.6 GiB). Groups of SPILL_BYTES / K keep the pass flat.
-SPILL_BYTES = 64 * 2**20
+SPILL_BYTES = 16 * 2**20
+SPILL_MIN_ROWS = 64  # a floor of 1,024 rows made K writers hold K x 1,024 rows once K passed ~250
 KEY_COLUMNS = ("prompt_id", "input_index", "completion_index", "status", "completion", "prompt", "prompt_is_text")
 SLICE_ROWS = 4096
 READS = {"inspect": "inspect reads the folders written by rmscore score and the pairs files of rmscore build-pairs"}
@@ -184,35 +191,72 @@ def iter_buckets(scored: ScoredInput, buckets: int, spill_dir: Path, keep_empty:
     if buckets == 1:
         yield data.to_table(columns=scored.projection)
         return
-    part = ds.partitioning(pa.schema([("_bucket", pa.int32())]))
-    group = spill_group_rows(scored, buckets)
-    ds.write_dataset(_with_buckets(data, scored.projection, buckets), spill_dir, format="parquet", partitioning=part,
-                     schema=scored.schema.append(pa.field("_bucket", pa.int32())), max_partitions=buckets,
-                     max_rows_per_group=group, min_rows_per_group=group // 2, existing_data_behavior="overwrite_or_ignore")
+    files = spill(data, scored, buckets, spill_dir)
     for b in range(buckets):
-        folder = spill_dir / str(b)
-        if folder.is_dir():
-            yield ds.dataset(folder, format="parquet", schema=scored.schema).to_table()
+        if b in files:
+            with pa.ipc.open_stream(files[b]) as reader:
+                yield reader.read_all()
         elif keep_empty:
             yield scored.schema.empty_table()
+
+
+def spill(data: ds.Dataset, scored: ScoredInput, buckets: int, spill_dir: Path) -> dict[int, Path]:
+    """Write the rows into one file per bucket; bucket -> file (buckets with rows only).
+
+    Each bucket's rows wait in memory until they make a batch of spill_group_rows, so the K buckets
+    together hold about SPILL_BYTES, plus the batch being split. The files are Arrow IPC streams
+    (LZ4): a stream keeps nothing per batch written, where a Parquet writer keeps every row group's
+    metadata until it closes, and the spill writes K x (rows / group) groups, which grows with the
+    square of the input (issue 28). pyarrow's write_dataset queued rows on its own terms and held
+    ~140 MiB more at 1M rows than at 100k."""
+    spill_dir.mkdir(parents=True, exist_ok=True)
+    group = spill_group_rows(scored, buckets)
+    options = pa.ipc.IpcWriteOptions(compression="lz4")
+    writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+    waiting: dict[int, list[pa.Table]] = {}
+
+    def flush(bucket: int) -> None:
+        if bucket not in writers:
+            writers[bucket] = pa.ipc.new_stream(spill_dir / f"bucket-{bucket:05d}.arrows", scored.schema, options=options)
+        writers[bucket].write_table(pa.concat_tables(waiting.pop(bucket)).combine_chunks())
+
+    try:
+        for table, bucket_of in _with_buckets(data, scored.projection, buckets):
+            order = np.argsort(bucket_of, kind="stable")  # rows of one bucket together, in read order
+            ids = bucket_of[order]
+            starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+            for start, end in zip(starts, np.r_[starts[1:], len(ids)]):
+                bucket = int(ids[start])
+                waiting.setdefault(bucket, []).append(table.take(order[start:end]))  # a copy: the batch is freed
+                if sum(t.num_rows for t in waiting[bucket]) >= group:
+                    flush(bucket)
+        for bucket in list(waiting):
+            flush(bucket)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return {bucket: spill_dir / f"bucket-{bucket:05d}.arrows" for bucket in sorted(writers)}
 
 
 def spill_group_rows(scored: ScoredInput, buckets: int) -> int:
     """Rows per row group of a spilled bucket, so that K writers' open groups hold SPILL_BYTES."""
     row_bytes = max(1, scored.nbytes // max(1, scored.rows))
-    return int(min(2**20, max(1024, SPILL_BYTES // (buckets * row_bytes))))
+    return int(min(2**20, max(SPILL_MIN_ROWS, SPILL_BYTES // (buckets * row_bytes))))
 
 
-def _with_buckets(data: ds.Dataset, projection: dict, buckets: int) -> Iterator[pa.RecordBatch]:
-    # Little read-ahead: the spill pass must not hold much more than the batch it writes.
-    scanner = data.scanner(columns=projection, batch_size=16384, batch_readahead=1, fragment_readahead=1)
+def _with_buckets(data: ds.Dataset, projection: dict, buckets: int) -> Iterator[tuple[pa.Table, np.ndarray]]:
+    """The needed columns a batch at a time, each with its rows' buckets."""
+    # No read-ahead: with threads, the scanner reads on while this (slower) loop splits and writes,
+    # and queues what it read (a 1M-row spill held 550 MiB of Arrow memory at its middle; issue 28).
+    scanner = data.scanner(columns=projection, batch_size=16384, batch_readahead=0, fragment_readahead=0,
+                           use_threads=False)
     for batch in scanner.to_batches():
         ids = batch.column("prompt_id")
         unique = pc.unique(ids).drop_null()
         bucket_of = pa.array([stable_bucket(k, buckets) for k in unique.to_pylist()], pa.int32())
         found = pc.index_in(ids, value_set=unique)
         column = pc.fill_null(pc.take(bucket_of, found), 0)  # rows without a prompt id: bucket 0
-        yield pa.RecordBatch.from_arrays([*batch.columns, column], names=[*batch.schema.names, "_bucket"])
+        yield pa.Table.from_batches([batch]), column.to_numpy(zero_copy_only=False)
 
 
 def sort_by_prompt(table: pa.Table) -> pa.Table:

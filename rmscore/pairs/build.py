@@ -11,7 +11,6 @@ complete; the report is written after it.
 
 from __future__ import annotations
 
-import heapq
 import json
 import os
 import tempfile
@@ -30,12 +29,14 @@ from rmscore.errors import ConfigError
 from rmscore.pairs import buckets as scored_io
 from rmscore.pairs.formats import kto_rows, pair_row, pairs_schema
 from rmscore.pairs.select import DropReport, select_pairs
-from rmscore.score.batching import chunked
 
 ORDER = [("_first_input", pa.int64()), ("_first_completion", pa.int32()), ("_rank", pa.int32())]
 ORDER_KEY = ["_first_input", "_first_completion", "prompt_id", "_rank"]
 WRITE_ROWS = 4096
-MERGE_ROWS = 32768  # pair rows the merge of the bucket parts holds, all parts together
+# Bytes of pair rows the merge of the bucket parts holds, all parts together (a row group of each).
+# In bytes, not rows: a pair row holds a prompt and two completions, often several KiB.
+MERGE_BYTES = 16 * 2**20
+MERGE_MIN_ROWS = 16
 
 
 @dataclass
@@ -158,35 +159,92 @@ def _kto(found: list[tuple], prompts: list) -> list[dict]:
 
 
 def write_sorted(tables: Iterator[pa.Table], out: Path, schema: pa.Schema, tmp: Path, buckets: int) -> None:
-    # The merge reads every part at once, a row group at a time: small groups keep it to about
-    # MERGE_ROWS rows in memory, whatever the number of parts (a part written as one group, the
+    # The merge reads every part at once, a row group at a time: groups of MERGE_BYTES / K keep it
+    # to about MERGE_BYTES of rows, whatever the number of parts (a part written as one group, the
     # default, had every pair of the run in memory during the merge).
-    group = max(256, MERGE_ROWS // max(1, buckets))
     parts = []
     for i, table in enumerate(tables):
         parts.append(tmp / f"pairs-{i:05d}.parquet")
-        pq.write_table(table, parts[-1], row_group_size=group)
+        pq.write_table(table, parts[-1], row_group_size=merge_group_rows(table, buckets))
     staging = out.parent / f".tmp-{out.name}"
     with pq.ParquetWriter(staging, schema, compression="zstd") as writer:
-        for table in _merged(parts, schema, group):
+        for table in _merged(parts):
             writer.write_table(table.select(schema.names).cast(schema))
     os.replace(staging, out)  # atomic: a reader sees the old file or the whole new one
 
 
-def _merged(parts: list[Path], schema: pa.Schema, group: int) -> Iterator[pa.Table]:
-    """The rows of the sorted part files, in one sorted stream."""
-    if len(parts) == 1:
-        for batch in pq.ParquetFile(parts[0]).iter_batches(batch_size=WRITE_ROWS):
-            yield pa.Table.from_batches([batch])
-        return
+def merge_group_rows(table: pa.Table, buckets: int) -> int:
+    """Rows per row group of a bucket's sorted part, so that one group of each of K parts holds MERGE_BYTES."""
+    row_bytes = max(1, table.nbytes // max(1, table.num_rows))
+    return max(MERGE_MIN_ROWS, MERGE_BYTES // (max(1, buckets) * row_bytes))
 
-    def rows(path: Path) -> Iterator[dict]:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=group):
-            yield from batch.to_pylist()
 
-    stream = heapq.merge(*(rows(p) for p in parts), key=lambda r: tuple(r[k] for k in ORDER_KEY))
-    for chunk in chunked(stream, WRITE_ROWS):
-        yield pa.Table.from_pylist([{n: r[n] for n in schema.names} for r in chunk], schema=schema)
+def _merged(parts: list[Path]) -> Iterator[pa.Table]:
+    """The rows of the sorted part files, in one sorted stream, merged in Arrow a batch at a time.
+
+    Each part is sorted by ORDER_KEY. The frontier is the smallest "last prompt position"
+    (_first_input, _first_completion) among the parts still being read: a row before it can be
+    written, since no part can still hold a smaller one; rows at it wait for the next batch of the
+    part(s) it came from (a prompt's pairs can straddle two batches). Rows never become Python
+    objects: converting every pair to dicts for a heap merge held 10x the working set at 1M rows."""
+    streams = [_batches(path) for path in parts]
+    held: list[pa.Table | None] = [None] * len(streams)
+    live = set(range(len(streams)))
+    while True:
+        for i in sorted(live):  # a part still being read must show a row before the frontier is known
+            while i in live and (held[i] is None or not held[i].num_rows):
+                held[i] = _pull(streams[i], held[i], live, i)
+        if not live:  # every part read: what is held is all that is left
+            rest = [t for t in held if t is not None and t.num_rows]
+            if rest:
+                yield from _in_order(pa.concat_tables(rest))
+            return
+        frontier = min(_last_position(held[i]) for i in live)
+        out = []
+        for i, table in enumerate(held):
+            if table is not None and table.num_rows:
+                before = _before(table, frontier)
+                out.append(table.filter(before))
+                held[i] = table.filter(pc.invert(before))
+        for i in sorted(live):
+            if held[i].num_rows and _last_position(held[i]) == frontier:  # all left is at the frontier: read on
+                held[i] = _pull(streams[i], held[i], live, i)
+        taken = pa.concat_tables(out)
+        if taken.num_rows:
+            yield from _in_order(taken)
+
+
+def _batches(path: Path) -> Iterator[pa.Table]:
+    """One row group at a time (write_sorted sized them)."""
+    file = pq.ParquetFile(path)
+    for group in range(file.num_row_groups):
+        yield file.read_row_group(group)
+
+
+def _pull(stream: Iterator[pa.Table], table: pa.Table | None, live: set, i: int) -> pa.Table | None:
+    """table with the stream's next batch appended; a finished stream leaves `live`."""
+    nxt = next(stream, None)
+    if nxt is None:
+        live.discard(i)
+        return table
+    return nxt if table is None or not table.num_rows else pa.concat_tables([table, nxt])
+
+
+def _last_position(table: pa.Table) -> tuple[int, int]:
+    last = table.slice(table.num_rows - 1, 1)  # sorted: the last row has the largest position
+    return last["_first_input"][0].as_py(), last["_first_completion"][0].as_py()
+
+
+def _before(table: pa.Table, position: tuple[int, int]) -> pa.Array:
+    first, completion = table["_first_input"], table["_first_completion"]
+    return pc.or_(pc.less(first, position[0]),
+                  pc.and_(pc.equal(first, position[0]), pc.less(completion, position[1])))
+
+
+def _in_order(table: pa.Table) -> Iterator[pa.Table]:
+    table = table.sort_by([(k, "ascending") for k in ORDER_KEY])
+    for start in range(0, table.num_rows, WRITE_ROWS):
+        yield table.slice(start, WRITE_ROWS)
 
 
 def _settings(cfg: PairConfig, fmt: str) -> dict:
