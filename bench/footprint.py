@@ -40,7 +40,7 @@ class Figure:
     name: str
     what: str  # what docs/benchmarks.md says it measures
     input: str  # key into INPUTS
-    argv: tuple[str, ...]  # after `rmscore`; {in} and {out} are filled in
+    argv: tuple[str, ...]  # after `rmscore`; {in}, {out} and {model} are filled in
     default: bool = True  # in the set a plain run measures
 
 
@@ -49,10 +49,22 @@ FIGURES = [
     # ~2 hours on 2 shared cores (the demo model scored ~30 rows/s there, 2026-11-29): only with --only
     Figure("score-200k", "rmscore score, 200k rows", "jsonl-200k", ("score", "{in}", "-o", "{out}", "--overwrite"),
            default=False),
+    # Issue 28: peak memory flat in the rows. A tiny random model, so the pipeline is what runs (~700
+    # rows/s here: 100k rows ~2.5 minutes, 1M ~25): only with --only.
+    Figure("score-tiny-100k", "rmscore score, 100k rows, tiny model", "jsonl-100k",
+           ("score", "{in}", "-m", "{model}", "-o", "{out}", "--overwrite"), default=False),
+    Figure("score-tiny-1m", "rmscore score, 1M rows, tiny model", "jsonl-1m",
+           ("score", "{in}", "-m", "{model}", "-o", "{out}", "--overwrite"), default=False),
+    Figure("build-pairs-100k", "rmscore build-pairs, 100k scored rows", "scored-100k",
+           ("build-pairs", "{in}", "-o", "{out}/pairs.parquet", "--overwrite")),
     Figure("build-pairs-1m", "rmscore build-pairs, 1M scored rows", "scored-1m",
            ("build-pairs", "{in}", "-o", "{out}/pairs.parquet", "--overwrite")),
     Figure("build-pairs-4m", "rmscore build-pairs, 4M scored rows", "scored-4m",
            ("build-pairs", "{in}", "-o", "{out}/pairs.parquet", "--overwrite")),
+    Figure("merge-100k", "rmscore merge, 100k scored rows", "merge-100k",
+           ("merge", "{in}", "-o", "{out}/merged.parquet", "--overwrite")),
+    Figure("merge-1m", "rmscore merge, 1M scored rows", "merge-1m",
+           ("merge", "{in}", "-o", "{out}/merged.parquet", "--overwrite")),
     Figure("inspect-200k", "rmscore inspect, 200k scored rows", "scored-200k", ("inspect", "{in}", "-o", "{out}")),
     Figure("inspect-1m", "rmscore inspect, 1M scored rows", "scored-1m", ("inspect", "{in}", "-o", "{out}")),
     Figure("demo-score", "make demo's scoring step", "demo",
@@ -60,7 +72,12 @@ FIGURES = [
 ]
 INPUTS = {  # key: (description, generator or None for a shipped file)
     "jsonl-20k": data.JSONL_DESCRIPTION.format(rows="20,000"),
+    "jsonl-100k": data.JSONL_DESCRIPTION.format(rows="100,000"),
     "jsonl-200k": data.JSONL_DESCRIPTION.format(rows="200,000"),
+    "jsonl-1m": data.JSONL_DESCRIPTION.format(rows="1,000,000"),
+    "scored-100k": data.SCORED_DESCRIPTION.format(rows="100,000"),
+    "merge-100k": data.SCORED_DESCRIPTION.format(rows="100,000") + ", marked finished",
+    "merge-1m": data.SCORED_DESCRIPTION.format(rows="1,000,000") + ", marked finished",
     "scored-200k": data.SCORED_DESCRIPTION.format(rows="200,000"),
     "scored-1m": data.SCORED_DESCRIPTION.format(rows="1,000,000"),
     "scored-4m": data.SCORED_DESCRIPTION.format(rows="4,000,000"),
@@ -76,6 +93,8 @@ def make_input(key: str, folder: Path) -> Path:
     rows = int(size[:-1]) * (1000 if size.endswith("k") else 1_000_000)
     if kind == "jsonl":
         return data.write_jsonl(folder / f"{key}.jsonl", rows)
+    if kind == "merge":
+        return data.write_merge_input(folder / key, rows)
     return data.write_scored(folder / key, rows)
 
 
@@ -119,11 +138,14 @@ def spread(values: list[float], digits: int) -> dict:
 
 def run_figure(fig: Figure, path: Path, work: Path, repeat: int) -> dict:
     out = work / f"out-{fig.name}"
-    argv = [a.format(**{"in": path, "out": out}) for a in fig.argv]
+    model = work / "tiny-model"
+    if any("{model}" in a for a in fig.argv) and not model.exists():
+        data.write_tiny_model(model)
+    argv = [a.format(**{"in": path, "out": out, "model": model}) for a in fig.argv]
     rss, wall, loads = [], [], []
     for i in range(repeat):
         shutil.rmtree(out, ignore_errors=True)
-        if "{out}/" in " ".join(fig.argv):  # build-pairs writes a file into it
+        if "{out}/" in " ".join(fig.argv):  # build-pairs and merge write a file into it
             out.mkdir(parents=True)
         loads.append(load_average())
         print(f"[footprint] {fig.name} run {i + 1}/{repeat} (load {loads[-1]}) ...", file=sys.stderr, flush=True)
@@ -132,7 +154,8 @@ def run_figure(fig: Figure, path: Path, work: Path, repeat: int) -> dict:
         wall.append(seconds)
         print(f"[footprint] {fig.name}: {peak:,.0f} MiB, {seconds:.1f} s", file=sys.stderr, flush=True)
     shown = ["rmscore"] + [a.replace(str(work), "$TMP").replace(str(REPO) + "/", "") for a in argv]
-    return {"name": fig.name, "what": fig.what, "command": " ".join(shown), "input": INPUTS[fig.input],
+    described = INPUTS[fig.input] + (f"; -m: {data.TINY_DESCRIPTION}" if "{model}" in fig.argv else "")
+    return {"name": fig.name, "what": fig.what, "command": " ".join(shown), "input": described,
             "repeat": repeat, "rss_mib": spread(rss, 0), "wall_s": spread(wall, 1), "load_average": loads,
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 

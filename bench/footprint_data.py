@@ -13,6 +13,9 @@ import pyarrow.parquet as pq
 from rmscore.store.output import BASE_SCHEMA
 
 DEMO = Path(__file__).resolve().parent.parent / "data" / "demo" / "hh_rlhf_demo.jsonl"
+DEMO_MODEL = Path(__file__).resolve().parent.parent / "rmscore" / "data" / "demo-rm"
+TINY_DESCRIPTION = ("a random Llama reward model (hidden size 32, 2 layers) with the demo model's tokenizer and chat "
+                    "template: the forward costs next to nothing, so the figure is rmscore's own pipeline")
 JSONL_DESCRIPTION = ("{rows} prompt + completion rows, JSON lines of ~250 characters (~64 tokens of the demo "
                      "model): each demo conversation's first user turn (up to 120 characters) made unique by a "
                      "number, and its 2 completions' first 200 characters")
@@ -34,6 +37,33 @@ def write_jsonl(path: Path, rows: int) -> Path:
             prompt = conv["prompt"][0]["content"][:120] + f" ({i // 2})"
             f.write(json.dumps({"prompt": prompt, "completion": conv["completions"][i % 2][:200]}) + "\n")
     return path
+
+
+def write_tiny_model(folder: Path) -> Path:
+    """TINY_DESCRIPTION, saved as a checkpoint `rmscore score -m` loads like any other."""
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    config = LlamaConfig.from_pretrained(DEMO_MODEL)
+    config.hidden_size, config.intermediate_size, config.num_hidden_layers, config.head_dim = 32, 64, 2, 8
+    torch.manual_seed(0)
+    LlamaForSequenceClassification(config).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(DEMO_MODEL / name, folder / name)
+    return folder
+
+
+def write_merge_input(folder: Path, rows: int, seed: int = 0) -> Path:
+    """write_scored's folder with the completion marker a finished single-process run leaves, so
+    `rmscore merge` takes it."""
+    from rmscore.distributed.completion import META_DIR, mark_done
+
+    write_scored(folder, rows, seed)
+    (folder / META_DIR).mkdir()
+    mark_done(folder, "00000-of-00001", {"limit": None})
+    return folder
 
 
 def write_scored(folder: Path, rows: int, seed: int = 0) -> Path:

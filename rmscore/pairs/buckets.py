@@ -33,10 +33,11 @@ from rmscore.score.records import SCORED_STATUSES, stable_bucket
 from rmscore.store.scored import INDEXED, objective, objective_names, scored_files
 
 # Uncompressed bytes of the needed columns per bucket (~6x that in RAM while a bucket is paired).
-# Small enough that 100k rows of ordinary completions already fill buckets to this size: the peak
-# then no longer grows with the input (with 64 MiB, 100k rows made 2 part-filled buckets, 1M rows 14
-# full ones, and the peak grew 525 -> 800 MiB; issue 28).
-BUCKET_BYTES = 16 * 2**20
+# Small enough that 100k rows of ordinary completions already fill buckets to this size, so the
+# peak no longer grows with the input: with 64 MiB, 100k rows made 2 part-filled buckets and 1M rows
+# 14 full ones, and the peak grew 525 -> 800 MiB; with 16 MiB a 1M-row run still peaked ~45 MiB
+# above a 100k-row one, with 8 MiB ~23 MiB (issue 28). I/O is the same whatever the count.
+BUCKET_BYTES = 8 * 2**20
 # Uncompressed bytes the spill pass's K open Parquet writers hold together. A writer keeps its row
 # group in memory until the group is full, and pyarrow's default group is 1Mi rows: with the
 # default, every bucket's whole spill stayed in memory until the end of the pass (1M ArmoRM-shaped
@@ -249,7 +250,7 @@ def _with_buckets(data: ds.Dataset, projection: dict, buckets: int) -> Iterator[
     # No read-ahead: with threads, the scanner reads on while this (slower) loop splits and writes,
     # and queues what it read (a 1M-row spill held 550 MiB of Arrow memory at its middle; issue 28).
     scanner = data.scanner(columns=projection, batch_size=16384, batch_readahead=0, fragment_readahead=0,
-                           use_threads=False)
+                           use_threads=False, fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False))
     for batch in scanner.to_batches():
         ids = batch.column("prompt_id")
         unique = pc.unique(ids).drop_null()

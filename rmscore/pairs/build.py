@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -187,31 +188,59 @@ def _merged(parts: list[Path]) -> Iterator[pa.Table]:
     written, since no part can still hold a smaller one; rows at it wait for the next batch of the
     part(s) it came from (a prompt's pairs can straddle two batches). Rows never become Python
     objects: converting every pair to dicts for a heap merge held 10x the working set at 1M rows."""
-    streams = [_batches(path) for path in parts]
-    held: list[pa.Table | None] = [None] * len(streams)
-    live = set(range(len(streams)))
+    held = [_Held(_batches(path)) for path in parts]
     while True:
-        for i in sorted(live):  # a part still being read must show a row before the frontier is known
-            while i in live and (held[i] is None or not held[i].num_rows):
-                held[i] = _pull(streams[i], held[i], live, i)
+        for part in held:  # a part still being read must show a row before the frontier is known
+            while part.live and not part.rows:
+                part.pull()
+        live = [part for part in held if part.live]
         if not live:  # every part read: what is held is all that is left
-            rest = [t for t in held if t is not None and t.num_rows]
+            rest = [part.table for part in held if part.rows]
             if rest:
                 yield from _in_order(pa.concat_tables(rest))
             return
-        frontier = min(_last_position(held[i]) for i in live)
-        out = []
-        for i, table in enumerate(held):
-            if table is not None and table.num_rows:
-                before = _before(table, frontier)
-                out.append(table.filter(before))
-                held[i] = table.filter(pc.invert(before))
-        for i in sorted(live):
-            if held[i].num_rows and _last_position(held[i]) == frontier:  # all left is at the frontier: read on
-                held[i] = _pull(streams[i], held[i], live, i)
-        taken = pa.concat_tables(out)
-        if taken.num_rows:
-            yield from _in_order(taken)
+        frontier = min(part.last for part in live)
+        taken = [t for part in held if part.rows and (t := part.take_before(frontier)) is not None]
+        for part in live:
+            if part.rows and part.last == frontier:  # all it holds is at the frontier: read on
+                part.pull()
+        if taken:
+            yield from _in_order(pa.concat_tables(taken))
+
+
+class _Held:
+    """What the merge holds of one sorted part: its rows not yet written, and their positions."""
+
+    def __init__(self, batches: Iterator[pa.Table]):
+        self.batches, self.live, self.table = batches, True, None
+        self.first, self.completion = np.empty(0, np.int64), np.empty(0, np.int64)
+
+    @property
+    def rows(self) -> int:
+        return len(self.first)
+
+    @property
+    def last(self) -> tuple[int, int]:  # sorted: the last row has the largest position
+        return int(self.first[-1]), int(self.completion[-1])
+
+    def pull(self) -> None:
+        """Append the part's next batch; a finished part is no longer live."""
+        batch = next(self.batches, None)
+        if batch is None:
+            self.live = False
+            return
+        self.table = batch if not self.rows else pa.concat_tables([self.table, batch])
+        self.first, self.completion = (self.table[name].to_numpy() for name in ("_first_input", "_first_completion"))
+
+    def take_before(self, position: tuple[int, int]) -> pa.Table | None:
+        """Remove and return the rows before `position` (a prefix: the rows are sorted)."""
+        low, high = np.searchsorted(self.first, position[0], "left"), np.searchsorted(self.first, position[0], "right")
+        n = int(low + np.searchsorted(self.completion[low:high], position[1], "left"))
+        if not n:
+            return None
+        taken, self.table = self.table.slice(0, n), self.table.slice(n)
+        self.first, self.completion = self.first[n:], self.completion[n:]
+        return taken
 
 
 def _batches(path: Path) -> Iterator[pa.Table]:
@@ -219,26 +248,6 @@ def _batches(path: Path) -> Iterator[pa.Table]:
     file = pq.ParquetFile(path)
     for group in range(file.num_row_groups):
         yield file.read_row_group(group)
-
-
-def _pull(stream: Iterator[pa.Table], table: pa.Table | None, live: set, i: int) -> pa.Table | None:
-    """table with the stream's next batch appended; a finished stream leaves `live`."""
-    nxt = next(stream, None)
-    if nxt is None:
-        live.discard(i)
-        return table
-    return nxt if table is None or not table.num_rows else pa.concat_tables([table, nxt])
-
-
-def _last_position(table: pa.Table) -> tuple[int, int]:
-    last = table.slice(table.num_rows - 1, 1)  # sorted: the last row has the largest position
-    return last["_first_input"][0].as_py(), last["_first_completion"][0].as_py()
-
-
-def _before(table: pa.Table, position: tuple[int, int]) -> pa.Array:
-    first, completion = table["_first_input"], table["_first_completion"]
-    return pc.or_(pc.less(first, position[0]),
-                  pc.and_(pc.equal(first, position[0]), pc.less(completion, position[1])))
 
 
 def _in_order(table: pa.Table) -> Iterator[pa.Table]:

@@ -31,8 +31,8 @@ KEYS = ("input_index", "completion_index")
 # Rows held across all shards' current batches, and rows per written row group. Smaller than they
 # were (32,768 and 65,536): with those, a 1M-row merge peaked 42 MiB above a 100k-row one (the
 # allocator kept what the big batches had churned); with these both peak at ~200 MiB (issue 28).
-ROWS_IN_MEMORY = 1 << 13
-ROW_GROUP = 1 << 14
+ROWS_IN_MEMORY = 1 << 12
+ROW_GROUP = 1 << 13
 
 
 @dataclass
