@@ -1,6 +1,6 @@
 """Ray support (rmscore/ray/): `score --ray` and the Ray Data API against a local Ray cluster
-started here (2 CPUs, no dashboard; Ray itself turns 127.0.0.1 into the node's address, see
-rmscore/ray/cluster.py), with 2 actors and a tiny model.
+started here (2 CPUs, no dashboard, every process of it on 127.0.0.1: rmscore.ray.cluster.LOOPBACK,
+set before Ray is imported), with 2 actors and a tiny model.
 
 `score --ray` must write what `rmscore score` writes: the same rows, each once, the same statuses
 and reasons, scores to 1e-5, in a folder every reader takes as it is; a killed actor or a stopped
@@ -11,6 +11,7 @@ statuses for the same rows. Skipped without Ray (pip install 'rmscore[ray]').
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -21,6 +22,9 @@ import pytest
 from cli_runner import invoke, run
 from scored import REPO, TOL, keys_of, rows_of, subprocess_env
 
+from rmscore.ray.cluster import LOOPBACK
+
+os.environ.update(LOOPBACK)  # read when Ray is imported: its servers bind 127.0.0.1, not every interface
 ray = pytest.importorskip("ray")
 
 PROMPTS = ["What is the capital of France?", "Name a prime number.", "How do I boil an egg?", "Say hello."]
@@ -50,7 +54,8 @@ BAD_LINES = ['{"prompt": "Say hi."}', '{"prompt": "Say hi.", "completion": 5}', 
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    assert ray.util.get_node_ip_address() == "127.0.0.1"
     yield
     ray.shutdown()
 

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 from rmscore.errors import ConfigError
 
 LOCAL = "local"  # start Ray on this machine, no dashboard, this process's job only
+# Ray's single-machine mode (what it runs on macOS and Windows): every Ray process on 127.0.0.1,
+# where by default on Linux ray.init turns 127.0.0.1 into the node's address and Ray 2.60's GCS and
+# raylet listen on every interface. Ray reads it once, when it is imported.
+LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 def require_ray():
@@ -22,14 +29,15 @@ def connect(address: str, log=None) -> bool:
     Ray Client address), or start one on this machine for `local`. A process already connected
     (a notebook, a test, an OpenRLHF/verl driver) keeps its connection. True if this call started
     the connection, so the caller ends it."""
+    if address == LOCAL and "ray" not in sys.modules:
+        for name, value in LOOPBACK.items():
+            os.environ.setdefault(name, value)  # the actors inherit it
     ray = require_ray()
     if ray.is_initialized():
         return False
     if address == LOCAL:
-        # No dashboard (an HTTP server). Ray picks the node's own address for its processes whatever
-        # it is given: ray.init resolves 127.0.0.1 to the node IP (ray/_private/services.py,
-        # resolve_ip_for_localhost), and Ray 2.60's GCS and raylet listen on every interface, with
-        # token authentication on by default. docs/ray.md says so.
+        # No dashboard (an HTTP server); on 127.0.0.1 only (LOOPBACK) unless Ray was imported before
+        # (a notebook that imported it then asked for --ray local): then Ray binds as it always does.
         ray.init(include_dashboard=False, log_to_driver=False)
     else:
         try:
