@@ -11,9 +11,13 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pyarrow as pa
 
 from rmscore.config import InspectConfig, default_inspect_dir
 from rmscore.errors import ConfigError
@@ -41,10 +45,13 @@ def run_inspect(cfg: InspectConfig) -> InspectResult:
         content = report.pairs_report(cols)
     else:
         cols = read_scored(cfg.inputs, cfg.score_column, cfg.sample_rows, cfg.texts, cfg.allow_partial)
+        release_memory()
         content = report.scored_report(cols, cfg.inputs, cfg.texts)
+    release_memory()
     out.mkdir(parents=True, exist_ok=True)  # only now: a bad input leaves no empty folder behind
     plot = figures.available()
     files = _figures(content, cols, out) if plot else {}
+    release_memory()
     content["figures"] = {name: path.name for name, path in files.items()}
     if plot and not files:
         content["figures_note"] = figures.NOTHING[content["kind"]]
@@ -82,3 +89,19 @@ def _figures(content: dict, cols, out: Path) -> dict[str, Path]:
         return {}
     sample = cols.sample  # (k,) the sampled scored rows: the scatter's points
     return figures.scored_figures(content, cols.chars[sample], cols.score[sample], out)
+
+
+def release_memory() -> None:
+    """Give the memory freed by the phase just ended back to the system, so the next phase's arrays
+    do not stack on top of it. What the read pass (mostly Arrow and numpy buffers of one batch,
+    again and again) and the statistics (arrays of 8 bytes a row, freed) leave free inside glibc's
+    heap and Arrow's pool otherwise stays in the process: 1M rows kept ~50 MiB more than 100k did."""
+    pa.default_memory_pool().release_unused()
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        trim = getattr(libc, "malloc_trim", None)  # glibc only
+    except OSError:
+        trim = None
+    if trim is not None:
+        trim(0)
