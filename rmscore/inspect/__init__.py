@@ -11,19 +11,15 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pyarrow as pa
 
 from rmscore.config import InspectConfig, default_inspect_dir
 from rmscore.errors import ConfigError
 from rmscore.inspect import figures, html, page_rows, report, text
 from rmscore.inspect.read_pairs import read_pairs
-from rmscore.inspect.read_scored import is_pairs_file, read_scored
+from rmscore.inspect.read_scored import is_pairs_file, read_scored, release_memory
 
 
 @dataclass
@@ -90,18 +86,3 @@ def _figures(content: dict, cols, out: Path) -> dict[str, Path]:
     sample = cols.sample  # (k,) the sampled scored rows: the scatter's points
     return figures.scored_figures(content, cols.chars[sample], cols.score[sample], out)
 
-
-def release_memory() -> None:
-    """Give the memory freed by the phase just ended back to the system, so the next phase's arrays
-    do not stack on top of it. What the read pass (mostly Arrow and numpy buffers of one batch,
-    again and again) and the statistics (arrays of 8 bytes a row, freed) leave free inside glibc's
-    heap and Arrow's pool otherwise stays in the process: 1M rows kept ~50 MiB more than 100k did."""
-    pa.default_memory_pool().release_unused()
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        trim = getattr(libc, "malloc_trim", None)  # glibc only
-    except OSError:
-        trim = None
-    if trim is not None:
-        trim(0)
