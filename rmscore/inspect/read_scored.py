@@ -9,8 +9,6 @@ size), so memory does not grow with them.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import os
 from collections import Counter
@@ -23,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rmscore.errors import InputError
-from rmscore.pairs.buckets import open_scored
+from rmscore.pairs.buckets import open_scored, release_memory
 from rmscore.score.records import SCORED_STATUSES
 from rmscore.store.scored import objective_source
 
@@ -90,7 +88,7 @@ def read_scored(inputs: list[str], score_column: str, sample_rows: int, texts: b
         for batch in reader.iter_batches(batch_size=batch_rows(reader, wanted), columns=wanted):
             acc.add(batch, start)
             start += batch.num_rows
-        release_memory()  # what this file's batches left free: else it piles up over the files (issue: inspect memory)
+        release_memory()  # what this file's batches left free: else it piles up over the files
     cols = acc.finish(files, scored.metadata, total)
     for example in cols.highest + cols.lowest:
         example.prompt = _last_user_turn(example.file, example.row) if texts else None
@@ -294,18 +292,3 @@ def is_pairs_file(path: str | Path) -> bool:
                          "inspect the scored folder it was built from, or pairs built from it in another --format")
     return meta.get("kind") == "pairs" or {"chosen", "rejected", "score_chosen"} <= set(schema.names)
 
-
-def release_memory() -> None:
-    """Give the memory freed by the phase just ended back to the system, so the next phase's arrays
-    do not stack on top of it. What the read pass (mostly Arrow and numpy buffers of one batch,
-    again and again) and the statistics (arrays of 8 bytes a row, freed) leave free inside glibc's
-    heap and Arrow's pool otherwise stays in the process: 1M rows kept ~50 MiB more than 100k did."""
-    pa.default_memory_pool().release_unused()
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        trim = getattr(libc, "malloc_trim", None)  # glibc only
-    except OSError:
-        trim = None
-    if trim is not None:
-        trim(0)
