@@ -38,7 +38,8 @@ def scored_page(cols: ScoredColumns, budget: int, texts: bool) -> dict:
     for index, row in _read_rows(cols.files, chosen, wanted):
         g = int(cols.groups[index])
         item = {"row": int(index), "prompt_id": row.get("prompt_id"), "completion_index": row.get("completion_index"),
-                "score": _num(cols.score[index]), "rank": _num(rank.get(int(index), np.nan)), "chars": _count(cols.chars[index]),
+                "score": _num(cols.score[index]), "rank": _num(rank.get(int(index), np.nan)),
+                "chars": _count(cols.chars[index]),
                 "status": row.get("status") or "(none)", "reason": row.get("status_detail"),
                 "of": int(sizes[g]) if g >= 0 else 1, "ranked": int(ranked[g]) if g >= 0 else 0}
         if cols.tokens is not None:
