@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import json
 import math
 from collections.abc import Iterator
@@ -302,13 +303,18 @@ def release_memory() -> None:
     """Give the memory freed so far back to the system (Arrow's pool, then glibc's heap), so the next
     phase or batch does not stack on top of it. Freed buffers of many batches otherwise stay in the
     process, more the longer a run goes: inspect kept ~50 MiB more at 1M rows than at 100k after its
-    read pass, combine's spill and buckets ~65 MiB more (a few ms a call; glibc only for the heap)."""
+    read pass, combine's spill and buckets ~65 MiB more (glibc only for the heap)."""
     pa.default_memory_pool().release_unused()
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        trim = getattr(libc, "malloc_trim", None)  # glibc only
-    except OSError:
-        trim = None
+    trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's malloc_trim, or None (another libc). Looked up once: find_library takes ~8 ms."""
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:
+        return None
