@@ -69,3 +69,30 @@ def test_build_sft_memory_does_not_grow_with_the_bucket_count(tmp_path):
     assert pq.read_table(tmp_path / "sft-14.parquet").equals(pq.read_table(tmp_path / "sft-56.parquet"))
     assert 0.09 * ROWS < pq.read_metadata(tmp_path / "sft-14.parquet").num_rows <= 0.1 * ROWS  # 1% too_long
     assert peaks[56] < peaks[14] + 150
+
+
+def peak_of(command: list[str], rows: int, tmp_path: Path) -> float:
+    """Peak RSS (MiB) of `rmscore COMMAND FOLDER ...` on a generated folder of `rows` rows."""
+    folder = tmp_path / f"scored-{rows}"
+    if not folder.exists():
+        make_scored(folder, rows)
+    argv = [sys.executable, "-m", "rmscore", command[0], str(folder), *[a.format(out=tmp_path / f"out-{rows}")
+                                                                      for a in command[1:]]]
+    return peak_rss_mib(argv, tmp_path)
+
+
+def flat(small: float, large: float) -> bool:
+    """The peak at 10x the rows is within 5% or 30 MiB (whichever is larger) of the peak at 1x."""
+    return large <= small + max(30.0, 0.05 * small)
+
+
+@pytest.mark.slow
+def test_inspect_peak_does_not_grow_with_the_rows(tmp_path):
+    # Every row keeps a few numbers (~21 bytes: score, usable, length, tokens, prompt code: ~18 MiB
+    # more at 1M). The statistics over all rows used to hold ~10 arrays of 8 bytes a row at once, and
+    # the read pass's and the page's freed batches stayed in the process: 100k/1M rows peaked at
+    # 342/482 MiB (bfd4c43); now ~275/~300.
+    command = ["inspect", "-o", "{out}"]
+    peaks = {rows: peak_of(command, rows, tmp_path) for rows in (100_000, ROWS)}
+    print(f"\npeak RSS of `rmscore inspect` by rows: {peaks}")
+    assert flat(peaks[100_000], peaks[ROWS]), peaks

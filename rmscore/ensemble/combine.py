@@ -83,6 +83,8 @@ def run_combine(cfg: CombineConfig, log=print) -> CombineSummary:
             counts["usable"] += int(pc.sum(pc.is_valid(table["score"])).as_py() or 0)
             if table.num_rows:
                 pq.write_table(table, staging / f"part-{STEM}-{b:05d}.parquet")
+            del table, tables
+            scored_io.release_memory()  # what this bucket freed: else it piles up over the buckets
         provenance = meta | counts
         (staging / META_DIR / PROVENANCE).write_text(json.dumps(provenance, indent=2, default=str))
         # One shard, finished: readers that check a folder's shards (store/scored.py) take it whole.
@@ -142,9 +144,9 @@ def _difference(key: str, a, b) -> str:
 
 def _standard(scored: scored_io.ScoredInput) -> Standard:
     st = Standard()
-    scanner = scored_io.dataset(scored).scanner(columns={"s": scored.projection[scored.score_column]},
-                                                filter=scored_io.usable_rows(scored), batch_size=65536)
-    for batch in scanner.to_batches():
+    batches = scored_io.scan(scored_io.dataset(scored), {"s": scored.projection[scored.score_column]},
+                             scored_io.usable_rows(scored), batch_size=65536)  # bounded read-ahead
+    for batch in batches:
         st.add(batch.column("s").to_numpy(zero_copy_only=False).astype(np.float64))
     return st
 

@@ -19,7 +19,7 @@ from rmscore.config import InspectConfig, default_inspect_dir
 from rmscore.errors import ConfigError
 from rmscore.inspect import figures, html, page_rows, report, text
 from rmscore.inspect.read_pairs import read_pairs
-from rmscore.inspect.read_scored import is_pairs_file, read_scored
+from rmscore.inspect.read_scored import is_pairs_file, read_scored, release_memory
 
 
 @dataclass
@@ -41,10 +41,13 @@ def run_inspect(cfg: InspectConfig) -> InspectResult:
         content = report.pairs_report(cols)
     else:
         cols = read_scored(cfg.inputs, cfg.score_column, cfg.sample_rows, cfg.texts, cfg.allow_partial)
+        release_memory()
         content = report.scored_report(cols, cfg.inputs, cfg.texts)
+    release_memory()
     out.mkdir(parents=True, exist_ok=True)  # only now: a bad input leaves no empty folder behind
     plot = figures.available()
     files = _figures(content, cols, out) if plot else {}
+    release_memory()
     content["figures"] = {name: path.name for name, path in files.items()}
     if plot and not files:
         content["figures_note"] = figures.NOTHING[content["kind"]]
@@ -82,3 +85,4 @@ def _figures(content: dict, cols, out: Path) -> dict[str, Path]:
         return {}
     sample = cols.sample  # (k,) the sampled scored rows: the scatter's points
     return figures.scored_figures(content, cols.chars[sample], cols.score[sample], out)
+

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from rmscore.inspect import sample, stats
 from rmscore.inspect.read_pairs import PairColumns
-from rmscore.inspect.read_scored import BATCH_ROWS, ScoredColumns, to_floats, to_ints
+from rmscore.inspect.read_scored import BATCH_ROWS, ScoredColumns, batch_rows, release_memory, to_floats, to_ints
 from rmscore.inspect.text import short_model
 from rmscore.pairs.buckets import MODEL_SCORES
 
@@ -26,9 +26,8 @@ TEXT_CHARS = 2000
 def scored_page(cols: ScoredColumns, budget: int, texts: bool) -> dict:
     chosen, parts = sample.scored_rows(cols.score, cols.usable, cols.groups, budget)
     grouped = cols.usable & (cols.groups >= 0)
-    rank = np.full(cols.rows, np.nan)
-    rank[grouped] = stats.group_ranks(-cols.score[grouped], cols.groups[grouped])  # 1: the prompt's best
     prompts_n = int(cols.groups.max(initial=-1)) + 1
+    rank = _ranks_of(chosen, cols.score, cols.groups, grouped, prompts_n)  # 1: the prompt's best
     sizes = np.bincount(cols.groups[cols.groups >= 0], minlength=prompts_n)  # (prompts,) completions
     ranked = np.bincount(cols.groups[grouped], minlength=prompts_n)  # (prompts,) of them with a finite score
     wanted = ["prompt_id", "completion_index", "status", "status_detail"] + (["completion", "prompt"] if texts else [])
@@ -39,7 +38,8 @@ def scored_page(cols: ScoredColumns, budget: int, texts: bool) -> dict:
     for index, row in _read_rows(cols.files, chosen, wanted):
         g = int(cols.groups[index])
         item = {"row": int(index), "prompt_id": row.get("prompt_id"), "completion_index": row.get("completion_index"),
-                "score": _num(cols.score[index]), "rank": _num(rank[index]), "chars": _count(cols.chars[index]),
+                "score": _num(cols.score[index]), "rank": _num(rank.get(int(index), np.nan)),
+                "chars": _count(cols.chars[index]),
                 "status": row.get("status") or "(none)", "reason": row.get("status_detail"),
                 "of": int(sizes[g]) if g >= 0 else 1, "ranked": int(ranked[g]) if g >= 0 else 0}
         if cols.tokens is not None:
@@ -58,6 +58,20 @@ def scored_page(cols: ScoredColumns, budget: int, texts: bool) -> dict:
         page |= {"models": names + [f"model {m}" for m in range(len(names), models.shape[1])],
                  "disagree": int(disagree.sum()), "disagree_prompts": len(np.unique(cols.groups[disagree]))}
     return page
+
+
+def _ranks_of(chosen: np.ndarray, score: np.ndarray, groups: np.ndarray, grouped: np.ndarray,
+              prompts_n: int) -> dict[int, float]:
+    """Each chosen row's rank within its prompt by score (rows without one: absent). Only the
+    prompts of the chosen rows are ranked: ranking every prompt held ~5 arrays of 8 bytes a row
+    (1M rows: ~40 MiB) for the few thousand rows the page shows."""
+    shown = np.zeros(prompts_n + 1, bool)  # the last one: what code -1 (no prompt_id) looks up
+    codes = groups[chosen]
+    shown[codes[codes >= 0]] = True
+    rows = np.flatnonzero(grouped & shown[groups])  # (rows of those prompts,)
+    ranks = stats.group_ranks(-score[rows], groups[rows])
+    keep = np.isin(rows, chosen)
+    return dict(zip(rows[keep].tolist(), ranks[keep].tolist()))
 
 
 def model_scores(cols: ScoredColumns) -> np.ndarray | None:
@@ -124,12 +138,13 @@ def _read_rows(files: list[Path], chosen: np.ndarray, columns: list[str]):
     for path in files:
         reader = pq.ParquetFile(path)
         have = [c for c in columns if c in reader.schema_arrow.names]
-        for batch in reader.iter_batches(batch_size=BATCH_ROWS, columns=have):
+        for batch in reader.iter_batches(batch_size=batch_rows(reader, have), columns=have):
             lo, hi = np.searchsorted(chosen, [start, start + batch.num_rows])
             if hi > lo:
                 local = pa.array(chosen[lo:hi] - start, pa.int64())
                 yield from zip(chosen[lo:hi].tolist(), batch.take(local).to_pylist())
             start += batch.num_rows
+        release_memory()
 
 
 def _add_prompt(prompts: dict, row: dict) -> None:

@@ -21,11 +21,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rmscore.errors import InputError
-from rmscore.pairs.buckets import open_scored
+from rmscore.pairs.buckets import open_scored, release_memory
 from rmscore.score.records import SCORED_STATUSES
 from rmscore.store.scored import objective_source
 
 BATCH_ROWS = 8192
+BATCH_BYTES = 2 * 2**20  # of the columns read, per batch (batch_rows)
 # ArmoRM: one value per objective (metadata "objectives" names them); combine: one score per model
 VECTORS = ("rewards", "gating_output", "model_scores")
 AGGREGATES = ("score_min", "score_prod", "score_mean", "score_last")
@@ -73,7 +74,7 @@ def read_scored(inputs: list[str], score_column: str, sample_rows: int, texts: b
     files = scored.files
     total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     drawn = np.sort(np.random.default_rng(0).choice(total, min(total, sample_rows), replace=False))
-    acc = _Accumulator(score_column, drawn, texts)
+    acc = _Accumulator(score_column, drawn, texts, total)
     # A column, or one objective of a list column (ArmoRM's objective name, or rewards[i]).
     source = objective_source(pq.read_schema(files[0]), scored.metadata, score_column)
     if source is not None and score_column not in pq.read_schema(files[0]).names:
@@ -84,9 +85,10 @@ def read_scored(inputs: list[str], score_column: str, sample_rows: int, texts: b
         names = reader.schema_arrow.names
         wanted = [c for c in _wanted(acc.objective[0] if acc.objective else score_column) if c in names]
         acc.path, acc.file_start = path, start
-        for batch in reader.iter_batches(batch_size=BATCH_ROWS, columns=wanted):
+        for batch in reader.iter_batches(batch_size=batch_rows(reader, wanted), columns=wanted):
             acc.add(batch, start)
             start += batch.num_rows
+        release_memory()  # what this file's batches left free: else it piles up over the files
     cols = acc.finish(files, scored.metadata, total)
     for example in cols.highest + cols.lowest:
         example.prompt = _last_user_turn(example.file, example.row) if texts else None
@@ -101,18 +103,24 @@ def _wanted(score_column: str) -> list[str]:
 class _Accumulator:
     """Folds record batches into ScoredColumns."""
 
-    def __init__(self, score_column: str, drawn: np.ndarray, texts: bool):
+    def __init__(self, score_column: str, drawn: np.ndarray, texts: bool, total: int):
         self.score_column, self.drawn, self.texts = score_column, drawn, texts
         self.objective: tuple[str, int] | None = None  # (list column, index) when scoring by one objective
-        self.parts: dict[str, list] = {k: [] for k in ("score", "usable", "chars", "tokens", "steps", "sample")}
-        self.prompt_ids: list[pa.Array] = []
+        # Per-row numbers go straight into arrays of the final size (the row count is in the footers):
+        # per-batch arrays joined at the end held every row twice at once, and every prompt_id string
+        # was kept until the end to be dictionary-encoded (1M rows: ~60 MiB more at the end of the pass).
+        self.columns: dict[str, np.ndarray | None] = {
+            "score": np.empty(total, np.float64), "usable": np.empty(total, bool), "chars": np.empty(total, np.int32),
+            "tokens": None, "steps": None, "groups": np.empty(total, np.int32)}  # optional ones made when first found
+        self.total = total
+        self.prompts = pa.array([], pa.string())  # the distinct prompt_ids, in order of first appearance
+        self.sample_parts: list[np.ndarray] = []
         self.wide: dict[str, list[np.ndarray]] = {}
         self.status: Counter = Counter()
         self.non_finite: Counter = Counter()
         self.reasons: dict[str, Counter] = {}
         self.highest: list[Example] = []
         self.lowest: list[Example] = []
-        self.sizes: list[int] = []  # rows per batch
         self.path, self.file_start = Path(), 0  # the file being read, and its first global row
 
     def add(self, batch: pa.RecordBatch, start: int) -> None:
@@ -128,22 +136,37 @@ class _Accumulator:
         usable = np.isfinite(score) & scored
         self._count_statuses(batch, status)
         self._count_non_finite(score[scored], pc.is_null(raw).to_numpy(zero_copy_only=False)[scored])
-        self.parts["score"].append(score)
-        self.parts["usable"].append(usable)
-        self.sizes.append(n)
-        self.parts["chars"].append(to_ints(pc.utf8_length(batch.column("completion"))))
+        here = slice(start, start + n)
+        self.columns["score"][here] = score
+        self.columns["usable"][here] = usable
+        self.columns["chars"][here] = to_ints(pc.utf8_length(batch.column("completion")))
         for name, column in (("tokens", "num_tokens"), ("steps", "step_scores")):
             values = batch.column(column) if column in batch.schema.names else None
-            if values is not None and name == "steps":
+            if values is None:
+                if self.columns[name] is not None:
+                    self.columns[name][here] = -1  # this file lacks it
+                continue
+            if name == "steps":
                 values = pc.list_value_length(values)
-            self.parts[name].append(None if values is None else to_ints(values))  # None: this file lacks it
-        self.prompt_ids.append(batch.column("prompt_id").cast(pa.string()))
+            if self.columns[name] is None:
+                self.columns[name] = np.full(self.total, -1, np.int32)  # -1 in the batches read before
+            self.columns[name][here] = to_ints(values)
+        self.columns["groups"][here] = self._codes(batch.column("prompt_id").cast(pa.string()))
         lo, hi = np.searchsorted(self.drawn, [start, start + n])
         local = self.drawn[lo:hi] - start
         local = local[usable[local]]  # (k_batch,) sampled rows that have a score
-        self.parts["sample"].append(local + start)
+        self.sample_parts.append(local + start)
         self._add_wide(batch, local)
         self._add_extremes(batch, score, usable, start)
+
+    def _codes(self, ids: pa.Array) -> np.ndarray:
+        """Each row's prompt code: the prompt_id's place in the order of first appearance over the
+        whole input (what dictionary-encoding every id at once gave), -1 without an id."""
+        found = pc.unique(ids).drop_null()  # in order of first appearance in this batch
+        new = found.filter(pc.invert(pc.is_in(found, value_set=self.prompts)))
+        if len(new):
+            self.prompts = pa.concat_arrays([self.prompts, new])
+        return to_ints(pc.index_in(ids, value_set=self.prompts))
 
     def _count_non_finite(self, score: np.ndarray, null: np.ndarray) -> None:
         """Rows whose status says scored, by what their score is instead of a finite number."""
@@ -196,24 +219,25 @@ class _Accumulator:
                        text[:CUT_CHARS] if self.texts else "", self.path, start + i - self.file_start)
 
     def finish(self, files: list[Path], metadata: dict, total: int) -> ScoredColumns:
-        kinds = {"score": np.float64, "usable": bool, "chars": np.int32, "tokens": np.int32, "steps": np.int32}
-        joined = {k: _join(self.parts[k], self.sizes, kind, k in ("tokens", "steps")) for k, kind in kinds.items()}
-        joined["sample"] = np.concatenate(self.parts["sample"]) if self.sizes else np.zeros(0, np.int64)
+        c = self.columns
+        sample = np.concatenate(self.sample_parts) if self.sample_parts else np.zeros(0, np.int64)
         wide = {k: np.concatenate(v) for k, v in self.wide.items()}
-        prompt_ids = pa.chunked_array(self.prompt_ids, pa.string()).combine_chunks()
-        self.prompt_ids = []
-        groups = to_ints(prompt_ids.dictionary_encode().indices) if len(prompt_ids) else np.zeros(0, np.int32)
-        return ScoredColumns(files, metadata, self.score_column, total, joined["score"], joined["usable"],
-                             joined["chars"], joined["tokens"], groups, joined["steps"], self.status, self.non_finite,
-                             self.reasons,
-                             joined["sample"], len(self.drawn), wide, self.highest, self.lowest)
+        return ScoredColumns(files, metadata, self.score_column, total, c["score"], c["usable"], c["chars"],
+                             c["tokens"], c["groups"], c["steps"], self.status, self.non_finite, self.reasons,
+                             sample, len(self.drawn), wide, self.highest, self.lowest)
 
 
-def _join(parts: list, sizes: list[int], kind, optional: bool) -> np.ndarray | None:
-    """One array from per-batch arrays. An optional column: None if no batch had it, -1 in batches without it."""
-    if all(p is None for p in parts):  # no batch had it, or no batch at all
-        return None if optional else np.zeros(0, kind)
-    return np.concatenate([np.full(n, -1, np.int32) if p is None else p for p, n in zip(parts, sizes)])
+def batch_rows(reader: pq.ParquetFile, columns: list[str]) -> int:
+    """Rows per batch so that a batch holds about BATCH_BYTES of these columns (at most BATCH_ROWS).
+    Big transient batches make the allocators keep more the longer a run goes: with 8,192-row
+    batches of 20-2,000-character completions (~8 MiB), the page's text pass peaked ~55 MiB higher
+    at 1M rows than with 2,048-row ones, and the 1M-row peak was ~35 MiB above the 100k one."""
+    meta = reader.metadata
+    size = sum(meta.row_group(g).column(c).total_uncompressed_size for g in range(meta.num_row_groups)
+               for c in range(meta.num_columns)
+               if meta.row_group(g).column(c).path_in_schema.split(".")[0] in columns)
+    per_row = size / max(1, meta.num_rows)
+    return int(min(BATCH_ROWS, max(64, BATCH_BYTES // max(1.0, per_row))))
 
 
 def to_floats(array) -> np.ndarray:
@@ -267,3 +291,4 @@ def is_pairs_file(path: str | Path) -> bool:
         raise InputError(f"{path} was written by {what}, which inspect does not read",
                          "inspect the scored folder it was built from, or pairs built from it in another --format")
     return meta.get("kind") == "pairs" or {"chosen", "rejected", "score_chosen"} <= set(schema.names)
+

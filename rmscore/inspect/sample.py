@@ -37,9 +37,11 @@ def scored_rows(score: np.ndarray, usable: np.ndarray, groups: np.ndarray, budge
 
 def _whole_prompts(picked: np.ndarray, groups: np.ndarray, room: int, rng) -> dict:
     """Prompts in a random order, each with every completion not yet shown, while they fit."""
-    codes = np.asarray(groups, np.int64).copy()
-    alone = np.flatnonzero(codes < 0)  # no prompt_id: each row is its own prompt
-    codes[alone] = codes.max(initial=-1) + 1 + np.arange(len(alone))
+    alone = np.flatnonzero(groups < 0)  # no prompt_id: each row is its own prompt
+    codes = groups
+    if len(alone):  # a copy (8 bytes a row) only when needed
+        codes = np.asarray(groups, np.int64).copy()
+        codes[alone] = codes.max(initial=-1) + 1 + np.arange(len(alone))
     new = np.bincount(codes[~picked], minlength=codes.max(initial=-1) + 1)  # (prompts,) rows not yet shown
     chosen = []
     for g in rng.permutation(len(new)):
@@ -48,7 +50,9 @@ def _whole_prompts(picked: np.ndarray, groups: np.ndarray, room: int, rng) -> di
         if 0 < new[g] <= room:
             chosen.append(g)
             room -= new[g]
-    rows = np.flatnonzero(np.isin(codes, chosen) & ~picked)
+    taken = np.zeros(len(new), bool)  # a lookup table: np.isin sorted copies of every row's code
+    taken[np.asarray(chosen, np.int64)] = True
+    rows = np.flatnonzero(taken[codes] & ~picked)
     return _take(picked, rows, "prompts", f"{len(chosen):,} prompt(s) at random, with all their completions")
 
 
