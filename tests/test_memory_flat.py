@@ -3,9 +3,10 @@
 (slow: about two minutes).
 
 Run: .venv/bin/python -m pytest -q -m slow tests/test_memory_flat.py -s
-Before the fix, build-pairs peaked at 525 MiB on 100k rows and 800 on 1M (a dataset scanner that
-read ahead of its consumer without bound, write_dataset's queues, Python dicts in the final merge),
-and merge at 249 and 291 MiB (32k-row batches). `rmscore score`'s figure is bench/footprint.py's
+On the code before issue 28 this test fails: build-pairs peaked at 561 MiB on 100k rows and 819 on
+1M (a dataset scanner that read ahead of its consumer without bound, write_dataset's queues, Python
+dicts in the final merge), merge at 542 and 808 (big batches; Arrow's allocator kept what they
+churned). Now 233 / 231 and 238 / 246 (2026-12-04). `rmscore score`'s figure is bench/footprint.py's
 score-tiny-100k / score-tiny-1m (1M rows take ~25 minutes here): docs/benchmarks.md.
 """
 

@@ -58,7 +58,7 @@ def build_pairs(
                                                          "unpaired prompt/completion/label rows for KTOTrainer: "
                                                          "chosen true, rejected false).")] = "auto",
     buckets: Annotated[Optional[int], typer.Option(help="Group prompts in N hash buckets, one in memory at a time. "
-                                                        "Default: from the input size (~64 MiB of columns each).",
+                                                        "Default: from the input size (~8 MiB of columns each).",
                                                    show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output file (and its report).")] = False,
     allow_mixed_models: Annotated[bool, typer.Option(

@@ -29,8 +29,9 @@ from rmscore.store.writers import existing_parts
 
 KEYS = ("input_index", "completion_index")
 # Rows held across all shards' current batches, and rows per written row group. Smaller than they
-# were (32,768 and 65,536): with those, a 1M-row merge peaked 42 MiB above a 100k-row one (the
-# allocator kept what the big batches had churned); with these both peak at ~200 MiB (issue 28).
+# were (32,768 and 65,536): with those, the allocators kept more of what the big batches churned the
+# longer a merge ran, and a 1M-row merge peaked 30-42 MiB above a 100k-row one (issue 28; with
+# the CLI's Arrow allocator, rmscore/cli/app.py, the two peak within a few MiB).
 ROWS_IN_MEMORY = 1 << 12
 ROW_GROUP = 1 << 13
 
