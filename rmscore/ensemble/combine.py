@@ -67,7 +67,8 @@ def run_combine(cfg: CombineConfig, log=print) -> CombineSummary:
                              "combine the scored folders of the single models instead")
     labels = [s.metadata.get("model") or str(f) for f, s in zip(folders, scored)]
     standards = [_standard(s) for s in scored] if cfg.method == "mean-z" else []
-    buckets = cfg.buckets or max(1, math.ceil(sum(s.nbytes for s in scored) / scored_io.BUCKET_BYTES))
+    buckets = cfg.buckets or min(scored_io.MAX_BUCKETS,
+                                 max(1, math.ceil(sum(s.nbytes for s in scored) / scored_io.BUCKET_BYTES)))
     log(f"combining {len(folders)} reward models ({cfg.method}) over {scored[0].rows:,} rows in {buckets} bucket(s)")
     meta = _metadata(cfg, scored, labels, standards, identity)
     counts = {"rows": 0, "usable": 0}

@@ -41,6 +41,11 @@ from rmscore.store.scored import INDEXED, objective, objective_names, scored_fil
 # 14 full ones, and the peak grew 525 -> 800 MiB; with 16 MiB a 1M-row run still peaked ~45 MiB
 # above a 100k-row one, with 8 MiB ~23 MiB (issue 28). I/O is the same whatever the count.
 BUCKET_BYTES = 8 * 2**20
+# Beyond this many, buckets grow instead: each bucket costs a spill writer and a part the final merge
+# holds open, and at 4M rows 418 buckets peaked at 574 MiB in 181 s where 128 took 368 MiB in 121 s.
+# So the peak is flat up to MAX_BUCKETS x BUCKET_BYTES (1 GiB of needed columns, ~1.2M ArmoRM-shaped
+# rows) and grows slowly past it.
+MAX_BUCKETS = 128
 # Uncompressed bytes the spill pass's K open Parquet writers hold together. A writer keeps its row
 # group in memory until the group is full, and pyarrow's default group is 1Mi rows: with the
 # default, every bucket's whole spill stayed in memory until the end of the pass (1M ArmoRM-shaped
@@ -172,7 +177,7 @@ def _column_bytes(path: Path, columns: list[str]) -> int:
 
 
 def bucket_count(scored: ScoredInput, requested: int | None) -> int:
-    return requested or max(1, math.ceil(scored.nbytes / BUCKET_BYTES))
+    return requested or min(MAX_BUCKETS, max(1, math.ceil(scored.nbytes / BUCKET_BYTES)))
 
 
 def dataset(scored: ScoredInput) -> ds.Dataset:

@@ -189,12 +189,15 @@ def _merged(parts: list[Path]) -> Iterator[pa.Table]:
     part(s) it came from (a prompt's pairs can straddle two batches). Rows never become Python
     objects: converting every pair to dicts for a heap merge held 10x the working set at 1M rows."""
     held = [_Held(_batches(path)) for path in parts]
+    waiting: list[pa.Table] = []  # merged rows not yet handed out, in order
     while True:
         for part in held:  # a part still being read must show a row before the frontier is known
             while part.live and not part.rows:
                 part.pull()
         live = [part for part in held if part.live]
         if not live:  # every part read: what is held is all that is left
+            if waiting:
+                yield from _in_order(pa.concat_tables(waiting))
             rest = [part.table for part in held if part.rows]
             if rest:
                 yield from _in_order(pa.concat_tables(rest))
@@ -202,17 +205,23 @@ def _merged(parts: list[Path]) -> Iterator[pa.Table]:
         frontier = min(part.last for part in live)
         taken = [t for part in held if part.rows and (t := part.take_before(frontier)) is not None]
         for part in live:
-            if part.rows and part.last == frontier:  # all it holds is at the frontier: read on
+            # All it holds is at the frontier, or it is half spent: read on. Reading only the part
+            # at the frontier made one step per row group, each visiting every part (4M rows, 400
+            # parts: 29k steps, 277 s); topping up every half-spent part keeps each under 1.5 groups.
+            if part.rows and (part.last == frontier or 2 * part.rows < part.batch_rows):
                 part.pull()
         if taken:
-            yield from _in_order(pa.concat_tables(taken))
+            waiting.append(pa.concat_tables(taken))
+            if sum(t.num_rows for t in waiting) >= WRITE_ROWS:  # row groups of a useful size
+                yield from _in_order(pa.concat_tables(waiting))
+                waiting = []
 
 
 class _Held:
     """What the merge holds of one sorted part: its rows not yet written, and their positions."""
 
     def __init__(self, batches: Iterator[pa.Table]):
-        self.batches, self.live, self.table = batches, True, None
+        self.batches, self.live, self.table, self.batch_rows = batches, True, None, 0
         self.first, self.completion = np.empty(0, np.int64), np.empty(0, np.int64)
 
     @property
@@ -229,6 +238,7 @@ class _Held:
         if batch is None:
             self.live = False
             return
+        self.batch_rows = batch.num_rows
         self.table = batch if not self.rows else pa.concat_tables([self.table, batch])
         self.first, self.completion = (self.table[name].to_numpy() for name in ("_first_input", "_first_completion"))
 
