@@ -8,7 +8,8 @@ rows of a prompt land in the same bucket, and a bucket holds about 1/K of the da
   K > 1: one pass spills the needed columns into K bucket files (a temporary folder beside the
          output; rows wait in memory until they make a row group, SPILL_BYTES in all), then each
          bucket is read back alone. I/O is one read, one write and one read of the needed columns
-         whatever K is; peak memory is one bucket (BUCKET_BYTES of columns) whatever the input size.
+         whatever K is; peak memory is one bucket (BUCKET_BYTES of columns) up to MAX_BUCKETS
+         buckets, then buckets grow with the input.
 Within a bucket, rows are sorted by (prompt_id, input_index, completion_index) and turned into
 Python objects one slice at a time; prompts stay in Arrow until a pair needs one.
 """
@@ -229,7 +230,8 @@ def spill(data: ds.Dataset, scored: ScoredInput, buckets: int, spill_dir: Path) 
 
     def flush(bucket: int) -> None:
         if bucket not in writers:
-            writers[bucket] = pa.ipc.new_stream(spill_dir / f"bucket-{bucket:05d}.arrows", scored.schema, options=options)
+            path = spill_dir / f"bucket-{bucket:05d}.arrows"
+            writers[bucket] = pa.ipc.new_stream(path, scored.schema, options=options)
         writers[bucket].write_table(pa.concat_tables(waiting.pop(bucket)).combine_chunks())
 
     try:
