@@ -197,7 +197,7 @@ def _merged(parts: list[Path]) -> Iterator[pa.Table]:
         live = [part for part in held if part.live]
         if not live:  # every part read: what is held is all that is left
             if waiting:
-                yield from _in_order(pa.concat_tables(waiting))
+                yield pa.concat_tables(waiting)
             rest = [part.table for part in held if part.rows]
             if rest:
                 yield from _in_order(pa.concat_tables(rest))
@@ -205,15 +205,13 @@ def _merged(parts: list[Path]) -> Iterator[pa.Table]:
         frontier = min(part.last for part in live)
         taken = [t for part in held if part.rows and (t := part.take_before(frontier)) is not None]
         for part in live:
-            # All it holds is at the frontier, or it is half spent: read on. Reading only the part
-            # at the frontier made one step per row group, each visiting every part (4M rows, 400
-            # parts: 29k steps, 277 s); topping up every half-spent part keeps each under 1.5 groups.
-            if part.rows and (part.last == frontier or 2 * part.rows < part.batch_rows):
+            if part.rows and part.last == frontier:  # all it holds is at the frontier: read on
                 part.pull()
         if taken:
-            waiting.append(pa.concat_tables(taken))
+            # Sorted, so a copy: a slice would keep the parts' whole batches alive until written.
+            waiting.append(_sort(pa.concat_tables(taken)))
             if sum(t.num_rows for t in waiting) >= WRITE_ROWS:  # row groups of a useful size
-                yield from _in_order(pa.concat_tables(waiting))
+                yield pa.concat_tables(waiting)
                 waiting = []
 
 
@@ -221,7 +219,7 @@ class _Held:
     """What the merge holds of one sorted part: its rows not yet written, and their positions."""
 
     def __init__(self, batches: Iterator[pa.Table]):
-        self.batches, self.live, self.table, self.batch_rows = batches, True, None, 0
+        self.batches, self.live, self.table = batches, True, None
         self.first, self.completion = np.empty(0, np.int64), np.empty(0, np.int64)
 
     @property
@@ -238,7 +236,6 @@ class _Held:
         if batch is None:
             self.live = False
             return
-        self.batch_rows = batch.num_rows
         self.table = batch if not self.rows else pa.concat_tables([self.table, batch])
         self.first, self.completion = (self.table[name].to_numpy() for name in ("_first_input", "_first_completion"))
 
@@ -260,8 +257,12 @@ def _batches(path: Path) -> Iterator[pa.Table]:
         yield file.read_row_group(group)
 
 
+def _sort(table: pa.Table) -> pa.Table:
+    return table.sort_by([(k, "ascending") for k in ORDER_KEY])
+
+
 def _in_order(table: pa.Table) -> Iterator[pa.Table]:
-    table = table.sort_by([(k, "ascending") for k in ORDER_KEY])
+    table = _sort(table)
     for start in range(0, table.num_rows, WRITE_ROWS):
         yield table.slice(start, WRITE_ROWS)
 
